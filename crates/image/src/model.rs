@@ -1,0 +1,372 @@
+//! The one model of a binary that every later stage reads: functions, data symbols, type
+//! layouts, line tables, inlining records, sections, imports, exports, relocations, unwind
+//! entries, TLS, initializers and the identity of the build.
+//!
+//! Both readers (PE+PDB and ELF+DWARF) fill the same types, so diff and policy never see a file
+//! format. All addresses are relative to the image base (RVA for PE, virtual address minus the
+//! lowest loadable segment address for ELF, which is the address itself for `ET_DYN`).
+//! Every collection is sorted, so anything emitted from it is deterministic.
+
+use serde::Serialize;
+
+/// Which container format the image came from.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Format {
+    Pe,
+    Elf,
+}
+
+/// A loaded binary with its debug information.
+#[derive(Debug, Serialize)]
+pub struct Image<'data> {
+    pub format: Format,
+    pub identity: Identity,
+    /// Where the debug information came from (`"pdb"`, `"dwarf"`, or `"none"`).
+    pub debug_info: DebugInfoSource,
+    /// Entry point RVA, if the image has one.
+    pub entry_point: Option<u64>,
+    pub sections: Vec<Section>,
+    /// Sorted by RVA, then name. Bodies folded together (ICF) appear once, with `aliases`.
+    pub functions: Vec<Function<'data>>,
+    /// Sorted by RVA, then name.
+    pub data_symbols: Vec<DataSymbol>,
+    /// Sorted by name, then fingerprint.
+    pub types: Vec<TypeLayout>,
+    /// Source files referenced by `lines`, indexed by `LineRow::file`.
+    pub source_files: Vec<String>,
+    /// Sorted by RVA.
+    pub lines: Vec<LineRow>,
+    /// Sorted by caller RVA, then range start.
+    pub inline_sites: Vec<InlineSite>,
+    pub imports: Vec<Import>,
+    pub exports: Vec<Export>,
+    /// Sorted by RVA of the patched location.
+    pub relocations: Vec<Relocation>,
+    /// Sorted by begin RVA.
+    pub unwind: Vec<UnwindEntry>,
+    pub tls: Option<Tls>,
+    /// Sorted by the RVA of the table slot.
+    pub initializers: Vec<Initializer>,
+}
+
+/// Which debug information described the functions.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DebugInfoSource {
+    Pdb,
+    Dwarf,
+    /// Only the symbol table was available.
+    None,
+}
+
+/// What identifies exactly one build, so a patch can be keyed to it.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct Identity {
+    /// SHA-256 of the whole file, lowercase hex.
+    pub sha256: String,
+    pub file_size: u64,
+    /// `"x86_64"`, the only architecture the readers accept today.
+    pub machine: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub pe: Option<PeIdentity>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub elf: Option<ElfIdentity>,
+}
+
+/// The fields Windows keys a hotpatch on, plus the CodeView record naming the PDB.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct PeIdentity {
+    pub time_date_stamp: u32,
+    pub size_of_image: u32,
+    pub checksum: u32,
+    pub image_base: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub codeview: Option<CodeViewIdentity>,
+}
+
+/// The RSDS record of a PE debug directory.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct CodeViewIdentity {
+    /// The GUID in registry form (`8-4-4-4-12`, uppercase hex).
+    pub guid: String,
+    pub age: u32,
+    pub pdb_path: String,
+}
+
+/// The identity of an ELF build.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct ElfIdentity {
+    /// The `NT_GNU_BUILD_ID` note, lowercase hex.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub build_id: Option<String>,
+    /// `"exec"` or `"dyn"`.
+    pub elf_type: String,
+}
+
+/// Whether a symbol is visible outside its compilation unit.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Linkage {
+    Global,
+    Static,
+}
+
+/// One function body.
+#[derive(Clone, Debug, Serialize)]
+pub struct Function<'data> {
+    /// The decorated (MSVC) or mangled (Itanium) name, as the linker saw it; for C, the plain name.
+    pub name: String,
+    /// The name as the debug information spells it for people.
+    pub display_name: String,
+    pub rva: u64,
+    pub size: u64,
+    pub section: String,
+    /// The compilation unit (PDB module, DWARF CU name) the function came from.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile_unit: Option<String>,
+    pub linkage: Linkage,
+    /// True when the debug information describes this function; false when only a symbol
+    /// table or a PE public symbol names it (runtime objects built without debug info).
+    pub has_debug_info: bool,
+    /// The code bytes, borrowed from the mapped file. Empty when the section has no file data.
+    #[serde(skip)]
+    pub code: &'data [u8],
+    /// Bytes before the entry that no function owns and that hold only filler (int3, nop,
+    /// zero): room for a redirect that does not overwrite the first instruction.
+    pub padding_before: u64,
+    /// Length in bytes of the instruction at the entry, if it decodes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_instruction_len: Option<u8>,
+    /// Other names whose body is this same body (identical code folding), sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub aliases: Vec<String>,
+}
+
+impl Function<'_> {
+    /// The RVA one past the last byte of the body.
+    pub fn end(&self) -> u64 {
+        self.rva.saturating_add(self.size)
+    }
+}
+
+/// Where a data symbol lives, which decides whether a patch may touch it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum DataKind {
+    Writable,
+    ReadOnly,
+    ZeroInitialized,
+    ThreadLocal,
+}
+
+/// A global or static variable, or a named constant.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct DataSymbol {
+    pub name: String,
+    pub rva: u64,
+    pub size: u64,
+    pub section: String,
+    pub kind: DataKind,
+    pub linkage: Linkage,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub compile_unit: Option<String>,
+    /// The type as the debug information names it (`struct session`, `int[16]`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub type_name: Option<String>,
+}
+
+/// `struct`, `union` or `class`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TypeKind {
+    Struct,
+    Union,
+    Class,
+}
+
+/// The memory layout of an aggregate type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TypeLayout {
+    pub name: String,
+    pub kind: TypeKind,
+    pub size: u64,
+    pub fields: Vec<Field>,
+    /// SHA-256 (first 16 bytes, hex) of the canonical layout text from [`TypeLayout::canonical`].
+    /// Two builds have the same layout for a type exactly when the fingerprints match.
+    pub fingerprint: String,
+}
+
+/// One data member of an aggregate.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Field {
+    pub name: String,
+    /// Byte offset from the start of the aggregate.
+    pub offset: u64,
+    pub type_name: String,
+    /// For bit fields: the bit offset within the storage unit and the width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits: Option<(u32, u32)>,
+}
+
+impl TypeLayout {
+    /// Builds a layout and computes its fingerprint.
+    pub fn new(name: String, kind: TypeKind, size: u64, mut fields: Vec<Field>) -> Self {
+        fields.sort_by(|a, b| (a.offset, a.bits, &a.name).cmp(&(b.offset, b.bits, &b.name)));
+        let mut layout = TypeLayout {
+            name,
+            kind,
+            size,
+            fields,
+            fingerprint: String::new(),
+        };
+        layout.fingerprint = crate::identity::short_hash(layout.canonical().as_bytes());
+        layout
+    }
+
+    /// A text form that is equal for equal layouts, independent of format and build.
+    pub fn canonical(&self) -> String {
+        use std::fmt::Write;
+        let mut text = format!("{:?} {} size={}\n", self.kind, self.name, self.size);
+        for field in &self.fields {
+            let _ = write!(
+                text,
+                "  +{} {}: {}",
+                field.offset, field.name, field.type_name
+            );
+            if let Some((bit_offset, bit_size)) = field.bits {
+                let _ = write!(text, " bits {bit_offset}:{bit_size}");
+            }
+            text.push('\n');
+        }
+        text
+    }
+}
+
+/// One row of a line table: code starting at `rva` came from `line` of `source_files[file]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct LineRow {
+    pub rva: u64,
+    pub file: u32,
+    pub line: u32,
+}
+
+/// Code of `inlinee` that the compiler copied into the function at `caller_rva`.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct InlineSite {
+    pub caller_rva: u64,
+    pub inlinee: String,
+    /// `(start RVA, length)` of the inlined code.
+    pub ranges: Vec<(u64, u64)>,
+}
+
+/// A section of the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Section {
+    pub name: String,
+    pub rva: u64,
+    pub virtual_size: u64,
+    pub file_offset: u64,
+    pub file_size: u64,
+    pub executable: bool,
+    pub writable: bool,
+    pub readable: bool,
+}
+
+/// A symbol the image takes from a shared library or DLL.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Import {
+    /// The DLL (PE) or the needed library (ELF, empty when the symbol is not versioned to one).
+    pub library: String,
+    /// The name, or `#ordinal` for PE imports by ordinal.
+    pub name: String,
+}
+
+/// A symbol the image offers to others.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Export {
+    pub name: String,
+    pub rva: u64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ordinal: Option<u32>,
+}
+
+/// A place the loader or linker patches with an address.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Relocation {
+    /// RVA of the bytes that are patched.
+    pub rva: u64,
+    /// The format's own name of the relocation type (`IMAGE_REL_BASED_DIR64`, `R_X86_64_PC32`).
+    pub kind: String,
+    /// `"base"` (PE `.reloc`), `"dynamic"` (ELF `.rela.dyn`/`.rela.plt`) or `"static"`
+    /// (ELF relocations kept by `--emit-relocs`).
+    pub origin: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub symbol: Option<String>,
+    pub addend: i64,
+}
+
+/// One unwind table entry covering a range of code.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct UnwindEntry {
+    pub begin: u64,
+    pub end: u64,
+    /// PE: RVA of the `UNWIND_INFO`; ELF: offset of the FDE in `.eh_frame`.
+    pub info: u64,
+}
+
+/// Thread-local storage of the image.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Tls {
+    /// RVA range of the initialized TLS template.
+    pub template_start: u64,
+    pub template_end: u64,
+    /// Total size of one thread's block (template plus zero fill).
+    pub block_size: u64,
+    /// PE TLS callbacks (RVAs), which run like initializers on every thread start.
+    pub callbacks: Vec<u64>,
+}
+
+/// A function the loader or runtime calls before `main` (or at exit), from a table in the image.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Initializer {
+    /// The table: `.init_array`, `.fini_array`, `.ctors`, `.CRT$XCU`, `tls-callback`, ...
+    pub table: String,
+    /// RVA of the slot in the table.
+    pub slot_rva: u64,
+    /// RVA of the function the slot points to.
+    pub target_rva: u64,
+    /// The function at `target_rva`, if one is known.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
+}
+
+/// A problem found while reading that did not stop the reading.
+///
+/// Anything that touches a function makes a patch of it reboot-required downstream.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+pub struct Diagnostic {
+    /// The part of the input (`"pdb module foo.obj"`, `".debug_info"`, `".pdata"`).
+    pub location: String,
+    pub message: String,
+    /// The function concerned, when there is one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+}
+
+impl Image<'_> {
+    /// The function whose body contains `rva`.
+    pub fn function_at(&self, rva: u64) -> Option<&Function<'_>> {
+        let idx = self.functions.partition_point(|f| f.rva <= rva);
+        let candidate = self.functions.get(idx.checked_sub(1)?)?;
+        (rva < candidate.end() || (candidate.size == 0 && rva == candidate.rva))
+            .then_some(candidate)
+    }
+
+    /// The section containing `rva`.
+    pub fn section_at(&self, rva: u64) -> Option<&Section> {
+        self.sections
+            .iter()
+            .find(|s| rva >= s.rva && rva < s.rva.saturating_add(s.virtual_size.max(s.file_size)))
+    }
+}
