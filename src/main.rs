@@ -1,1 +1,88 @@
-fn main() {}
+//! The `hotpatch` command line: argument handling, output and exit codes. The work itself lives
+//! in the library crates under `crates/`.
+
+mod input;
+mod inspect;
+mod mapped;
+
+use clap::{Parser, Subcommand};
+use std::io::Write;
+use std::process::ExitCode;
+
+/// Exit codes, documented in README.md.
+mod exit {
+    /// Usage error, or an input that cannot be read (missing, truncated, not a binary,
+    /// debug information that does not match).
+    pub const INPUT: u8 = 2;
+}
+
+#[derive(Parser)]
+#[command(
+    name = "hotpatch",
+    version,
+    about = "Turn security fixes into hotpatches"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Show what hotpatch reads from a binary and its debug information.
+    Inspect(inspect::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(error) => {
+            let code = if error.use_stderr() { exit::INPUT } else { 0 };
+            let _ = error.print();
+            return ExitCode::from(code);
+        }
+    };
+    let mut stdout = std::io::stdout().lock();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args, &mut stdout),
+    };
+    let result = result.and_then(|code| stdout.flush().map(|()| code).map_err(anyhow::Error::from));
+    match result {
+        Ok(code) => ExitCode::from(code),
+        Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            if let Some(hint) = hint_for(&error) {
+                eprintln!("hint: {hint}");
+            }
+            ExitCode::from(exit::INPUT)
+        }
+    }
+}
+
+/// A reader that closed the pipe early (`hotpatch inspect x --json | head`) is not a failure.
+fn is_broken_pipe(error: &anyhow::Error) -> bool {
+    error.chain().any(|cause| {
+        cause
+            .downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}
+
+fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
+    let image_error = error
+        .chain()
+        .find_map(|cause| cause.downcast_ref::<hotpatch_image::Error>())?;
+    match image_error {
+        hotpatch_image::Error::PdbMismatch { .. } => {
+            Some("pass the PDB the linker wrote together with this image (--pdb), or rebuild both")
+        }
+        hotpatch_image::Error::DebugMismatch { .. } => Some(
+            "pass the debug file split off this very build (objcopy --only-keep-debug), or rebuild both",
+        ),
+        hotpatch_image::Error::NotABinary { .. } | hotpatch_image::Error::Empty => {
+            Some("hotpatch reads PE32+ (.exe, .dll) and ELF64 x86-64 files")
+        }
+        _ => None,
+    }
+}

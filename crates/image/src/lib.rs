@@ -15,6 +15,7 @@ mod pe;
 pub use error::{Error, Result};
 pub use identity::{guid_string, hex, sha256_hex};
 pub use model::*;
+pub use pe::codeview_record;
 
 /// An image and what could not be read of it.
 #[derive(Debug)]

@@ -1,0 +1,449 @@
+//! The PDB half of the PE reader: checks that the PDB belongs to the image (RSDS GUID and age),
+//! then reads procedures, data, publics, line tables and inline sites from the module streams
+//! and type layouts from TPI.
+//!
+//! The `pdb2` crate can panic on some corrupted PDBs (GUIDE §2); the whole read runs inside
+//! `catch_unwind` so that a hostile PDB yields an error, not a crash.
+
+use super::types::TypeNames;
+use crate::model::*;
+use crate::{Error, Result};
+use pdb2::FallibleIterator;
+use std::collections::{BTreeMap, HashMap};
+use std::io::Cursor;
+
+/// A PDB public symbol (`S_PUB32`): the decorated name of a function or datum.
+#[derive(Clone, Debug)]
+pub(crate) struct Public {
+    pub name: String,
+    pub rva: u64,
+    pub code: bool,
+}
+
+type Pdb<'data> = pdb2::PDB<'data, Cursor<&'data [u8]>>;
+
+/// Reads `pdb_bytes` into `image` and returns its public symbols.
+pub(crate) fn read(
+    pdb_bytes: &[u8],
+    codeview: &CodeViewIdentity,
+    image: &mut Image<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Vec<Public>> {
+    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        read_unguarded(pdb_bytes, codeview, image, diagnostics)
+    }));
+    outcome.unwrap_or(Err(Error::PdbReaderFailed {
+        what: "a PDB stream",
+    }))
+}
+
+fn pdb_error(what: &'static str) -> impl FnOnce(pdb2::Error) -> Error {
+    move |source| Error::Pdb { what, source }
+}
+
+fn read_unguarded(
+    pdb_bytes: &[u8],
+    codeview: &CodeViewIdentity,
+    image: &mut Image<'_>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> Result<Vec<Public>> {
+    let mut pdb: Pdb<'_> =
+        pdb2::PDB::open(Cursor::new(pdb_bytes)).map_err(pdb_error("MSF header"))?;
+    check_match(&mut pdb, codeview)?;
+
+    let address_map = pdb.address_map().map_err(pdb_error("section headers"))?;
+    let string_table = pdb.string_table().ok();
+    let type_information = pdb.type_information().map_err(pdb_error("TPI stream"))?;
+    let id_information = pdb.id_information().map_err(pdb_error("IPI stream"))?;
+    let mut type_names = TypeNames::new(&type_information).map_err(pdb_error("TPI stream"))?;
+    image.types = type_names.layouts(diagnostics);
+
+    let mut id_finder = id_information.finder();
+    let mut ids = id_information.iter();
+    while ids.next().map_err(pdb_error("IPI stream"))?.is_some() {
+        id_finder.update(&ids);
+    }
+
+    let publics = read_publics(&mut pdb, &address_map)?;
+    let public_names: BTreeMap<u64, &str> =
+        publics.iter().map(|p| (p.rva, p.name.as_str())).collect();
+
+    let mut files = FileTable::default();
+    let debug_information = pdb.debug_information().map_err(pdb_error("DBI stream"))?;
+    let mut modules = debug_information
+        .modules()
+        .map_err(pdb_error("DBI module list"))?;
+    while let Some(module) = modules.next().map_err(pdb_error("DBI module list"))? {
+        let module_name = module.module_name().into_owned();
+        let module_info = match pdb.module_info(&module) {
+            Ok(Some(info)) => info,
+            Ok(None) => continue,
+            Err(error) => {
+                diagnostics.push(module_diagnostic(
+                    &module_name,
+                    format!("module stream is unreadable: {error}"),
+                ));
+                continue;
+            }
+        };
+        let context = ModuleContext {
+            module_name: &module_name,
+            address_map: &address_map,
+            public_names: &public_names,
+            id_finder: &id_finder,
+        };
+        if let Err(error) = read_module_symbols(&module_info, &context, &mut type_names, image) {
+            diagnostics.push(module_diagnostic(
+                &module_name,
+                format!("symbols are malformed: {error}"),
+            ));
+        }
+        if let Err(error) = read_module_lines(
+            &module_info,
+            &address_map,
+            string_table.as_ref(),
+            &mut files,
+            &mut image.lines,
+        ) {
+            diagnostics.push(module_diagnostic(
+                &module_name,
+                format!("line table is malformed: {error}"),
+            ));
+        }
+    }
+    read_global_data(&mut pdb, &address_map, &mut type_names, image)?;
+    image.source_files = files.names;
+    Ok(publics)
+}
+
+/// Refuses a PDB whose GUID or age differs from the image's RSDS record.
+fn check_match(pdb: &mut Pdb<'_>, codeview: &CodeViewIdentity) -> Result<()> {
+    let info = pdb
+        .pdb_information()
+        .map_err(pdb_error("PDB info stream"))?;
+    let pdb_guid = info.guid.hyphenated().to_string().to_uppercase();
+    // The RSDS age is the DBI stream's age; the info stream's may run ahead of it.
+    let pdb_age = pdb
+        .debug_information()
+        .ok()
+        .and_then(|dbi| dbi.age())
+        .unwrap_or(info.age);
+    if pdb_guid != codeview.guid || pdb_age != codeview.age {
+        return Err(Error::PdbMismatch {
+            image_guid: codeview.guid.clone(),
+            image_age: codeview.age,
+            pdb_guid,
+            pdb_age,
+        });
+    }
+    Ok(())
+}
+
+fn read_publics(pdb: &mut Pdb<'_>, address_map: &pdb2::AddressMap<'_>) -> Result<Vec<Public>> {
+    let globals = pdb
+        .global_symbols()
+        .map_err(pdb_error("global symbol stream"))?;
+    let mut symbols = globals.iter();
+    let mut publics = Vec::new();
+    while let Some(symbol) = symbols.next().map_err(pdb_error("global symbol stream"))? {
+        if let Ok(pdb2::SymbolData::Public(public)) = symbol.parse() {
+            let Some(rva) = public.offset.to_rva(address_map) else {
+                continue;
+            };
+            publics.push(Public {
+                name: public.name.to_string().into_owned(),
+                rva: u64::from(rva.0),
+                code: public.code || public.function,
+            });
+        }
+    }
+    publics.sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+    Ok(publics)
+}
+
+struct ModuleContext<'a, 'data> {
+    module_name: &'a str,
+    address_map: &'a pdb2::AddressMap<'data>,
+    public_names: &'a BTreeMap<u64, &'a str>,
+    id_finder: &'a pdb2::IdFinder<'a>,
+}
+
+fn read_module_symbols(
+    module_info: &pdb2::ModuleInfo<'_>,
+    context: &ModuleContext<'_, '_>,
+    type_names: &mut TypeNames<'_, '_>,
+    image: &mut Image<'_>,
+) -> pdb2::Result<()> {
+    let inlinees: HashMap<pdb2::IdIndex, pdb2::Inlinee<'_>> = module_info
+        .inlinees()?
+        .map(|inlinee| Ok((inlinee.index(), inlinee)))
+        .collect()?;
+    // The procedure an inline site belongs to: its start offset (inlinee line offsets are relative
+    // to it) and RVA.
+    let mut current_procedure: Option<(pdb2::PdbInternalSectionOffset, u64)> = None;
+    let mut symbols = module_info.symbols()?;
+    while let Some(symbol) = symbols.next()? {
+        let Ok(data) = symbol.parse() else { continue };
+        match data {
+            pdb2::SymbolData::Procedure(procedure) => {
+                let Some(rva) = procedure.offset.to_rva(context.address_map) else {
+                    continue;
+                };
+                let rva = u64::from(rva.0);
+                current_procedure = Some((procedure.offset, rva));
+                let display_name = procedure.name.to_string().into_owned();
+                let name = context
+                    .public_names
+                    .get(&rva)
+                    .map(|public| (*public).to_owned())
+                    .unwrap_or_else(|| display_name.clone());
+                let section = image
+                    .section_at(rva)
+                    .map(|s| s.name.clone())
+                    .unwrap_or_default();
+                image.functions.push(Function {
+                    name,
+                    display_name,
+                    rva,
+                    size: u64::from(procedure.len),
+                    section,
+                    compile_unit: Some(context.module_name.to_owned()),
+                    linkage: if procedure.global {
+                        Linkage::Global
+                    } else {
+                        Linkage::Static
+                    },
+                    has_debug_info: true,
+                    code: &[],
+                    padding_before: 0,
+                    first_instruction_len: None,
+                    aliases: Vec::new(),
+                });
+            }
+            pdb2::SymbolData::InlineSite(site) => {
+                let Some((parent_offset, caller_rva)) = current_procedure else {
+                    continue;
+                };
+                let inlinee = inlinee_name(context.id_finder, site.inlinee);
+                let mut ranges = Vec::new();
+                if let Some(lines) = inlinees.get(&site.inlinee) {
+                    let mut rows = lines.lines(parent_offset, &site);
+                    while let Some(row) = rows.next()? {
+                        let Some(start) = row.offset.to_rva(context.address_map) else {
+                            continue;
+                        };
+                        ranges.push((u64::from(start.0), u64::from(row.length.unwrap_or(0))));
+                    }
+                }
+                ranges.sort_unstable();
+                ranges.dedup();
+                image.inline_sites.push(InlineSite {
+                    caller_rva,
+                    inlinee,
+                    ranges,
+                });
+            }
+            pdb2::SymbolData::Data(data) => {
+                push_data(
+                    image,
+                    type_names,
+                    context.address_map,
+                    &data.name,
+                    data.offset,
+                    data.type_index,
+                    data.global,
+                    Some(context.module_name),
+                    false,
+                );
+            }
+            pdb2::SymbolData::ThreadStorage(tls) => {
+                push_data(
+                    image,
+                    type_names,
+                    context.address_map,
+                    &tls.name,
+                    tls.offset,
+                    tls.type_index,
+                    tls.global,
+                    Some(context.module_name),
+                    true,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Global data is listed in the globals stream as well as in the module; the module's record
+/// carries the compilation unit, so module records win when both exist.
+fn read_global_data(
+    pdb: &mut Pdb<'_>,
+    address_map: &pdb2::AddressMap<'_>,
+    type_names: &mut TypeNames<'_, '_>,
+    image: &mut Image<'_>,
+) -> Result<()> {
+    let globals = pdb
+        .global_symbols()
+        .map_err(pdb_error("global symbol stream"))?;
+    let mut symbols = globals.iter();
+    while let Some(symbol) = symbols.next().map_err(pdb_error("global symbol stream"))? {
+        match symbol.parse() {
+            Ok(pdb2::SymbolData::Data(data)) => {
+                push_data(
+                    image,
+                    type_names,
+                    address_map,
+                    &data.name,
+                    data.offset,
+                    data.type_index,
+                    data.global,
+                    None,
+                    false,
+                );
+            }
+            Ok(pdb2::SymbolData::ThreadStorage(tls)) => {
+                push_data(
+                    image,
+                    type_names,
+                    address_map,
+                    &tls.name,
+                    tls.offset,
+                    tls.type_index,
+                    tls.global,
+                    None,
+                    true,
+                );
+            }
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call shape shared by four symbol kinds"
+)]
+fn push_data(
+    image: &mut Image<'_>,
+    type_names: &mut TypeNames<'_, '_>,
+    address_map: &pdb2::AddressMap<'_>,
+    name: &pdb2::RawString<'_>,
+    offset: pdb2::PdbInternalSectionOffset,
+    type_index: pdb2::TypeIndex,
+    global: bool,
+    module_name: Option<&str>,
+    thread_local: bool,
+) {
+    let Some(rva) = offset.to_rva(address_map) else {
+        return;
+    };
+    let rva = u64::from(rva.0);
+    let name = name.to_string().into_owned();
+    if image
+        .data_symbols
+        .iter()
+        .any(|d| d.rva == rva && d.name == name)
+    {
+        return;
+    }
+    let Some(section) = image.section_at(rva).cloned() else {
+        return;
+    };
+    let kind = if thread_local {
+        DataKind::ThreadLocal
+    } else if !section.writable {
+        DataKind::ReadOnly
+    } else if section.name == ".bss" || rva >= section.rva + section.file_size {
+        DataKind::ZeroInitialized
+    } else {
+        DataKind::Writable
+    };
+    image.data_symbols.push(DataSymbol {
+        name,
+        rva,
+        size: type_names.size(type_index),
+        section: section.name,
+        kind,
+        linkage: if global {
+            Linkage::Global
+        } else {
+            Linkage::Static
+        },
+        compile_unit: module_name.map(str::to_owned),
+        type_name: Some(type_names.name(type_index)),
+    });
+}
+
+fn inlinee_name(id_finder: &pdb2::IdFinder<'_>, index: pdb2::IdIndex) -> String {
+    let parsed = id_finder.find(index).and_then(|item| item.parse());
+    match parsed {
+        Ok(pdb2::IdData::Function(function)) => function.name.to_string().into_owned(),
+        Ok(pdb2::IdData::MemberFunction(function)) => function.name.to_string().into_owned(),
+        _ => format!("<inlinee {}>", index.0),
+    }
+}
+
+/// Interns source file names so line rows stay small.
+#[derive(Default)]
+struct FileTable {
+    names: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl FileTable {
+    fn intern(&mut self, name: String) -> u32 {
+        if let Some(&idx) = self.index.get(&name) {
+            return idx;
+        }
+        let idx = self.names.len() as u32;
+        self.names.push(name.clone());
+        self.index.insert(name, idx);
+        idx
+    }
+}
+
+fn read_module_lines(
+    module_info: &pdb2::ModuleInfo<'_>,
+    address_map: &pdb2::AddressMap<'_>,
+    string_table: Option<&pdb2::StringTable<'_>>,
+    files: &mut FileTable,
+    lines: &mut Vec<LineRow>,
+) -> pdb2::Result<()> {
+    let program = module_info.line_program()?;
+    let mut rows = program.lines();
+    let mut file_names: HashMap<pdb2::FileIndex, u32> = HashMap::new();
+    while let Some(row) = rows.next()? {
+        let Some(rva) = row.offset.to_rva(address_map) else {
+            continue;
+        };
+        let file = match file_names.get(&row.file_index) {
+            Some(&file) => file,
+            None => {
+                let info = program.get_file_info(row.file_index)?;
+                let name = match string_table {
+                    Some(table) => info.name.to_string_lossy(table)?.into_owned(),
+                    None => format!("<file {}>", info.name.0),
+                };
+                let file = files.intern(name);
+                file_names.insert(row.file_index, file);
+                file
+            }
+        };
+        lines.push(LineRow {
+            rva: u64::from(rva.0),
+            file,
+            line: row.line_start,
+        });
+    }
+    Ok(())
+}
+
+fn module_diagnostic(module_name: &str, message: String) -> Diagnostic {
+    Diagnostic {
+        location: format!("pdb module {module_name}"),
+        message,
+        function: None,
+    }
+}

@@ -1,0 +1,279 @@
+//! PDB type records (TPI): C-like names and sizes of types, and the layouts of structs, unions
+//! and classes.
+
+use crate::model::{Diagnostic, Field, TypeKind, TypeLayout};
+use pdb2::FallibleIterator;
+
+/// Type chains in a hostile PDB can loop; nothing real nests this deep.
+const MAX_DEPTH: u32 = 32;
+
+/// Looks up type records by index.
+pub(crate) struct TypeNames<'t, 's> {
+    information: &'t pdb2::TypeInformation<'s>,
+    finder: pdb2::TypeFinder<'t>,
+}
+
+impl<'t, 's> TypeNames<'t, 's> {
+    pub(crate) fn new(information: &'t pdb2::TypeInformation<'s>) -> pdb2::Result<Self> {
+        let mut finder = information.finder();
+        let mut records = information.iter();
+        while records.next()?.is_some() {
+            finder.update(&records);
+        }
+        Ok(TypeNames {
+            information,
+            finder,
+        })
+    }
+
+    fn parse(&self, index: pdb2::TypeIndex) -> Option<pdb2::TypeData<'t>> {
+        self.finder.find(index).ok()?.parse().ok()
+    }
+
+    /// A C-like name for the type at `index`.
+    pub(crate) fn name(&mut self, index: pdb2::TypeIndex) -> String {
+        self.name_at(index, 0)
+    }
+
+    fn name_at(&self, index: pdb2::TypeIndex, depth: u32) -> String {
+        if depth > MAX_DEPTH {
+            return "<too deep>".into();
+        }
+        let Some(data) = self.parse(index) else {
+            return format!("<type {:#x}>", index.0);
+        };
+        match data {
+            pdb2::TypeData::Primitive(primitive) => {
+                let base = primitive_name(primitive.kind);
+                if primitive.indirection.is_some() {
+                    format!("{base}*")
+                } else {
+                    base
+                }
+            }
+            pdb2::TypeData::Class(class) => class.name.to_string().into_owned(),
+            pdb2::TypeData::Union(union) => union.name.to_string().into_owned(),
+            pdb2::TypeData::Enumeration(enumeration) => enumeration.name.to_string().into_owned(),
+            pdb2::TypeData::Alias(alias) => alias.name.to_string().into_owned(),
+            pdb2::TypeData::Pointer(pointer) => {
+                format!("{}*", self.name_at(pointer.underlying_type, depth + 1))
+            }
+            pdb2::TypeData::Modifier(modifier) => {
+                let mut name = self.name_at(modifier.underlying_type, depth + 1);
+                if modifier.volatile {
+                    name = format!("volatile {name}");
+                }
+                if modifier.constant {
+                    name = format!("const {name}");
+                }
+                name
+            }
+            pdb2::TypeData::Array(array) => {
+                let element = self.name_at(array.element_type, depth + 1);
+                let element_size = self.size_at(array.element_type, depth + 1).max(1);
+                let total = array.dimensions.last().copied().map(u64::from).unwrap_or(0);
+                format!("{element}[{}]", total / element_size)
+            }
+            pdb2::TypeData::Bitfield(bitfield) => self.name_at(bitfield.underlying_type, depth + 1),
+            pdb2::TypeData::Procedure(_) | pdb2::TypeData::MemberFunction(_) => "fn".into(),
+            _ => format!("<type {:#x}>", index.0),
+        }
+    }
+
+    /// The size in bytes of the type at `index` (0 when unknown).
+    pub(crate) fn size(&mut self, index: pdb2::TypeIndex) -> u64 {
+        self.size_at(index, 0)
+    }
+
+    fn size_at(&self, index: pdb2::TypeIndex, depth: u32) -> u64 {
+        if depth > MAX_DEPTH {
+            return 0;
+        }
+        let Some(data) = self.parse(index) else {
+            return 0;
+        };
+        match data {
+            pdb2::TypeData::Primitive(primitive) => {
+                if primitive.indirection.is_some() {
+                    8
+                } else {
+                    primitive_size(primitive.kind)
+                }
+            }
+            pdb2::TypeData::Class(class) => {
+                if class.properties.forward_reference() {
+                    self.resolve_forward(&class.name)
+                        .map(|(size, _)| size)
+                        .unwrap_or(class.size)
+                } else {
+                    class.size
+                }
+            }
+            pdb2::TypeData::Union(union) => {
+                if union.properties.forward_reference() {
+                    self.resolve_forward(&union.name)
+                        .map(|(size, _)| size)
+                        .unwrap_or(union.size)
+                } else {
+                    union.size
+                }
+            }
+            pdb2::TypeData::Enumeration(enumeration) => {
+                self.size_at(enumeration.underlying_type, depth + 1)
+            }
+            pdb2::TypeData::Alias(alias) => self.size_at(alias.underlying_type, depth + 1),
+            pdb2::TypeData::Pointer(pointer) => u64::from(pointer.attributes.size()).max(8),
+            pdb2::TypeData::Modifier(modifier) => self.size_at(modifier.underlying_type, depth + 1),
+            pdb2::TypeData::Array(array) => {
+                array.dimensions.last().copied().map(u64::from).unwrap_or(0)
+            }
+            pdb2::TypeData::Bitfield(bitfield) => self.size_at(bitfield.underlying_type, depth + 1),
+            _ => 0,
+        }
+    }
+
+    /// The definition behind a forward reference, found by name: (size, type index).
+    fn resolve_forward(&self, name: &pdb2::RawString<'_>) -> Option<(u64, pdb2::TypeIndex)> {
+        let mut records = self.information.iter();
+        while let Ok(Some(record)) = records.next() {
+            match record.parse() {
+                Ok(pdb2::TypeData::Class(class))
+                    if !class.properties.forward_reference() && class.name == *name =>
+                {
+                    return Some((class.size, record.index()));
+                }
+                Ok(pdb2::TypeData::Union(union))
+                    if !union.properties.forward_reference() && union.name == *name =>
+                {
+                    return Some((union.size, record.index()));
+                }
+                _ => {}
+            }
+        }
+        None
+    }
+
+    /// The layout of every defined struct, union and class.
+    pub(crate) fn layouts(&mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<TypeLayout> {
+        let mut layouts = Vec::new();
+        let mut records = self.information.iter();
+        loop {
+            let record = match records.next() {
+                Ok(Some(record)) => record,
+                Ok(None) => break,
+                Err(error) => {
+                    diagnostics.push(Diagnostic {
+                        location: "pdb TPI stream".into(),
+                        message: format!("type records are malformed: {error}"),
+                        function: None,
+                    });
+                    break;
+                }
+            };
+            let (name, kind, size, fields) = match record.parse() {
+                Ok(pdb2::TypeData::Class(class)) if !class.properties.forward_reference() => {
+                    let kind = match class.kind {
+                        pdb2::ClassKind::Class => TypeKind::Class,
+                        _ => TypeKind::Struct,
+                    };
+                    (
+                        class.name.to_string().into_owned(),
+                        kind,
+                        class.size,
+                        class.fields,
+                    )
+                }
+                Ok(pdb2::TypeData::Union(union)) if !union.properties.forward_reference() => (
+                    union.name.to_string().into_owned(),
+                    TypeKind::Union,
+                    union.size,
+                    Some(union.fields),
+                ),
+                _ => continue,
+            };
+            let fields = fields.map(|index| self.fields(index)).unwrap_or_default();
+            layouts.push(TypeLayout::new(name, kind, size, fields));
+        }
+        layouts
+    }
+
+    /// The data members of a field list, following continuations.
+    fn fields(&self, mut index: pdb2::TypeIndex) -> Vec<Field> {
+        let mut fields = Vec::new();
+        for _ in 0..MAX_DEPTH {
+            let Some(pdb2::TypeData::FieldList(list)) = self.parse(index) else {
+                break;
+            };
+            for field in &list.fields {
+                match field {
+                    pdb2::TypeData::Member(member) => {
+                        let bits = match self.parse(member.field_type) {
+                            Some(pdb2::TypeData::Bitfield(bitfield)) => {
+                                Some((u32::from(bitfield.position), u32::from(bitfield.length)))
+                            }
+                            _ => None,
+                        };
+                        fields.push(Field {
+                            name: member.name.to_string().into_owned(),
+                            offset: member.offset,
+                            type_name: self.name_at(member.field_type, 0),
+                            bits,
+                        });
+                    }
+                    pdb2::TypeData::BaseClass(base) => fields.push(Field {
+                        name: "<base>".into(),
+                        offset: u64::from(base.offset),
+                        type_name: self.name_at(base.base_class, 0),
+                        bits: None,
+                    }),
+                    pdb2::TypeData::VirtualFunctionTablePointer(_) => fields.push(Field {
+                        name: "<vfptr>".into(),
+                        offset: 0,
+                        type_name: "vtable*".into(),
+                        bits: None,
+                    }),
+                    _ => {}
+                }
+            }
+            match list.continuation {
+                Some(next) => index = next,
+                None => break,
+            }
+        }
+        fields
+    }
+}
+
+fn primitive_name(kind: pdb2::PrimitiveKind) -> String {
+    use pdb2::PrimitiveKind as K;
+    match kind {
+        K::Void => "void".into(),
+        K::Char | K::RChar => "char".into(),
+        K::UChar => "unsigned char".into(),
+        K::WChar => "wchar_t".into(),
+        K::Short | K::I16 => "short".into(),
+        K::UShort | K::U16 => "unsigned short".into(),
+        K::Long | K::I32 => "int".into(),
+        K::ULong | K::U32 => "unsigned int".into(),
+        K::Quad | K::I64 => "long long".into(),
+        K::UQuad | K::U64 => "unsigned long long".into(),
+        K::F32 => "float".into(),
+        K::F64 => "double".into(),
+        K::Bool8 => "bool".into(),
+        other => format!("{other:?}").to_lowercase(),
+    }
+}
+
+fn primitive_size(kind: pdb2::PrimitiveKind) -> u64 {
+    use pdb2::PrimitiveKind as K;
+    match kind {
+        K::NoType | K::Void => 0,
+        K::Char | K::UChar | K::RChar | K::I8 | K::U8 | K::Bool8 => 1,
+        K::WChar | K::RChar16 | K::Short | K::UShort | K::I16 | K::U16 | K::F16 | K::Bool16 => 2,
+        K::RChar32 | K::Long | K::ULong | K::I32 | K::U32 | K::F32 | K::Bool32 | K::HRESULT => 4,
+        K::Quad | K::UQuad | K::I64 | K::U64 | K::F64 | K::Bool64 => 8,
+        K::F80 => 10,
+        K::Octa | K::UOcta | K::I128 | K::U128 | K::F128 => 16,
+        _ => 0,
+    }
+}

@@ -1,0 +1,42 @@
+//! Read-only memory maps of input files, so readers borrow code bytes without copying them.
+
+use anyhow::{Context, Result};
+use std::path::Path;
+
+/// A file mapped read-only (or read into memory when it is empty or cannot be mapped).
+pub enum Mapped {
+    Map(memmap2::Mmap),
+    Owned(Vec<u8>),
+}
+
+impl Mapped {
+    pub fn open(path: &Path) -> Result<Self> {
+        let file = fs_err::File::open(path)?;
+        let len = file
+            .metadata()
+            .with_context(|| format!("cannot stat {}", path.display()))?
+            .len();
+        if len == 0 {
+            return Ok(Mapped::Owned(Vec::new()));
+        }
+        #[allow(
+            unsafe_code,
+            reason = "memory-mapping the input is the one way to read it without copying"
+        )]
+        // SAFETY: the map is read-only and private to this process. Another process truncating
+        // the file while we read it could fault; hotpatch inputs are build artifacts that no one
+        // edits in place while a command runs, and ripgrep makes the same trade.
+        let map = unsafe { memmap2::Mmap::map(file.file()) };
+        match map {
+            Ok(map) => Ok(Mapped::Map(map)),
+            Err(_) => Ok(Mapped::Owned(fs_err::read(path)?)),
+        }
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        match self {
+            Mapped::Map(map) => map,
+            Mapped::Owned(bytes) => bytes,
+        }
+    }
+}
