@@ -223,13 +223,22 @@ fn build_pe(
     let object = format!("pe/{variant}.o");
     // clang records its cc1 command line in the PDB, so a `-ffile-prefix-map=$PWD=.` would
     // itself leak the build directory; naming the compilation directory `.` does not.
-    shell::run(
-        Command::new(driver)
-            .current_dir(case_dir)
-            .args([MINGW_TARGET, "-O2", "-g", "-gcodeview"])
-            .arg("-ffile-compilation-dir=.")
-            .args(["-c", source, "-o", &object]),
-    )?;
+    let mut compile = Command::new(driver);
+    compile
+        .current_dir(case_dir)
+        .args([MINGW_TARGET, "-O2", "-g", "-gcodeview"])
+        .arg("-ffile-compilation-dir=.");
+    if is_cpp {
+        // Debian's clang does not find mingw-w64's libstdc++ headers on its own; they live
+        // beside the libgcc that is already on the link line.
+        let cxx_include = toolchain.mingw_libgcc_dir.join("include/c++");
+        compile
+            .arg("-isystem")
+            .arg(&cxx_include)
+            .arg("-isystem")
+            .arg(cxx_include.join("x86_64-w64-mingw32"));
+    }
+    shell::run(compile.args(["-c", source, "-o", &object]))?;
     shell::run(
         Command::new(driver)
             .current_dir(case_dir)
