@@ -1,1 +1,6 @@
-//! Integration tests.
+//! Integration tests of the `hotpatch` binary and its libraries against the committed fixtures.
+
+mod cli;
+mod independent;
+mod mutation;
+mod support;

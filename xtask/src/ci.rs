@@ -11,7 +11,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("`ci` takes no arguments, got `{arg}`");
     }
     let root = shell::workspace_root();
-    shell::run(&mut Command::new(root.join("ci/install-packages")))?;
+    shell::run(Command::new(root.join("ci/install-packages")).arg("--tests"))?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     let steps: &[&[&str]] = &[
         &["fmt", "--all", "--", "--check"],

@@ -4,6 +4,7 @@
 //! command, and each command's logic lives in its own module so other commands can call it.
 
 mod ci;
+mod demo;
 mod fixtures;
 mod shell;
 
@@ -16,6 +17,11 @@ const COMMANDS: &[(&str, Command, &str)] = &[
         "ci",
         ci::run,
         "install system packages, then run fmt, clippy and the workspace tests",
+    ),
+    (
+        "demo",
+        demo::run,
+        "the main job on the bundled fixtures: `hotpatch inspect` on every build",
     ),
     (
         "fixtures",

@@ -480,31 +480,33 @@ fn read_initializer_tables(
         return;
     };
     let find = |name: &str| publics.iter().find(|p| p.name == name).map(|p| p.rva);
-    let read_slots =
-        |table: &str, start: u64, end: Option<u64>, initializers: &mut Vec<Initializer>| {
-            let mut slot = start;
-            for _ in 0..4096 {
-                if end.is_some_and(|end| slot >= end) {
-                    break;
-                }
-                let Some(word) = bytes_at(mapped, slot, 8) else {
-                    break;
-                };
-                let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
-                if value == 0 && end.is_none() {
-                    break;
-                }
-                if let Some(target_rva) = value.checked_sub(image_base).filter(|_| value != u64::MAX) {
-                    initializers.push(Initializer {
-                        table: table.into(),
-                        slot_rva: slot,
-                        target_rva,
-                        target: None,
-                    });
-                }
-                slot += 8;
+    let read_slots = |table: &str,
+                      start: u64,
+                      end: Option<u64>,
+                      initializers: &mut Vec<Initializer>| {
+        let mut slot = start;
+        for _ in 0..4096 {
+            if end.is_some_and(|end| slot >= end) {
+                break;
             }
-        };
+            let Some(word) = bytes_at(mapped, slot, 8) else {
+                break;
+            };
+            let value = u64::from_le_bytes(word.try_into().unwrap_or([0; 8]));
+            if value == 0 && end.is_none() {
+                break;
+            }
+            if let Some(target_rva) = value.checked_sub(image_base).filter(|_| value != u64::MAX) {
+                initializers.push(Initializer {
+                    table: table.into(),
+                    slot_rva: slot,
+                    target_rva,
+                    target: None,
+                });
+            }
+            slot += 8;
+        }
+    };
     for (table, first, last) in INITIALIZER_TABLES {
         if let (Some(start), Some(end)) = (find(first), find(last)) {
             // The bracketing slots themselves are null; read what lies strictly between.
