@@ -1,6 +1,7 @@
 //! The `hotpatch` command line: argument handling, output and exit codes. The work itself lives
 //! in the library crates under `crates/`.
 
+mod diff;
 mod input;
 mod inspect;
 mod mapped;
@@ -31,6 +32,8 @@ struct Cli {
 enum Command {
     /// Show what hotpatch reads from a binary and its debug information.
     Inspect(inspect::Args),
+    /// List the functions and data a fix changed between a baseline and a fixed build.
+    Diff(diff::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
     let mut stdout = std::io::stdout().lock();
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args, &mut stdout),
+        Command::Diff(args) => diff::run(&args, &mut stdout),
     };
     let result = result.and_then(|code| stdout.flush().map(|()| code).map_err(anyhow::Error::from));
     match result {

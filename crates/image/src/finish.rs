@@ -6,7 +6,7 @@ use iced_x86::{Decoder, DecoderOptions, Mnemonic};
 
 /// The file bytes of one section, placed at its RVA.
 #[derive(Clone, Copy, Debug)]
-pub(crate) struct MappedSection<'data> {
+pub struct MappedSection<'data> {
     pub name: &'data str,
     pub rva: u64,
     pub bytes: &'data [u8],
@@ -30,6 +30,7 @@ pub(crate) fn bytes_at<'data>(
 /// Sorts every collection, folds functions that share one body, and fills in `code`,
 /// `padding_before` and `first_instruction_len`.
 pub(crate) fn finish<'data>(image: &mut Image<'data>, mapped: &[MappedSection<'data>]) {
+    image.section_bytes = mapped.to_vec();
     fold_identical_code(&mut image.functions);
     for function in &mut image.functions {
         if function.code.is_empty() && function.size > 0 {

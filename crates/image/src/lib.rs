@@ -13,6 +13,7 @@ mod model;
 mod pe;
 
 pub use error::{Error, Result};
+pub use finish::MappedSection;
 pub use identity::{guid_string, hex, sha256_hex};
 pub use model::*;
 pub use pe::codeview_record;

@@ -48,6 +48,9 @@ pub struct Image<'data> {
     pub tls: Option<Tls>,
     /// Sorted by the RVA of the table slot.
     pub initializers: Vec<Initializer>,
+    /// The file bytes of every section that has them, for reading code and initial values.
+    #[serde(skip)]
+    pub section_bytes: Vec<crate::finish::MappedSection<'data>>,
 }
 
 /// Which debug information described the functions.
@@ -280,6 +283,10 @@ pub struct Import {
     pub library: String,
     /// The name, or `#ordinal` for PE imports by ordinal.
     pub name: String,
+    /// RVA of the slot the loader fills with the address (PE IAT entry), when known. ELF code
+    /// reaches imports through GOT slots, which `relocations` name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub slot_rva: Option<u64>,
 }
 
 /// A symbol the image offers to others.
@@ -361,6 +368,11 @@ impl Image<'_> {
         let candidate = self.functions.get(idx.checked_sub(1)?)?;
         (rva < candidate.end() || (candidate.size == 0 && rva == candidate.rva))
             .then_some(candidate)
+    }
+
+    /// The file bytes `[rva, rva + len)`, if one section holds all of them.
+    pub fn bytes_at(&self, rva: u64, len: u64) -> Option<&[u8]> {
+        crate::finish::bytes_at(&self.section_bytes, rva, len)
     }
 
     /// The section containing `rva`.

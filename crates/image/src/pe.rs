@@ -107,6 +107,7 @@ pub(crate) fn load<'data>(
         unwind: read_pdata(&file, binary, &mut diagnostics),
         tls: None,
         initializers: Vec::new(),
+        section_bytes: Vec::new(),
     };
     image.tls = read_tls(
         &file,

@@ -1,0 +1,352 @@
+//! `hotpatch-diff`: which functions and data a fix changed between two builds of a binary.
+//!
+//! [`diff`] matches the functions of two [`Image`]s (`matching.rs`), compares each pair by
+//! normalized disassembly in which addresses are replaced by what they point at
+//! (`normalize.rs`), tells apart changes that only move `__LINE__` constants (`lines.rs`), and
+//! compares data symbols and type layouts (`data.rs`). It knows nothing of policy.
+
+mod data;
+mod lines;
+mod matching;
+mod normalize;
+
+pub use data::{DataChange, DataChangeKind, DataDiff, DataEntry, TypeChange};
+pub use matching::MatchKind;
+
+use hotpatch_image::{Function, Image};
+use normalize::{Namer, NormalizedInstruction, normalize};
+use rayon::prelude::*;
+use serde::Serialize;
+use std::collections::HashMap;
+
+/// The version of the JSON document [`Diff`] serializes to.
+pub const SCHEMA: &str = "hotpatch-diff/1";
+
+/// Options of a diff.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Config {
+    /// Count functions whose only change is a shifted `__LINE__` constant as unchanged.
+    pub ignore_line_only: bool,
+}
+
+/// Everything that differs between two builds.
+#[derive(Clone, Debug, Serialize)]
+pub struct Diff {
+    pub schema: &'static str,
+    /// Matched functions whose normalized code differs, by name.
+    pub changed: Vec<ChangedFunction>,
+    /// Functions only in the fixed build, by name.
+    pub added: Vec<FunctionEntry>,
+    /// Functions only in the baseline build, by name.
+    pub removed: Vec<FunctionEntry>,
+    /// Functions matched under another name, by old name.
+    pub renamed: Vec<Renamed>,
+    /// Functions whose only differences are `__LINE__` constants shifted by an edit above them.
+    pub line_only: Vec<LineOnly>,
+    /// How many matched functions are unchanged.
+    pub unchanged: usize,
+    pub data: DataDiff,
+    /// Aggregate types whose layout differs.
+    pub types: Vec<TypeChange>,
+}
+
+/// A function in one build.
+#[derive(Clone, Debug, Serialize)]
+pub struct FunctionEntry {
+    pub name: String,
+    pub display_name: String,
+    pub rva: u64,
+    pub size: u64,
+}
+
+/// A function whose code changed.
+#[derive(Clone, Debug, Serialize)]
+pub struct ChangedFunction {
+    /// The baseline name (decorated).
+    pub name: String,
+    pub display_name: String,
+    /// The fixed build's name when the match was not by exact name.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_name: Option<String>,
+    pub baseline_rva: u64,
+    pub fixed_rva: u64,
+    pub baseline_size: u64,
+    pub fixed_size: u64,
+    pub matched_by: MatchKind,
+    pub confidence: f32,
+    pub causes: Vec<Cause>,
+    /// The first pair of normalized instructions that differ.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub first_difference: Option<InstructionDifference>,
+    /// Normalized disassembly of both builds, for `--disasm` and reports.
+    #[serde(skip)]
+    pub baseline_listing: Vec<String>,
+    #[serde(skip)]
+    pub fixed_listing: Vec<String>,
+}
+
+/// Why a function counts as changed.
+#[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(tag = "kind", rename_all = "kebab-case")]
+pub enum Cause {
+    /// Its own instructions differ (opcodes, registers, immediates, control flow).
+    Instructions,
+    /// The same instructions point at different data, constants or functions.
+    References { baseline: Vec<String>, fixed: Vec<String> },
+    /// Code the compiler inlined from these functions lies where the instructions differ.
+    InlinedCode { inlinees: Vec<String> },
+}
+
+/// The first instruction pair that differs.
+#[derive(Clone, Debug, Serialize)]
+pub struct InstructionDifference {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_rva: Option<u64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_rva: Option<u64>,
+    pub baseline: String,
+    pub fixed: String,
+}
+
+/// A function matched under another name.
+#[derive(Clone, Debug, Serialize)]
+pub struct Renamed {
+    pub from: String,
+    pub to: String,
+    pub matched_by: MatchKind,
+    pub confidence: f32,
+}
+
+/// A function whose only differences are line-number constants.
+#[derive(Clone, Debug, Serialize)]
+pub struct LineOnly {
+    pub name: String,
+    /// How far the function moved in its source file, in lines.
+    pub line_delta: i64,
+}
+
+/// Compares two builds.
+pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
+    let (mut pairs, baseline_left, fixed_left) = matching::match_by_name(baseline, fixed);
+
+    // Renamed functions: identical bodies among what names could not pair.
+    let no_renames = HashMap::new();
+    let bodies = |image: &Image<'_>, left: &[usize]| -> HashMap<usize, String> {
+        let namer = Namer { image, renames: &no_renames };
+        left.par_iter()
+            .map(|&idx| {
+                let listing = normalize(&image.functions[idx], &namer);
+                (idx, listing.into_iter().map(|i| i.text).collect::<Vec<_>>().join("\n"))
+            })
+            .filter(|(_, body)| !body.is_empty())
+            .collect()
+    };
+    let body_pairs = matching::match_by_body(
+        &baseline_left,
+        &fixed_left,
+        &bodies(baseline, &baseline_left),
+        &bodies(fixed, &fixed_left),
+    );
+    pairs.extend(body_pairs);
+
+    // The fixed build's functions are named as their baseline match, so callers of a renamed
+    // or re-cloned function do not differ because of the name alone.
+    let renames: HashMap<String, String> = pairs
+        .iter()
+        .map(|pair| {
+            let (b, f) = (&baseline.functions[pair.baseline], &fixed.functions[pair.fixed]);
+            (f.name.clone(), matching::canonical_name(&b.name))
+        })
+        .collect();
+    let baseline_namer = Namer { image: baseline, renames: &no_renames };
+    let fixed_namer = Namer { image: fixed, renames: &renames };
+
+    let outcomes: Vec<Outcome> = pairs
+        .par_iter()
+        .map(|pair| {
+            let b = &baseline.functions[pair.baseline];
+            let f = &fixed.functions[pair.fixed];
+            compare(b, f, pair.kind, baseline, fixed, &baseline_namer, &fixed_namer)
+        })
+        .collect();
+
+    let mut result = Diff {
+        schema: SCHEMA,
+        changed: Vec::new(),
+        added: Vec::new(),
+        removed: Vec::new(),
+        renamed: Vec::new(),
+        line_only: Vec::new(),
+        unchanged: 0,
+        data: DataDiff::default(),
+        types: Vec::new(),
+    };
+    for (pair, outcome) in pairs.iter().zip(outcomes) {
+        let (b, f) = (&baseline.functions[pair.baseline], &fixed.functions[pair.fixed]);
+        if pair.kind == MatchKind::IdenticalBody {
+            result.renamed.push(Renamed {
+                from: b.name.clone(),
+                to: f.name.clone(),
+                matched_by: pair.kind,
+                confidence: pair.kind.confidence(),
+            });
+        }
+        match outcome {
+            Outcome::Unchanged => result.unchanged += 1,
+            Outcome::LineOnly(line_delta) if config.ignore_line_only => {
+                let _ = line_delta;
+                result.unchanged += 1;
+            }
+            Outcome::LineOnly(line_delta) => result.line_only.push(LineOnly { name: b.name.clone(), line_delta }),
+            Outcome::Changed(changed) => result.changed.push(*changed),
+        }
+    }
+    let matched_baseline: Vec<bool> = flags(baseline.functions.len(), pairs.iter().map(|p| p.baseline));
+    let matched_fixed: Vec<bool> = flags(fixed.functions.len(), pairs.iter().map(|p| p.fixed));
+    result.removed = unmatched_entries(baseline, &matched_baseline);
+    result.added = unmatched_entries(fixed, &matched_fixed);
+    (result.data, result.types) = data::diff(baseline, fixed, &baseline_namer, &fixed_namer);
+
+    result.changed.sort_by(|a, b| (&a.name, a.baseline_rva).cmp(&(&b.name, b.baseline_rva)));
+    result.renamed.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    result.line_only.sort_by(|a, b| a.name.cmp(&b.name));
+    result
+}
+
+fn flags(len: usize, set: impl Iterator<Item = usize>) -> Vec<bool> {
+    let mut flags = vec![false; len];
+    for idx in set {
+        flags[idx] = true;
+    }
+    flags
+}
+
+fn unmatched_entries(image: &Image<'_>, matched: &[bool]) -> Vec<FunctionEntry> {
+    let mut entries: Vec<FunctionEntry> = image
+        .functions
+        .iter()
+        .zip(matched)
+        .filter(|(function, matched)| !**matched && matching::reportable(function))
+        .map(|(function, _)| FunctionEntry {
+            name: function.name.clone(),
+            display_name: function.display_name.clone(),
+            rva: function.rva,
+            size: function.size,
+        })
+        .collect();
+    entries.sort_by(|a, b| (&a.name, a.rva).cmp(&(&b.name, b.rva)));
+    entries
+}
+
+enum Outcome {
+    Unchanged,
+    LineOnly(i64),
+    Changed(Box<ChangedFunction>),
+}
+
+fn compare(
+    b: &Function<'_>,
+    f: &Function<'_>,
+    kind: MatchKind,
+    baseline: &Image<'_>,
+    fixed: &Image<'_>,
+    baseline_namer: &Namer<'_>,
+    fixed_namer: &Namer<'_>,
+) -> Outcome {
+    let old = normalize(b, baseline_namer);
+    let new = normalize(f, fixed_namer);
+    let texts_equal = old.len() == new.len() && old.iter().zip(&new).all(|(o, n)| o.text == n.text);
+    if texts_equal {
+        return Outcome::Unchanged;
+    }
+    if let Some(delta) = lines::line_only_delta(&old, &new, b, f, baseline, fixed) {
+        return Outcome::LineOnly(delta);
+    }
+    let causes = causes(&old, &new, f, fixed);
+    let first_difference = first_difference(&old, &new);
+    Outcome::Changed(Box::new(ChangedFunction {
+        name: b.name.clone(),
+        display_name: b.display_name.clone(),
+        fixed_name: (f.name != b.name).then(|| f.name.clone()),
+        baseline_rva: b.rva,
+        fixed_rva: f.rva,
+        baseline_size: b.size,
+        fixed_size: f.size,
+        matched_by: kind,
+        confidence: kind.confidence(),
+        causes,
+        first_difference,
+        baseline_listing: old.into_iter().map(|i| i.text).collect(),
+        fixed_listing: new.into_iter().map(|i| i.text).collect(),
+    }))
+}
+
+/// Classifies the differing instructions: where only what they point at differs, the cause is
+/// the references; anything else is an instruction change; differences inside inlined ranges
+/// also name the inlinee.
+fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Function<'_>, fixed: &Image<'_>) -> Vec<Cause> {
+    let old_text: Vec<&str> = old.iter().map(|i| i.text.as_str()).collect();
+    let new_text: Vec<&str> = new.iter().map(|i| i.text.as_str()).collect();
+    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old_text, &new_text);
+    let mut instructions = false;
+    let mut old_references = Vec::new();
+    let mut new_references = Vec::new();
+    let mut differing_fixed_rvas = Vec::new();
+    for op in ops {
+        match op {
+            similar::DiffOp::Equal { .. } => {}
+            similar::DiffOp::Replace { old_index, old_len, new_index, new_len } if old_len == new_len => {
+                for k in 0..old_len {
+                    let (o, n) = (&old[old_index + k], &new[new_index + k]);
+                    differing_fixed_rvas.push(n.rva);
+                    if o.skeleton == n.skeleton {
+                        old_references.push(o.text.clone());
+                        new_references.push(n.text.clone());
+                    } else {
+                        instructions = true;
+                    }
+                }
+            }
+            other => {
+                instructions = true;
+                for idx in other.new_range() {
+                    differing_fixed_rvas.push(new[idx].rva);
+                }
+            }
+        }
+    }
+    let mut causes = Vec::new();
+    if instructions {
+        causes.push(Cause::Instructions);
+    }
+    if !old_references.is_empty() {
+        causes.push(Cause::References { baseline: old_references, fixed: new_references });
+    }
+    let mut inlinees: Vec<String> = fixed
+        .inline_sites
+        .iter()
+        .filter(|site| site.caller_rva == f.rva)
+        .filter(|site| {
+            site.ranges.iter().any(|&(start, len)| {
+                differing_fixed_rvas.iter().any(|&rva| rva >= start && rva < start.saturating_add(len))
+            })
+        })
+        .map(|site| site.inlinee.clone())
+        .collect();
+    inlinees.sort();
+    inlinees.dedup();
+    if !inlinees.is_empty() {
+        causes.push(Cause::InlinedCode { inlinees });
+    }
+    causes
+}
+
+fn first_difference(old: &[NormalizedInstruction], new: &[NormalizedInstruction]) -> Option<InstructionDifference> {
+    let position = (0..old.len().max(new.len())).find(|&i| old.get(i).map(|o| &o.text) != new.get(i).map(|n| &n.text))?;
+    Some(InstructionDifference {
+        baseline_rva: old.get(position).map(|o| o.rva),
+        fixed_rva: new.get(position).map(|n| n.rva),
+        baseline: old.get(position).map(|o| o.text.clone()).unwrap_or_else(|| "(end)".into()),
+        fixed: new.get(position).map(|n| n.text.clone()).unwrap_or_else(|| "(end)".into()),
+    })
+}

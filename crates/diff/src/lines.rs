@@ -1,0 +1,48 @@
+//! Line-number noise: code that embeds `__LINE__` (assert and log macros) differs after an
+//! edit above it only in those constants. Such a function is `line-only` when every differing
+//! immediate moved by the same amount as the function's own source lines did.
+
+use crate::normalize::NormalizedInstruction;
+use hotpatch_image::{Function, Image};
+
+/// The line shift, when the two listings differ only in immediates that moved with the source.
+pub(crate) fn line_only_delta(
+    old: &[NormalizedInstruction],
+    new: &[NormalizedInstruction],
+    b: &Function<'_>,
+    f: &Function<'_>,
+    baseline: &Image<'_>,
+    fixed: &Image<'_>,
+) -> Option<i64> {
+    if old.len() != new.len() || old.iter().zip(new).any(|(o, n)| o.shape != n.shape) {
+        return None;
+    }
+    let (old_first, old_last) = line_span(baseline, b)?;
+    let (new_first, _) = line_span(fixed, f)?;
+    let delta = i64::from(new_first) - i64::from(old_first);
+    if delta == 0 {
+        return None;
+    }
+    let mut differing = 0;
+    for (o, n) in old.iter().zip(new) {
+        for (&old_value, &new_value) in o.immediates.iter().zip(&n.immediates) {
+            if old_value == new_value {
+                continue;
+            }
+            let plausible_line = old_value >= i64::from(old_first) && old_value <= i64::from(old_last);
+            if new_value - old_value != delta || !plausible_line {
+                return None;
+            }
+            differing += 1;
+        }
+    }
+    (differing > 0).then_some(delta)
+}
+
+/// The first and last source line of the rows inside the function.
+fn line_span(image: &Image<'_>, function: &Function<'_>) -> Option<(u32, u32)> {
+    let start = image.lines.partition_point(|row| row.rva < function.rva);
+    let rows = image.lines[start..].iter().take_while(|row| row.rva < function.end());
+    let lines: Vec<u32> = rows.map(|row| row.line).filter(|&line| line != 0).collect();
+    Some((*lines.iter().min()?, *lines.iter().max()?))
+}

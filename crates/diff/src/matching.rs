@@ -1,0 +1,169 @@
+//! Pairing the functions of two builds: by exact name (static functions also by compilation
+//! unit), then by name without compiler clone suffixes, then by identical normalized body for
+//! what is left (a rename).
+
+use hotpatch_image::{Function, Image, Linkage};
+use serde::Serialize;
+use std::collections::{BTreeMap, HashMap};
+
+/// How a pair of functions was matched.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum MatchKind {
+    /// The same decorated name (and compilation unit, for static functions of the same name).
+    ExactName,
+    /// The same name once compiler clone suffixes (`.isra.0`, `.constprop.1`, `.part.0`,
+    /// `.cold`) and static-local numbers are removed.
+    CloneName,
+    /// Different names, identical normalized body.
+    IdenticalBody,
+}
+
+impl MatchKind {
+    /// How sure the match is, from 0 to 1.
+    pub fn confidence(self) -> f32 {
+        match self {
+            MatchKind::ExactName => 1.0,
+            MatchKind::CloneName => 0.9,
+            MatchKind::IdenticalBody => 0.8,
+        }
+    }
+}
+
+/// A matched pair: indices into the baseline and fixed `functions`.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Pair {
+    pub baseline: usize,
+    pub fixed: usize,
+    pub kind: MatchKind,
+}
+
+/// GCC clone and partial-inlining suffixes; the numbers after them shift between builds.
+const CLONE_SUFFIXES: &[&str] = &[".isra", ".constprop", ".part", ".cold", ".lto_priv", ".localalias", ".llvm"];
+
+/// The name without compiler-generated suffixes: `foo.isra.0` and `foo.constprop.3` become
+/// `foo`; a numbered static local `count.3` becomes `count`.
+pub(crate) fn canonical_name(name: &str) -> String {
+    let mut base = name;
+    loop {
+        let trimmed = match base.rfind('.') {
+            Some(dot) if dot > 0 => {
+                let suffix = &base[dot..];
+                let numeric = suffix.len() > 1 && suffix[1..].bytes().all(|b| b.is_ascii_digit());
+                if numeric || CLONE_SUFFIXES.contains(&suffix) { &base[..dot] } else { base }
+            }
+            _ => base,
+        };
+        if trimmed == base {
+            return base.to_owned();
+        }
+        base = trimmed;
+    }
+}
+
+/// Pairs functions by name. Returns the pairs and the unmatched indices on each side.
+pub(crate) fn match_by_name(baseline: &Image<'_>, fixed: &Image<'_>) -> (Vec<Pair>, Vec<usize>, Vec<usize>) {
+    let mut pairs = Vec::new();
+    let mut baseline_left: Vec<bool> = vec![true; baseline.functions.len()];
+    let mut fixed_left: Vec<bool> = vec![true; fixed.functions.len()];
+    for (kind, key) in [
+        (MatchKind::ExactName, (|f: &Function<'_>| f.name.clone()) as fn(&Function<'_>) -> String),
+        (MatchKind::CloneName, |f: &Function<'_>| canonical_name(&f.name)),
+    ] {
+        let baseline_groups = group(&baseline.functions, &baseline_left, key);
+        let fixed_groups = group(&fixed.functions, &fixed_left, key);
+        for (name, baseline_indices) in &baseline_groups {
+            let Some(fixed_indices) = fixed_groups.get(name) else { continue };
+            for (b, f) in pair_group(baseline, fixed, baseline_indices, fixed_indices) {
+                baseline_left[b] = false;
+                fixed_left[f] = false;
+                pairs.push(Pair { baseline: b, fixed: f, kind });
+            }
+        }
+    }
+    let unmatched = |left: &[bool]| left.iter().enumerate().filter(|(_, l)| **l).map(|(i, _)| i).collect();
+    (pairs, unmatched(&baseline_left), unmatched(&fixed_left))
+}
+
+fn group(
+    functions: &[Function<'_>],
+    left: &[bool],
+    key: fn(&Function<'_>) -> String,
+) -> BTreeMap<String, Vec<usize>> {
+    let mut groups: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+    for (idx, function) in functions.iter().enumerate() {
+        if left[idx] && function.size > 0 {
+            groups.entry(key(function)).or_default().push(idx);
+        }
+    }
+    groups
+}
+
+/// Within one name: a lone function on each side pairs directly; several (static functions of
+/// the same name in different compilation units, or clones) pair by compilation unit and
+/// linkage first, then in address order.
+fn pair_group(
+    baseline: &Image<'_>,
+    fixed: &Image<'_>,
+    baseline_indices: &[usize],
+    fixed_indices: &[usize],
+) -> Vec<(usize, usize)> {
+    if let ([b], [f]) = (baseline_indices, fixed_indices) {
+        return vec![(*b, *f)];
+    }
+    let mut pairs = Vec::new();
+    let mut fixed_taken = vec![false; fixed_indices.len()];
+    let mut baseline_rest = Vec::new();
+    for &b in baseline_indices {
+        let base = &baseline.functions[b];
+        let found = fixed_indices.iter().enumerate().find(|(slot, f)| {
+            let candidate = &fixed.functions[**f];
+            !fixed_taken[*slot] && candidate.compile_unit == base.compile_unit && candidate.linkage == base.linkage
+        });
+        match found {
+            Some((slot, &f)) => {
+                fixed_taken[slot] = true;
+                pairs.push((b, f));
+            }
+            None => baseline_rest.push(b),
+        }
+    }
+    let fixed_rest: Vec<usize> =
+        fixed_indices.iter().enumerate().filter(|(slot, _)| !fixed_taken[*slot]).map(|(_, f)| *f).collect();
+    pairs.extend(baseline_rest.into_iter().zip(fixed_rest));
+    pairs
+}
+
+/// Pairs leftover functions whose normalized bodies are identical (renamed functions). Only
+/// one-to-one body matches count, so a common body (a stub) never pairs arbitrarily.
+pub(crate) fn match_by_body(
+    baseline_left: &[usize],
+    fixed_left: &[usize],
+    baseline_bodies: &HashMap<usize, String>,
+    fixed_bodies: &HashMap<usize, String>,
+) -> Vec<Pair> {
+    let mut by_body: BTreeMap<&str, (Vec<usize>, Vec<usize>)> = BTreeMap::new();
+    for &b in baseline_left {
+        if let Some(body) = baseline_bodies.get(&b) {
+            by_body.entry(body).or_default().0.push(b);
+        }
+    }
+    for &f in fixed_left {
+        if let Some(body) = fixed_bodies.get(&f) {
+            by_body.entry(body).or_default().1.push(f);
+        }
+    }
+    by_body
+        .values()
+        .filter_map(|(b, f)| match (b.as_slice(), f.as_slice()) {
+            ([b], [f]) => Some(Pair { baseline: *b, fixed: *f, kind: MatchKind::IdenticalBody }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Whether a function is worth reporting as added or removed: it has code, and static
+/// functions the compiler made (clones) are reported under their source name.
+pub(crate) fn reportable(function: &Function<'_>) -> bool {
+    function.size > 0 && !function.code.is_empty() && (function.has_debug_info || function.linkage == Linkage::Global)
+}

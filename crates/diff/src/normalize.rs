@@ -1,0 +1,338 @@
+//! Normalized disassembly: each instruction as text in which every address is replaced by what
+//! it points at (a function or data symbol plus offset, the contents of an unnamed constant, the
+//! targets of a jump table, or an instruction index inside the same function). Two builds of an
+//! unchanged function give the same text however far the linker moved things.
+
+use hotpatch_image::{Function, Image};
+use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use std::collections::HashMap;
+
+/// One instruction, normalized.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub(crate) struct NormalizedInstruction {
+    /// RVA in its own build.
+    pub rva: u64,
+    /// The full normalized text.
+    pub text: String,
+    /// The text with immediates replaced by `#`: equal shapes differ at most in constants.
+    pub shape: String,
+    /// The text with references replaced by `@`: equal skeletons differ at most in what they
+    /// point at.
+    pub skeleton: String,
+    /// The immediate operands, in order.
+    pub immediates: Vec<i64>,
+}
+
+/// How symbol names are written in normalized text; the fixed build's names are mapped to the
+/// baseline names of their matches, so renames do not show in callers.
+pub(crate) struct Namer<'a> {
+    pub image: &'a Image<'a>,
+    /// Fixed-build function name to the name it is compared under.
+    pub renames: &'a HashMap<String, String>,
+}
+
+impl Namer<'_> {
+    fn function_name(&self, function: &Function<'_>) -> String {
+        let name = crate::matching::canonical_name(&function.name);
+        self.renames.get(&function.name).cloned().unwrap_or(name)
+    }
+}
+
+/// The longest C string read from an unnamed constant.
+const MAX_STRING: usize = 256;
+/// Jump tables longer than this are not followed.
+const MAX_JUMP_TABLE: usize = 1024;
+
+/// Decodes and normalizes `function`; `None` when it has no code bytes.
+pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<NormalizedInstruction> {
+    let instructions = decode(function);
+    // Branch targets inside the function are written as instruction indices, which survive
+    // changes in instruction length and alignment padding.
+    let index_of: HashMap<u64, usize> = instructions.iter().enumerate().map(|(i, ins)| (ins.ip(), i)).collect();
+    instructions
+        .iter()
+        .map(|instruction| normalize_instruction(instruction, function, namer, &index_of))
+        .collect()
+}
+
+/// The instructions of `function`, without alignment filler (nop, int3), which moves with
+/// addresses.
+pub(crate) fn decode(function: &Function<'_>) -> Vec<Instruction> {
+    let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
+    let mut instructions = Vec::with_capacity(function.code.len() / 4);
+    while decoder.can_decode() {
+        let instruction = decoder.decode();
+        if matches!(instruction.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
+            continue;
+        }
+        instructions.push(instruction);
+    }
+    instructions
+}
+
+fn normalize_instruction(
+    instruction: &Instruction,
+    function: &Function<'_>,
+    namer: &Namer<'_>,
+    index_of: &HashMap<u64, usize>,
+) -> NormalizedInstruction {
+    let mut text = String::new();
+    let mut shape = String::new();
+    let mut skeleton = String::new();
+    let mut immediates = Vec::new();
+    let head = if instruction.is_invalid() {
+        format!("(bad) {:02x?}", bytes_of(instruction, function))
+    } else {
+        let mut head = format!("{:?}", instruction.mnemonic()).to_lowercase();
+        if instruction.has_rep_prefix() {
+            head = format!("rep {head}");
+        }
+        if instruction.has_repne_prefix() {
+            head = format!("repne {head}");
+        }
+        if instruction.has_lock_prefix() {
+            head = format!("lock {head}");
+        }
+        head
+    };
+    text.push_str(&head);
+    shape.push_str(&head);
+    skeleton.push_str(&head);
+    for operand in 0..instruction.op_count() {
+        let separator = if operand == 0 { " " } else { ", " };
+        text.push_str(separator);
+        shape.push_str(separator);
+        skeleton.push_str(separator);
+        match instruction.op_kind(operand) {
+            OpKind::Register => {
+                let register = register_name(instruction.op_register(operand));
+                text.push_str(&register);
+                shape.push_str(&register);
+                skeleton.push_str(&register);
+            }
+            OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
+                let target = instruction.near_branch_target();
+                let reference = match index_of.get(&target) {
+                    Some(index) => format!("L{index}"),
+                    None if target >= function.rva && target < function.end() => {
+                        format!("L?+{:#x}", target - function.rva)
+                    }
+                    None => symbolize(target, function, namer, index_of),
+                };
+                text.push_str(&reference);
+                shape.push_str(&reference);
+                skeleton.push('@');
+            }
+            OpKind::Memory => {
+                let memory = memory_operand(instruction, function, namer, index_of);
+                text.push_str(&memory.0);
+                shape.push_str(&memory.0);
+                skeleton.push_str(&memory.1);
+            }
+            OpKind::Immediate8
+            | OpKind::Immediate8_2nd
+            | OpKind::Immediate16
+            | OpKind::Immediate32
+            | OpKind::Immediate64
+            | OpKind::Immediate8to16
+            | OpKind::Immediate8to32
+            | OpKind::Immediate8to64
+            | OpKind::Immediate32to64 => {
+                let value = instruction.immediate(operand) as i64;
+                match absolute_reference(value as u64, namer.image) {
+                    Some(rva) => {
+                        let reference = symbolize(rva, function, namer, index_of);
+                        text.push_str(&reference);
+                        shape.push_str(&reference);
+                        skeleton.push('@');
+                    }
+                    None => {
+                        immediates.push(value);
+                        text.push_str(&format!("{value:#x}"));
+                        shape.push('#');
+                        skeleton.push_str(&format!("{value:#x}"));
+                    }
+                }
+            }
+            other => {
+                let kind = format!("{other:?}");
+                text.push_str(&kind);
+                shape.push_str(&kind);
+                skeleton.push_str(&kind);
+            }
+        }
+    }
+    NormalizedInstruction { rva: instruction.ip(), text, shape, skeleton, immediates }
+}
+
+fn bytes_of<'a>(instruction: &Instruction, function: &'a Function<'_>) -> &'a [u8] {
+    let start = (instruction.ip() - function.rva) as usize;
+    function.code.get(start..start + instruction.len()).unwrap_or(&[])
+}
+
+fn register_name(register: Register) -> String {
+    format!("{register:?}").to_lowercase()
+}
+
+/// (text, skeleton) of a memory operand.
+fn memory_operand(
+    instruction: &Instruction,
+    function: &Function<'_>,
+    namer: &Namer<'_>,
+    index_of: &HashMap<u64, usize>,
+) -> (String, String) {
+    let size = format!("{:?}", instruction.memory_size()).to_lowercase();
+    let segment = match instruction.segment_prefix() {
+        Register::None => String::new(),
+        register => format!("{}:", register_name(register)),
+    };
+    if instruction.is_ip_rel_memory_operand() {
+        let target = instruction.ip_rel_memory_address();
+        let reference = symbolize(target, function, namer, index_of);
+        return (format!("{size} {segment}[{reference}]"), format!("{size} {segment}[@]"));
+    }
+    let mut parts = Vec::new();
+    if instruction.memory_base() != Register::None {
+        parts.push(register_name(instruction.memory_base()));
+    }
+    if instruction.memory_index() != Register::None {
+        parts.push(format!("{}*{}", register_name(instruction.memory_index()), instruction.memory_index_scale()));
+    }
+    let displacement = instruction.memory_displacement64();
+    let no_registers = parts.is_empty();
+    // A displacement with no registers that lands in the image is an absolute address (non-PIE
+    // code); with registers it is an offset, or an array base in non-PIE code.
+    match absolute_reference(displacement, namer.image).filter(|_| segment.is_empty()) {
+        Some(rva) => {
+            let reference = symbolize(rva, function, namer, index_of);
+            parts.push(reference);
+            let text = format!("{size} [{}]", parts.join("+"));
+            let mut skeleton_parts = parts.clone();
+            skeleton_parts.pop();
+            skeleton_parts.push("@".into());
+            (text, format!("{size} [{}]", skeleton_parts.join("+")))
+        }
+        None => {
+            if displacement != 0 || no_registers {
+                parts.push(format!("{:#x}", displacement as i64));
+            }
+            let text = format!("{size} {segment}[{}]", parts.join("+"));
+            (text.clone(), text)
+        }
+    }
+}
+
+/// The RVA an absolute address in code stands for, if it points into the image. Only images
+/// loaded at a fixed base (non-PIE ELF, PE with an image base) embed such addresses.
+fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
+    let base = match &image.identity.pe {
+        Some(pe) => pe.image_base,
+        None => 0,
+    };
+    let rva = value.checked_sub(base)?;
+    if base == 0 && image.identity.elf.as_ref().is_some_and(|elf| elf.elf_type == "dyn") {
+        // PIE code reaches everything RIP-relative; a small constant is just a constant.
+        return None;
+    }
+    // Small values are constants, not addresses, even when they happen to fall in the image.
+    if value < 0x10000 {
+        return None;
+    }
+    image.section_at(rva).map(|_| rva)
+}
+
+/// What the address `rva` points at, independent of where the linker put it.
+pub(crate) fn symbolize(
+    rva: u64,
+    current: &Function<'_>,
+    namer: &Namer<'_>,
+    index_of: &HashMap<u64, usize>,
+) -> String {
+    let image = namer.image;
+    if let Some(function) = image.function_at(rva) {
+        let name = namer.function_name(function);
+        return match rva - function.rva {
+            0 => name,
+            offset => format!("{name}+{offset:#x}"),
+        };
+    }
+    let data_idx = image.data_symbols.partition_point(|d| d.rva <= rva);
+    if let Some(data) = data_idx.checked_sub(1).and_then(|idx| image.data_symbols.get(idx)) {
+        if rva < data.rva + data.size.max(1) {
+            let name = crate::matching::canonical_name(&data.name);
+            return match rva - data.rva {
+                0 => format!("${name}"),
+                offset => format!("${name}+{offset:#x}"),
+            };
+        }
+    }
+    let Some(section) = image.section_at(rva) else { return format!("abs:{rva:#x}") };
+    if section.executable {
+        return format!("code:{}", section.name);
+    }
+    if !section.writable {
+        if let Some(table) = jump_table(rva, current, image, index_of) {
+            return table;
+        }
+        return constant(rva, image);
+    }
+    // Unnamed writable data (compiler temporaries, GOT slots): only the section is stable.
+    format!("data:{}", section.name)
+}
+
+/// A table of 32-bit entries at `rva` whose targets all lie inside `current` (relative to the
+/// table, as clang and gcc emit for PIC code, or image-relative, as MSVC does).
+fn jump_table(
+    rva: u64,
+    current: &Function<'_>,
+    image: &Image<'_>,
+    index_of: &HashMap<u64, usize>,
+) -> Option<String> {
+    let inside = |target: u64| target >= current.rva && target < current.end();
+    for relative in [true, false] {
+        let mut targets = Vec::new();
+        for slot in 0..MAX_JUMP_TABLE as u64 {
+            let Some(bytes) = image.bytes_at(rva + slot * 4, 4) else { break };
+            let entry = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
+            let target = if relative { rva.wrapping_add(entry as i64 as u64) } else { entry as u32 as u64 };
+            if !inside(target) {
+                break;
+            }
+            targets.push(target);
+        }
+        if targets.len() >= 2 {
+            let labels: Vec<String> = targets
+                .iter()
+                .map(|t| match index_of.get(t) {
+                    Some(index) => format!("L{index}"),
+                    None => format!("L?+{:#x}", t - current.rva),
+                })
+                .collect();
+            return Some(format!("jumptable[{}]", labels.join(",")));
+        }
+    }
+    None
+}
+
+/// An unnamed read-only constant, by content: a C string when it is one, else its first bytes.
+fn constant(rva: u64, image: &Image<'_>) -> String {
+    let mut length = 0u64;
+    while length < MAX_STRING as u64 {
+        match image.bytes_at(rva + length, 1) {
+            Some([0]) => break,
+            Some([byte]) if byte.is_ascii_graphic() || byte.is_ascii_whitespace() => length += 1,
+            _ => {
+                length = 0;
+                break;
+            }
+        }
+    }
+    if length > 0 {
+        let text = image.bytes_at(rva, length).map(String::from_utf8_lossy).unwrap_or_default();
+        return format!("str:{text:?}");
+    }
+    match image.bytes_at(rva, 16).or_else(|| image.bytes_at(rva, 8)) {
+        Some(bytes) => format!("const:{}", hotpatch_image::hex(bytes)),
+        None => format!("const:{rva:#x}?"),
+    }
+}
