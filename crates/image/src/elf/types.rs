@@ -65,15 +65,21 @@ impl<'a> Names<'a, '_> {
         None
     }
 
+    /// `DW_AT_name` alone, without the enclosing scopes.
+    fn raw_name(&self, entry: &Entry<'_, '_, 'a>) -> Option<String> {
+        let value = entry.attr_value(constants::DW_AT_name).ok()??;
+        Some(
+            self.unit
+                .attr_string(value)
+                .ok()?
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
+
     /// `DW_AT_name` with the enclosing scopes, if the DIE has one.
     fn own_name(&self, entry: &Entry<'_, '_, 'a>) -> Option<String> {
-        let value = entry.attr_value(constants::DW_AT_name).ok()??;
-        let name = self
-            .unit
-            .attr_string(value)
-            .ok()?
-            .to_string_lossy()
-            .into_owned();
+        let name = self.raw_name(entry)?;
         Some(match self.prefixes.get(&entry.offset()) {
             Some(prefix) => format!("{prefix}{name}"),
             None => name,
@@ -262,7 +268,7 @@ impl<'a> Names<'a, '_> {
                 more = true;
                 return;
             }
-            members.push(self.own_name(child).unwrap_or_else(|| "_".to_owned()));
+            members.push(self.raw_name(child).unwrap_or_else(|| "_".to_owned()));
         });
         if more {
             members.push("...".to_owned());
@@ -343,8 +349,7 @@ impl<'a> Names<'a, '_> {
         let name = if is_base {
             format!("<base {type_name}>")
         } else {
-            self.own_name(child)
-                .map(|name| name.rsplit("::").next().unwrap_or(&name).to_owned())
+            self.raw_name(child)
                 .unwrap_or_else(|| "<anonymous>".to_owned())
         };
         let byte_offset = member_location(child).unwrap_or(0);
