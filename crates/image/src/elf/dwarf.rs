@@ -224,7 +224,20 @@ fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
     merged
 }
 
-/// A DIE on the path from the unit root to the current DIE that matters to its children.
+/// The longest qualifying prefix (`ns::Class::`) built; deeper scopes are not added, so a hostile
+/// nesting of namespaces cannot make the prefixes grow without bound.
+const MAX_PREFIX_LEN: usize = 1024;
+
+/// A DIE with children on the path from the unit root to the current DIE.
+struct Frame {
+    depth: isize,
+    /// Length of the qualifying prefix outside this DIE, to restore when leaving it.
+    prefix_len: usize,
+    /// The entry of the subprogram enclosing this DIE's children, if it has code.
+    caller: Option<u64>,
+}
+
+/// What a DIE means to its children.
 enum Scope {
     /// A subprogram, with its entry address when it has code.
     Subprogram(Option<u64>),
@@ -265,27 +278,25 @@ fn read_unit(
     }
 
     let mut collected = Collected::default();
-    let mut scopes: Vec<(isize, Scope)> = Vec::new();
+    // The path from the root to the current DIE, kept incrementally (the qualifying prefix and
+    // the enclosing subprogram) so that deep nesting costs no more than shallow nesting.
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut prefix = String::new();
     let mut depth: isize = 0;
     let mut entries = unit.entries();
     while let Some((delta, entry)) = entries.next_dfs()? {
         depth = depth.saturating_add(delta);
-        while scopes
-            .last()
-            .is_some_and(|(scope_depth, _)| *scope_depth >= depth)
-        {
-            scopes.pop();
+        while let Some(frame) = frames.pop_if(|frame| frame.depth >= depth) {
+            prefix.truncate(frame.prefix_len);
         }
+        let caller = frames.last().and_then(|frame| frame.caller);
         let offset = entry.offset();
         let name = match entry.attr_value(constants::DW_AT_name)? {
             Some(value) => Some(unit.attr_string(value)?.to_string_lossy().into_owned()),
             None => None,
         };
-        if name.is_some() {
-            let prefix = scope_prefix(&scopes);
-            if !prefix.is_empty() {
-                collected.prefixes.insert(offset, prefix);
-            }
+        if name.is_some() && !prefix.is_empty() {
+            collected.prefixes.insert(offset, prefix.clone());
         }
         let scope = match entry.tag() {
             constants::DW_TAG_subprogram => {
@@ -296,7 +307,7 @@ fn read_unit(
                 Scope::Subprogram(code_entry)
             }
             constants::DW_TAG_inlined_subroutine => {
-                if let Some(caller) = enclosing_subprogram(&scopes) {
+                if let Some(caller) = caller {
                     let mut ranges = Vec::new();
                     let mut die_ranges = unit.die_ranges(entry)?;
                     while let Some(range) = die_ranges.next()? {
@@ -315,9 +326,9 @@ fn read_unit(
                 name.clone()
                     .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
             ),
-            tag @ (constants::DW_TAG_structure_type
+            constants::DW_TAG_structure_type
             | constants::DW_TAG_class_type
-            | constants::DW_TAG_union_type) => {
+            | constants::DW_TAG_union_type => {
                 let is_declaration = matches!(
                     entry.attr_value(constants::DW_AT_declaration)?,
                     Some(AttributeValue::Flag(true))
@@ -326,7 +337,6 @@ fn read_unit(
                 if has_size && !is_declaration {
                     collected.aggregates.push(offset);
                 }
-                let _ = tag;
                 match &name {
                     Some(name) => Scope::Named(name.clone()),
                     None => Scope::Other,
@@ -347,16 +357,25 @@ fn read_unit(
             _ => Scope::Other,
         };
         if entry.has_children() {
-            scopes.push((depth, scope));
+            let prefix_len = prefix.len();
+            if let Scope::Named(name) = &scope
+                && prefix_len + name.len() + 2 <= MAX_PREFIX_LEN
+            {
+                prefix.push_str(name);
+                prefix.push_str("::");
+            }
+            frames.push(Frame {
+                depth,
+                prefix_len,
+                caller: match scope {
+                    Scope::Subprogram(entry) => entry,
+                    _ => caller,
+                },
+            });
         }
     }
 
-    let names = Names {
-        unit,
-        prefixes: &collected.prefixes,
-        typedef_of: &collected.typedef_of,
-        cu_name,
-    };
+    let names = Names::new(unit, &collected.prefixes, &collected.typedef_of, cu_name);
     for (address, offset) in collected.subprograms {
         if let Some(name) = names.die_name(offset) {
             facts
@@ -395,26 +414,6 @@ fn read_unit(
         }
     }
     Ok(())
-}
-
-/// `ns::Class::` for the named scopes enclosing the current DIE.
-fn scope_prefix(scopes: &[(isize, Scope)]) -> String {
-    let mut prefix = String::new();
-    for (_, scope) in scopes {
-        if let Scope::Named(name) = scope {
-            prefix.push_str(name);
-            prefix.push_str("::");
-        }
-    }
-    prefix
-}
-
-/// The entry of the nearest enclosing subprogram, if that one has code.
-fn enclosing_subprogram(scopes: &[(isize, Scope)]) -> Option<u64> {
-    scopes.iter().rev().find_map(|(_, scope)| match scope {
-        Scope::Subprogram(entry) => Some(*entry),
-        _ => None,
-    })?
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the

@@ -5,6 +5,7 @@
 //! followed at most [`MAX_DEPTH`] steps, so a hostile file with a reference cycle ends in a
 //! placeholder name rather than a stack overflow or a loop.
 
+use std::cell::Cell;
 use std::collections::HashMap;
 
 use gimli::{AttributeValue, DebuggingInformationEntry, Operation, UnitOffset, UnitRef, constants};
@@ -16,6 +17,10 @@ use crate::model::{Field, TypeKind, TypeLayout};
 const MAX_DEPTH: u32 = 64;
 /// The most member names listed in the name of an anonymous aggregate.
 const MAX_ANON_MEMBERS: usize = 6;
+/// The most types visited to name one variable's type or lay out one aggregate: a hostile file
+/// can make types share parts (a function type whose thousands of parameters are all the same
+/// function type), so depth alone does not bound the work.
+const TYPE_BUDGET: u32 = 20_000;
 /// The most children read of one DIE (array dimensions, parameters, members listed in a name).
 const MAX_CHILDREN: usize = 4096;
 
@@ -37,15 +42,32 @@ pub(super) fn reference(
 
 /// Resolves names and types within one unit, with what the walk of the unit collected.
 pub(super) struct Names<'a, 'u> {
-    pub unit: UnitRef<'u, Reader<'a>>,
+    unit: UnitRef<'u, Reader<'a>>,
     /// `ns::Class::` for each named DIE inside a named scope.
-    pub prefixes: &'u HashMap<UnitOffset, String>,
+    prefixes: &'u HashMap<UnitOffset, String>,
     /// The first typedef naming each type.
-    pub typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
-    pub cu_name: &'u str,
+    typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
+    cu_name: &'u str,
+    /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
+    budget: Cell<u32>,
 }
 
-impl<'a> Names<'a, '_> {
+impl<'a, 'u> Names<'a, 'u> {
+    pub fn new(
+        unit: UnitRef<'u, Reader<'a>>,
+        prefixes: &'u HashMap<UnitOffset, String>,
+        typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
+        cu_name: &'u str,
+    ) -> Self {
+        Names {
+            unit,
+            prefixes,
+            typedef_of,
+            cu_name,
+            budget: Cell::new(TYPE_BUDGET),
+        }
+    }
+
     /// The qualified name of a DIE, following `DW_AT_specification` and `DW_AT_abstract_origin`
     /// to the declaration that carries it.
     pub fn die_name(&self, offset: UnitOffset) -> Option<String> {
@@ -88,6 +110,7 @@ impl<'a> Names<'a, '_> {
 
     /// The type of a variable, which a definition may leave to its declaration.
     pub fn variable_type_name(&self, offset: UnitOffset) -> Option<String> {
+        self.budget.set(TYPE_BUDGET);
         let mut offset = offset;
         for _ in 0..MAX_DEPTH {
             let entry = self.unit.entry(offset).ok()?;
@@ -124,6 +147,10 @@ impl<'a> Names<'a, '_> {
         if depth >= MAX_DEPTH {
             return "<type nested too deep>".to_owned();
         }
+        let Some(budget) = self.budget.get().checked_sub(1) else {
+            return "<type too complex>".to_owned();
+        };
+        self.budget.set(budget);
         let Ok(entry) = self.unit.entry(offset) else {
             return "<unreadable type>".to_owned();
         };
@@ -294,6 +321,7 @@ impl<'a> Names<'a, '_> {
 
     /// The layout of the struct, union or class at `offset`.
     pub fn layout(&self, offset: UnitOffset) -> gimli::Result<Option<TypeLayout>> {
+        self.budget.set(TYPE_BUDGET);
         let entry = self.unit.entry(offset)?;
         let kind = match entry.tag() {
             constants::DW_TAG_structure_type => TypeKind::Struct,
