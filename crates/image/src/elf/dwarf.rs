@@ -1,0 +1,565 @@
+//! DWARF (versions 2 to 5): compilation units and their address ranges, subprograms, variables
+//! with static storage, inline sites, aggregate layouts and line tables.
+//!
+//! Each compilation unit is read on its own: one that fails to parse becomes a diagnostic and
+//! the others are still read. Within a unit, the DIE tree is walked once to collect what is
+//! needed (with the enclosing C++ scopes, so names can be qualified); names and types are then
+//! resolved by following references, which may point forwards.
+
+use std::borrow::Cow;
+use std::collections::{BTreeMap, HashMap};
+
+use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
+
+use super::types::{Names, reference};
+use super::{ElfFile, section_data_by_name};
+use crate::model::{Diagnostic, InlineSite, LineRow, TypeLayout};
+
+/// The one concrete reader type: DWARF sections are slices of the file (or of a buffer holding
+/// a decompressed section) and x86-64 is little-endian.
+pub(super) type Reader<'a> = gimli::EndianSlice<'a, gimli::LittleEndian>;
+
+/// Stops a hostile `.debug_info` from making the reader report without end.
+const MAX_DIAGNOSTICS: usize = 256;
+
+/// Loads (and decompresses) every DWARF section of `file`. The buffers live as long as the
+/// returned value, which `load` keeps for the duration of the read.
+pub(super) fn load_sections<'data>(
+    file: &ElfFile<'data>,
+    diagnostics: &mut Vec<Diagnostic>,
+) -> gimli::DwarfSections<Cow<'data, [u8]>> {
+    let loaded: Result<_, std::convert::Infallible> =
+        gimli::DwarfSections::load(|id| Ok(section_data_by_name(file, id.name(), diagnostics)));
+    match loaded {
+        Ok(sections) => sections,
+        Err(never) => match never {},
+    }
+}
+
+/// Where code and data of the image lie, to drop DWARF that describes code the linker
+/// discarded (its addresses resolve to 0 or a tombstone value).
+pub(super) struct AddressSpace<'a> {
+    /// `[begin, end)` of every executable section.
+    pub code: &'a [(u64, u64)],
+    /// `[begin, end)` of every allocated section.
+    pub data: &'a [(u64, u64)],
+}
+
+impl AddressSpace<'_> {
+    fn is_code(&self, address: u64) -> bool {
+        self.code
+            .iter()
+            .any(|&(begin, end)| address >= begin && address < end)
+    }
+
+    fn is_data(&self, address: u64) -> bool {
+        self.data
+            .iter()
+            .any(|&(begin, end)| address >= begin && address < end)
+    }
+}
+
+/// What a variable with static storage at some address is.
+#[derive(Clone, Debug)]
+pub(super) struct VariableFacts {
+    pub compile_unit: usize,
+    pub type_name: Option<String>,
+}
+
+/// Everything the DWARF says, keyed by address for the symbol reader to look up.
+#[derive(Debug, Default)]
+pub(super) struct DwarfFacts {
+    /// At least one compilation unit was read.
+    pub has_units: bool,
+    compile_units: Vec<String>,
+    /// `(begin, end, compile unit)`, sorted.
+    cu_ranges: Vec<(u64, u64, usize)>,
+    /// Entry address of each subprogram with code: its name and compile unit. The first unit
+    /// to describe an address wins, so the result does not depend on hashing.
+    subprogram_entries: BTreeMap<u64, (String, usize)>,
+    /// The code every subprogram covers, merged into disjoint sorted ranges.
+    subprogram_ranges: Vec<(u64, u64)>,
+    variables: BTreeMap<u64, VariableFacts>,
+    /// Thread-local variables by offset in the TLS template: `.tbss` takes no address space,
+    /// so placing them at addresses would collide with the sections that follow it.
+    tls_variables: BTreeMap<u64, VariableFacts>,
+    pub types: Vec<TypeLayout>,
+    pub source_files: Vec<String>,
+    pub lines: Vec<LineRow>,
+    pub inline_sites: Vec<InlineSite>,
+    pub diagnostics: Vec<Diagnostic>,
+}
+
+impl DwarfFacts {
+    /// The name of the subprogram whose entry is `address`.
+    pub fn subprogram_name_at(&self, address: u64) -> Option<&str> {
+        self.subprogram_entries
+            .get(&address)
+            .map(|(name, _)| name.as_str())
+    }
+
+    /// The name of the compilation unit whose code contains `address`.
+    pub fn compile_unit_at(&self, address: u64) -> Option<&str> {
+        let idx = self
+            .cu_ranges
+            .partition_point(|&(begin, _, _)| begin <= address);
+        let by_range = self
+            .cu_ranges
+            .get(idx.checked_sub(1)?)
+            .filter(|&&(_, end, _)| address < end)
+            .map(|&(_, _, cu)| cu);
+        let cu = by_range.or_else(|| self.subprogram_entries.get(&address).map(|&(_, cu)| cu))?;
+        self.compile_units.get(cu).map(String::as_str)
+    }
+
+    /// The name of compilation unit number `index`.
+    pub fn compile_unit_name(&self, index: usize) -> Option<String> {
+        self.compile_units.get(index).cloned()
+    }
+
+    /// Whether a DWARF subprogram covers the code at `address`.
+    pub fn code_has_subprogram(&self, address: u64) -> bool {
+        let idx = self
+            .subprogram_ranges
+            .partition_point(|&(begin, _)| begin <= address);
+        idx.checked_sub(1)
+            .and_then(|idx| self.subprogram_ranges.get(idx))
+            .is_some_and(|&(_, end)| address < end)
+    }
+
+    /// The variable with static storage at `address`.
+    pub fn variable_at(&self, address: u64) -> Option<&VariableFacts> {
+        self.variables.get(&address)
+    }
+
+    /// The thread-local variable at `offset` in the TLS template.
+    pub fn tls_variable_at(&self, offset: u64) -> Option<&VariableFacts> {
+        self.tls_variables.get(&offset)
+    }
+
+    fn report(&mut self, location: &str, message: String) {
+        if self.diagnostics.len() < MAX_DIAGNOSTICS {
+            self.diagnostics.push(Diagnostic {
+                location: location.to_owned(),
+                message,
+                function: None,
+            });
+        }
+    }
+}
+
+/// Reads every compilation unit of the DWARF in `sections`.
+pub(super) fn read(
+    sections: &gimli::DwarfSections<Cow<'_, [u8]>>,
+    space: &AddressSpace<'_>,
+) -> DwarfFacts {
+    let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
+    let mut facts = DwarfFacts::default();
+    let mut source_files = SourceFiles::default();
+    let mut headers = dwarf.units();
+    loop {
+        let header = match headers.next() {
+            Ok(Some(header)) => header,
+            Ok(None) => break,
+            Err(error) => {
+                // A unit header that does not parse hides where the next unit starts.
+                facts.report(
+                    ".debug_info",
+                    format!("cannot read a unit header, the rest is skipped: {error}"),
+                );
+                break;
+            }
+        };
+        let unit_offset = header
+            .offset()
+            .as_debug_info_offset()
+            .map_or(0, |offset| offset.0);
+        let unit = match dwarf.unit(header) {
+            Ok(unit) => unit,
+            Err(error) => {
+                facts.report(
+                    ".debug_info",
+                    format!("unit at offset {unit_offset:#x}: {error}"),
+                );
+                continue;
+            }
+        };
+        let unit = unit.unit_ref(&dwarf);
+        facts.has_units = true;
+        let cu_index = facts.compile_units.len();
+        let cu_name = unit.name.map_or_else(
+            || format!("<unit at {unit_offset:#x}>"),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        facts.compile_units.push(cu_name.clone());
+        if let Err(error) = read_unit(unit, cu_index, &cu_name, space, &mut facts) {
+            facts.report(
+                ".debug_info",
+                format!("compilation unit {cu_name} at offset {unit_offset:#x}: {error}"),
+            );
+        }
+        if let Err(error) = read_lines(unit, space, &mut source_files, &mut facts) {
+            facts.report(
+                ".debug_line",
+                format!("line program of compilation unit {cu_name}: {error}"),
+            );
+        }
+    }
+    facts.cu_ranges.sort_unstable();
+    facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
+    facts.source_files = source_files.paths;
+    facts
+}
+
+/// Sorts ranges and merges overlapping or touching ones.
+fn merge_ranges(mut ranges: Vec<(u64, u64)>) -> Vec<(u64, u64)> {
+    ranges.sort_unstable();
+    let mut merged: Vec<(u64, u64)> = Vec::with_capacity(ranges.len());
+    for (begin, end) in ranges {
+        match merged.last_mut() {
+            Some(last) if begin <= last.1 => last.1 = last.1.max(end),
+            _ => merged.push((begin, end)),
+        }
+    }
+    merged
+}
+
+/// The longest qualifying prefix (`ns::Class::`) built; deeper scopes are not added, so a hostile
+/// nesting of namespaces cannot make the prefixes grow without bound.
+const MAX_PREFIX_LEN: usize = 1024;
+
+/// A DIE with children on the path from the unit root to the current DIE.
+struct Frame {
+    depth: isize,
+    /// Length of the qualifying prefix outside this DIE, to restore when leaving it.
+    prefix_len: usize,
+    /// The entry of the subprogram enclosing this DIE's children, if it has code.
+    caller: Option<u64>,
+}
+
+/// What a DIE means to its children.
+enum Scope {
+    /// A subprogram, with its entry address when it has code.
+    Subprogram(Option<u64>),
+    /// A namespace, class, struct or union: qualifies the names inside it.
+    Named(String),
+    /// Anything else with children (lexical blocks, inline sites, anonymous aggregates).
+    Other,
+}
+
+/// An inlined subroutine: the caller's entry, the DIE, and `(start, length)` ranges.
+type CollectedInlineSite = (u64, UnitOffset, Vec<(u64, u64)>);
+
+/// What the walk of one unit collects for resolving afterwards.
+#[derive(Default)]
+struct Collected {
+    /// `ns::Class::` for each named DIE inside a named scope.
+    prefixes: HashMap<UnitOffset, String>,
+    /// The first typedef naming each type.
+    typedef_of: HashMap<UnitOffset, UnitOffset>,
+    subprograms: Vec<(u64, UnitOffset)>,
+    inline_sites: Vec<CollectedInlineSite>,
+    variables: Vec<(VariableAddress, UnitOffset)>,
+    aggregates: Vec<UnitOffset>,
+}
+
+fn read_unit(
+    unit: UnitRef<'_, Reader<'_>>,
+    cu_index: usize,
+    cu_name: &str,
+    space: &AddressSpace<'_>,
+    facts: &mut DwarfFacts,
+) -> gimli::Result<()> {
+    let mut unit_ranges = unit.unit_ranges()?;
+    while let Some(range) = unit_ranges.next()? {
+        if range.begin < range.end && space.is_code(range.begin) {
+            facts.cu_ranges.push((range.begin, range.end, cu_index));
+        }
+    }
+
+    let mut collected = Collected::default();
+    // The path from the root to the current DIE, kept incrementally (the qualifying prefix and
+    // the enclosing subprogram) so that deep nesting costs no more than shallow nesting.
+    let mut frames: Vec<Frame> = Vec::new();
+    let mut prefix = String::new();
+    let mut depth: isize = 0;
+    let mut entries = unit.entries();
+    while let Some((delta, entry)) = entries.next_dfs()? {
+        depth = depth.saturating_add(delta);
+        while let Some(frame) = frames.pop_if(|frame| frame.depth >= depth) {
+            prefix.truncate(frame.prefix_len);
+        }
+        let caller = frames.last().and_then(|frame| frame.caller);
+        let offset = entry.offset();
+        let name = match entry.attr_value(constants::DW_AT_name)? {
+            Some(value) => Some(unit.attr_string(value)?.to_string_lossy().into_owned()),
+            None => None,
+        };
+        if name.is_some() && !prefix.is_empty() {
+            collected.prefixes.insert(offset, prefix.clone());
+        }
+        let scope = match entry.tag() {
+            constants::DW_TAG_subprogram => {
+                let code_entry = subprogram_code(unit, entry, space, facts)?;
+                if let Some(address) = code_entry {
+                    collected.subprograms.push((address, offset));
+                }
+                Scope::Subprogram(code_entry)
+            }
+            constants::DW_TAG_inlined_subroutine => {
+                if let Some(caller) = caller {
+                    let mut ranges = Vec::new();
+                    let mut die_ranges = unit.die_ranges(entry)?;
+                    while let Some(range) = die_ranges.next()? {
+                        if range.begin < range.end && space.is_code(range.begin) {
+                            ranges.push((range.begin, range.end - range.begin));
+                        }
+                    }
+                    if !ranges.is_empty() {
+                        ranges.sort_unstable();
+                        collected.inline_sites.push((caller, offset, ranges));
+                    }
+                }
+                Scope::Other
+            }
+            constants::DW_TAG_namespace => Scope::Named(
+                name.clone()
+                    .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
+            ),
+            constants::DW_TAG_structure_type
+            | constants::DW_TAG_class_type
+            | constants::DW_TAG_union_type => {
+                let is_declaration = matches!(
+                    entry.attr_value(constants::DW_AT_declaration)?,
+                    Some(AttributeValue::Flag(true))
+                );
+                let has_size = entry.attr_value(constants::DW_AT_byte_size)?.is_some();
+                if has_size && !is_declaration {
+                    collected.aggregates.push(offset);
+                }
+                match &name {
+                    Some(name) => Scope::Named(name.clone()),
+                    None => Scope::Other,
+                }
+            }
+            constants::DW_TAG_typedef => {
+                if let Some(target) = reference(unit, entry.attr_value(constants::DW_AT_type)?) {
+                    collected.typedef_of.entry(target).or_insert(offset);
+                }
+                Scope::Other
+            }
+            constants::DW_TAG_variable => {
+                if let Some(address) = variable_address(unit, entry, space)? {
+                    collected.variables.push((address, offset));
+                }
+                Scope::Other
+            }
+            _ => Scope::Other,
+        };
+        if entry.has_children() {
+            let prefix_len = prefix.len();
+            if let Scope::Named(name) = &scope
+                && prefix_len + name.len() + 2 <= MAX_PREFIX_LEN
+            {
+                prefix.push_str(name);
+                prefix.push_str("::");
+            }
+            frames.push(Frame {
+                depth,
+                prefix_len,
+                caller: match scope {
+                    Scope::Subprogram(entry) => entry,
+                    _ => caller,
+                },
+            });
+        }
+    }
+
+    let names = Names::new(unit, &collected.prefixes, &collected.typedef_of, cu_name);
+    for (address, offset) in collected.subprograms {
+        if let Some(name) = names.die_name(offset) {
+            facts
+                .subprogram_entries
+                .entry(address)
+                .or_insert((name, cu_index));
+        }
+    }
+    for (caller_rva, offset, ranges) in collected.inline_sites {
+        facts.inline_sites.push(InlineSite {
+            caller_rva,
+            inlinee: names
+                .die_name(offset)
+                .unwrap_or_else(|| "<unknown>".to_owned()),
+            ranges,
+        });
+    }
+    for (address, offset) in collected.variables {
+        let (map, key) = match address {
+            VariableAddress::Static(address) => (&mut facts.variables, address),
+            VariableAddress::ThreadLocal(offset) => (&mut facts.tls_variables, offset),
+        };
+        map.entry(key).or_insert_with(|| VariableFacts {
+            compile_unit: cu_index,
+            type_name: names.variable_type_name(offset),
+        });
+    }
+    for offset in collected.aggregates {
+        match names.layout(offset) {
+            Ok(Some(layout)) => facts.types.push(layout),
+            Ok(None) => {}
+            Err(error) => facts.report(
+                ".debug_info",
+                format!("type at offset {:#x} in {cu_name}: {error}", offset.0),
+            ),
+        }
+    }
+    Ok(())
+}
+
+/// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the
+/// first range of `DW_AT_ranges` (GCC lists the hot part, where the entry is, first).
+fn subprogram_code<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    space: &AddressSpace<'_>,
+    facts: &mut DwarfFacts,
+) -> gimli::Result<Option<u64>> {
+    let mut first = None;
+    let mut ranges = unit.die_ranges(entry)?;
+    while let Some(range) = ranges.next()? {
+        if range.begin < range.end && space.is_code(range.begin) {
+            first.get_or_insert(range.begin);
+            facts.subprogram_ranges.push((range.begin, range.end));
+        }
+    }
+    let low_pc = match entry.attr_value(constants::DW_AT_low_pc)? {
+        Some(value) => unit.attr_address(value)?,
+        None => None,
+    };
+    Ok(low_pc.filter(|&address| space.is_code(address)).or(first))
+}
+
+/// Where a variable with static storage lives.
+#[derive(Clone, Copy)]
+enum VariableAddress {
+    Static(u64),
+    /// Offset in the TLS template.
+    ThreadLocal(u64),
+}
+
+/// The address of a variable with static storage: a location that is exactly `DW_OP_addr`
+/// (or `DW_OP_addrx`), or a TLS offset pushed and turned into an address.
+fn variable_address<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    space: &AddressSpace<'_>,
+) -> gimli::Result<Option<VariableAddress>> {
+    let Some(AttributeValue::Exprloc(expression)) = entry.attr_value(constants::DW_AT_location)?
+    else {
+        return Ok(None);
+    };
+    let mut operations = expression.operations(unit.encoding());
+    let first = operations.next()?;
+    let second = operations.next()?;
+    let address = match (first, second) {
+        (Some(Operation::Address { address }), None) => address,
+        (Some(Operation::AddressIndex { index }), None) => unit.address(index)?,
+        (Some(Operation::UnsignedConstant { value }), Some(Operation::TLS)) => {
+            return Ok(Some(VariableAddress::ThreadLocal(value)));
+        }
+        _ => return Ok(None),
+    };
+    Ok((address != 0 && space.is_data(address)).then_some(VariableAddress::Static(address)))
+}
+
+/// Source paths, deduplicated, in order of first use.
+#[derive(Default)]
+struct SourceFiles {
+    paths: Vec<String>,
+    index: HashMap<String, u32>,
+}
+
+impl SourceFiles {
+    fn intern(&mut self, path: String) -> u32 {
+        if let Some(&index) = self.index.get(&path) {
+            return index;
+        }
+        let index = u32::try_from(self.paths.len()).unwrap_or(u32::MAX);
+        self.paths.push(path.clone());
+        self.index.insert(path, index);
+        index
+    }
+}
+
+/// One [`LineRow`] per row of the unit's line program, except end-of-sequence rows and rows for
+/// code the linker discarded.
+fn read_lines(
+    unit: UnitRef<'_, Reader<'_>>,
+    space: &AddressSpace<'_>,
+    source_files: &mut SourceFiles,
+    facts: &mut DwarfFacts,
+) -> gimli::Result<()> {
+    let Some(program) = unit.line_program.clone() else {
+        return Ok(());
+    };
+    let mut file_indices: HashMap<u64, u32> = HashMap::new();
+    let mut rows = program.rows();
+    while let Some((header, row)) = rows.next_row()? {
+        if row.end_sequence() || !space.is_code(row.address()) {
+            continue;
+        }
+        let file = match file_indices.get(&row.file_index()) {
+            Some(&file) => file,
+            None => {
+                let path = file_path(unit, header, row.file_index())?;
+                let file = source_files.intern(path);
+                file_indices.insert(row.file_index(), file);
+                file
+            }
+        };
+        let line = row
+            .line()
+            .map_or(0, |line| u32::try_from(line.get()).unwrap_or(u32::MAX));
+        facts.lines.push(LineRow {
+            rva: row.address(),
+            file,
+            line,
+        });
+    }
+    Ok(())
+}
+
+/// The full path of a line program's file: compilation directory, then the file's directory,
+/// then its name, where an absolute component replaces what came before.
+fn file_path<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    header: &gimli::LineProgramHeader<Reader<'a>>,
+    file_index: u64,
+) -> gimli::Result<String> {
+    let Some(file) = header.file(file_index) else {
+        return Ok(format!("<unknown file {file_index}>"));
+    };
+    let mut path = unit
+        .comp_dir
+        .map(|dir| dir.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    if let Some(directory) = file.directory(header) {
+        push_path(&mut path, &unit.attr_string(directory)?.to_string_lossy());
+    }
+    push_path(
+        &mut path,
+        &unit.attr_string(file.path_name())?.to_string_lossy(),
+    );
+    Ok(path)
+}
+
+fn push_path(path: &mut String, component: &str) {
+    if component.starts_with('/') {
+        component.clone_into(path);
+    } else if !component.is_empty() {
+        if !path.is_empty() && !path.ends_with('/') {
+            path.push('/');
+        }
+        path.push_str(component);
+    }
+}
