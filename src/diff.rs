@@ -36,8 +36,14 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
-    let base_input = BinaryInput::open(&args.base, args.base_pdb.as_deref().or(args.base_debug.as_deref()))?;
-    let fixed_input = BinaryInput::open(&args.fixed, args.fixed_pdb.as_deref().or(args.fixed_debug.as_deref()))?;
+    let base_input = BinaryInput::open(
+        &args.base,
+        args.base_pdb.as_deref().or(args.base_debug.as_deref()),
+    )?;
+    let fixed_input = BinaryInput::open(
+        &args.fixed,
+        args.fixed_pdb.as_deref().or(args.fixed_debug.as_deref()),
+    )?;
     let base = base_input.load()?;
     let fixed = fixed_input.load()?;
     if base.image.format != fixed.image.format {
@@ -49,11 +55,22 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             fixed.image.format
         );
     }
-    let diff = hotpatch_diff::diff(&base.image, &fixed.image, Config { ignore_line_only: args.ignore_line_only });
+    let diff = hotpatch_diff::diff(
+        &base.image,
+        &fixed.image,
+        Config {
+            ignore_line_only: args.ignore_line_only,
+        },
+    );
     if args.json {
         let mut value = serde_json::to_value(&diff)?;
         if args.disasm {
-            for (entry, changed) in value["changed"].as_array_mut().into_iter().flatten().zip(&diff.changed) {
+            for (entry, changed) in value["changed"]
+                .as_array_mut()
+                .into_iter()
+                .flatten()
+                .zip(&diff.changed)
+            {
                 entry["disasm"] = serde_json::Value::String(unified(changed));
             }
         }
@@ -71,7 +88,13 @@ fn unified(changed: &hotpatch_diff::ChangedFunction) -> String {
     similar::TextDiff::from_lines(&old, &new)
         .unified_diff()
         .context_radius(3)
-        .header(&format!("baseline {}", changed.name), &format!("fixed {}", changed.fixed_name.as_ref().unwrap_or(&changed.name)))
+        .header(
+            &format!("baseline {}", changed.name),
+            &format!(
+                "fixed {}",
+                changed.fixed_name.as_ref().unwrap_or(&changed.name)
+            ),
+        )
         .to_string()
 }
 
@@ -95,12 +118,23 @@ fn summary(args: &Args, diff: &Diff, out: &mut dyn Write) -> Result<()> {
             .map(|cause| match cause {
                 Cause::Instructions => "instructions".to_owned(),
                 Cause::References { .. } => "references".to_owned(),
-                Cause::InlinedCode { inlinees } => format!("inlined code of {}", inlinees.join(", ")),
+                Cause::InlinedCode { inlinees } => {
+                    format!("inlined code of {}", inlinees.join(", "))
+                }
             })
             .collect();
-        writeln!(out, "  changed   {} ({})", changed.display_name, causes.join("; "))?;
+        writeln!(
+            out,
+            "  changed   {} ({})",
+            changed.display_name,
+            causes.join("; ")
+        )?;
         if let Some(first) = &changed.first_difference {
-            writeln!(out, "            - {}\n            + {}", first.baseline, first.fixed)?;
+            writeln!(
+                out,
+                "            - {}\n            + {}",
+                first.baseline, first.fixed
+            )?;
         }
         if args.disasm {
             for line in unified(changed).lines() {
@@ -109,38 +143,73 @@ fn summary(args: &Args, diff: &Diff, out: &mut dyn Write) -> Result<()> {
         }
     }
     for added in &diff.added {
-        writeln!(out, "  added     {} ({} bytes)", added.display_name, added.size)?;
+        writeln!(
+            out,
+            "  added     {} ({} bytes)",
+            added.display_name, added.size
+        )?;
     }
     for removed in &diff.removed {
-        writeln!(out, "  removed   {} ({} bytes)", removed.display_name, removed.size)?;
+        writeln!(
+            out,
+            "  removed   {} ({} bytes)",
+            removed.display_name, removed.size
+        )?;
     }
     for renamed in &diff.renamed {
         writeln!(out, "  renamed   {} -> {}", renamed.from, renamed.to)?;
     }
     for line_only in &diff.line_only {
-        writeln!(out, "  line-only {} (moved {:+} lines)", line_only.name, line_only.line_delta)?;
+        writeln!(
+            out,
+            "  line-only {} (moved {:+} lines)",
+            line_only.name, line_only.line_delta
+        )?;
     }
     for added in &diff.data.added {
-        writeln!(out, "  data added    {} ({:?}, {} bytes)", added.name, added.kind, added.size)?;
+        writeln!(
+            out,
+            "  data added    {} ({:?}, {} bytes)",
+            added.name, added.kind, added.size
+        )?;
     }
     for removed in &diff.data.removed {
-        writeln!(out, "  data removed  {} ({:?}, {} bytes)", removed.name, removed.kind, removed.size)?;
+        writeln!(
+            out,
+            "  data removed  {} ({:?}, {} bytes)",
+            removed.name, removed.kind, removed.size
+        )?;
     }
     for changed in &diff.data.changed {
         let changes: Vec<String> = changed
             .changes
             .iter()
             .map(|change| match change {
-                DataChangeKind::Resized { baseline, fixed } => format!("resized {baseline} -> {fixed} bytes"),
-                DataChangeKind::TypeChanged { baseline, fixed } => format!("type {baseline} -> {fixed}"),
-                DataChangeKind::LayoutChanged { type_name } => format!("layout of {type_name} changed"),
+                DataChangeKind::Resized { baseline, fixed } => {
+                    format!("resized {baseline} -> {fixed} bytes")
+                }
+                DataChangeKind::TypeChanged { baseline, fixed } => {
+                    format!("type {baseline} -> {fixed}")
+                }
+                DataChangeKind::LayoutChanged { type_name } => {
+                    format!("layout of {type_name} changed")
+                }
                 DataChangeKind::InitialValueChanged => "initial value changed".to_owned(),
             })
             .collect();
-        writeln!(out, "  data changed  {} ({})", changed.name, changes.join("; "))?;
+        writeln!(
+            out,
+            "  data changed  {} ({})",
+            changed.name,
+            changes.join("; ")
+        )?;
     }
     for layout in &diff.types {
-        writeln!(out, "  type changed  {} ({} -> {} bytes)", layout.name, layout.baseline_size, layout.fixed_size)?;
+        writeln!(
+            out,
+            "  type changed  {} ({} -> {} bytes)",
+            layout.name, layout.baseline_size, layout.fixed_size
+        )?;
     }
     Ok(())
 }

@@ -2,8 +2,8 @@
 //! layout or a changed initial value, and which functions reference them.
 
 use crate::matching::canonical_name;
-use crate::normalize::{Namer, symbolize};
-use hotpatch_image::{DataKind, DataSymbol, Function, Image, TypeLayout};
+use crate::normalize::{Namer, render_bytes};
+use hotpatch_image::{DataKind, DataSymbol, Image, TypeLayout};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -37,10 +37,18 @@ pub struct DataChange {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum DataChangeKind {
-    Resized { baseline: u64, fixed: u64 },
-    TypeChanged { baseline: String, fixed: String },
+    Resized {
+        baseline: u64,
+        fixed: u64,
+    },
+    TypeChanged {
+        baseline: String,
+        fixed: String,
+    },
     /// The type keeps its name but its layout (fields, offsets, size) differs.
-    LayoutChanged { type_name: String },
+    LayoutChanged {
+        type_name: String,
+    },
     /// The initial value in the file differs (pointers compared by what they point at).
     InitialValueChanged,
 }
@@ -74,7 +82,10 @@ pub(crate) fn diff(
         };
         let mut changes = Vec::new();
         if o.size != n.size {
-            changes.push(DataChangeKind::Resized { baseline: o.size, fixed: n.size });
+            changes.push(DataChangeKind::Resized {
+                baseline: o.size,
+                fixed: n.size,
+            });
         }
         if o.type_name != n.type_name {
             changes.push(DataChangeKind::TypeChanged {
@@ -82,17 +93,27 @@ pub(crate) fn diff(
                 fixed: n.type_name.clone().unwrap_or_default(),
             });
         } else if let Some(type_name) = &o.type_name {
-            let base_type = type_name.trim_start_matches("const ").trim_start_matches("struct ");
+            let base_type = type_name
+                .trim_start_matches("const ")
+                .trim_start_matches("struct ");
             let base_type = base_type.split('[').next().unwrap_or(base_type);
             if changed_types.contains(base_type) {
-                changes.push(DataChangeKind::LayoutChanged { type_name: base_type.to_owned() });
+                changes.push(DataChangeKind::LayoutChanged {
+                    type_name: base_type.to_owned(),
+                });
             }
         }
-        if o.size == n.size && initial_value(baseline, o, baseline_namer) != initial_value(fixed, n, fixed_namer) {
+        if o.size == n.size
+            && initial_value(baseline, o, baseline_namer) != initial_value(fixed, n, fixed_namer)
+        {
             changes.push(DataChangeKind::InitialValueChanged);
         }
         if !changes.is_empty() {
-            result.changed.push(DataChange { name: (*name).clone(), kind: n.kind, changes });
+            result.changed.push(DataChange {
+                name: (*name).clone(),
+                kind: n.kind,
+                changes,
+            });
         }
     }
     for (name, n) in &new {
@@ -132,52 +153,12 @@ fn by_name(symbols: &[DataSymbol]) -> BTreeMap<String, &DataSymbol> {
     map
 }
 
-/// The initial value as comparable text: bytes, with each 8-byte slot that holds a relocated
-/// pointer replaced by what it points at.
+/// The initial value as comparable text, pointers written as what they point at.
 fn initial_value(image: &Image<'_>, symbol: &DataSymbol, namer: &Namer<'_>) -> Option<String> {
     if symbol.kind == DataKind::ZeroInitialized || symbol.size == 0 {
         return None;
     }
-    let bytes = image.bytes_at(symbol.rva, symbol.size)?;
-    let start = image.relocations.partition_point(|r| r.rva < symbol.rva);
-    let pointer_slots: BTreeMap<u64, i64> = image.relocations[start..]
-        .iter()
-        .take_while(|r| r.rva < symbol.rva + symbol.size)
-        .map(|r| (r.rva - symbol.rva, r.addend))
-        .collect();
-    let base = image.identity.pe.as_ref().map(|pe| pe.image_base).unwrap_or(0);
-    let no_function = Function {
-        name: String::new(),
-        display_name: String::new(),
-        rva: u64::MAX,
-        size: 0,
-        section: String::new(),
-        compile_unit: None,
-        linkage: hotpatch_image::Linkage::Static,
-        has_debug_info: false,
-        code: &[],
-        padding_before: 0,
-        first_instruction_len: None,
-        aliases: Vec::new(),
-    };
-    let mut text = String::new();
-    let mut offset = 0u64;
-    while offset < symbol.size {
-        if let Some(&addend) = pointer_slots.get(&offset) {
-            let stored = bytes
-                .get(offset as usize..offset as usize + 8)
-                .map(|slot| u64::from_le_bytes(slot.try_into().unwrap_or([0; 8])))
-                .unwrap_or(0);
-            // PE stores the VA in place; ELF RELA keeps it in the addend.
-            let target = if addend != 0 { addend as u64 } else { stored.wrapping_sub(base) };
-            text.push_str(&format!("<{}>", symbolize(target, &no_function, namer, &HashMap::new())));
-            offset += 8;
-        } else {
-            text.push_str(&format!("{:02x}", bytes.get(offset as usize).copied().unwrap_or(0)));
-            offset += 1;
-        }
-    }
-    Some(text)
+    render_bytes(image, symbol.rva, symbol.size, namer, 0)
 }
 
 /// Types with the same name and a different set of layouts.
@@ -185,10 +166,16 @@ fn type_changes(baseline: &Image<'_>, fixed: &Image<'_>) -> Vec<TypeChange> {
     let group = |types: &'_ [TypeLayout]| {
         let mut groups: BTreeMap<String, Vec<TypeLayout>> = BTreeMap::new();
         for layout in types {
-            if layout.name.is_empty() || layout.name.starts_with('<') || layout.name.contains("unnamed") {
+            if layout.name.is_empty()
+                || layout.name.starts_with('<')
+                || layout.name.contains("unnamed")
+            {
                 continue;
             }
-            groups.entry(layout.name.clone()).or_default().push(layout.clone());
+            groups
+                .entry(layout.name.clone())
+                .or_default()
+                .push(layout.clone());
         }
         groups
     };
@@ -196,8 +183,15 @@ fn type_changes(baseline: &Image<'_>, fixed: &Image<'_>) -> Vec<TypeChange> {
     let new = group(&fixed.types);
     let mut changes = Vec::new();
     for (name, old_layouts) in &old {
-        let Some(new_layouts) = new.get(name) else { continue };
-        let fingerprints = |layouts: &[TypeLayout]| layouts.iter().map(|l| l.fingerprint.clone()).collect::<BTreeSet<_>>();
+        let Some(new_layouts) = new.get(name) else {
+            continue;
+        };
+        let fingerprints = |layouts: &[TypeLayout]| {
+            layouts
+                .iter()
+                .map(|l| l.fingerprint.clone())
+                .collect::<BTreeSet<_>>()
+        };
         if fingerprints(old_layouts) != fingerprints(new_layouts) {
             changes.push(TypeChange {
                 name: name.clone(),

@@ -92,7 +92,10 @@ pub enum Cause {
     /// Its own instructions differ (opcodes, registers, immediates, control flow).
     Instructions,
     /// The same instructions point at different data, constants or functions.
-    References { baseline: Vec<String>, fixed: Vec<String> },
+    References {
+        baseline: Vec<String>,
+        fixed: Vec<String>,
+    },
     /// Code the compiler inlined from these functions lies where the instructions differ.
     InlinedCode { inlinees: Vec<String> },
 }
@@ -132,11 +135,21 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     // Renamed functions: identical bodies among what names could not pair.
     let no_renames = HashMap::new();
     let bodies = |image: &Image<'_>, left: &[usize]| -> HashMap<usize, String> {
-        let namer = Namer { image, renames: &no_renames };
+        let namer = Namer {
+            image,
+            renames: &no_renames,
+        };
         left.par_iter()
             .map(|&idx| {
                 let listing = normalize(&image.functions[idx], &namer);
-                (idx, listing.into_iter().map(|i| i.text).collect::<Vec<_>>().join("\n"))
+                (
+                    idx,
+                    listing
+                        .into_iter()
+                        .map(|i| i.text)
+                        .collect::<Vec<_>>()
+                        .join("\n"),
+                )
             })
             .filter(|(_, body)| !body.is_empty())
             .collect()
@@ -154,19 +167,36 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     let renames: HashMap<String, String> = pairs
         .iter()
         .map(|pair| {
-            let (b, f) = (&baseline.functions[pair.baseline], &fixed.functions[pair.fixed]);
+            let (b, f) = (
+                &baseline.functions[pair.baseline],
+                &fixed.functions[pair.fixed],
+            );
             (f.name.clone(), matching::canonical_name(&b.name))
         })
         .collect();
-    let baseline_namer = Namer { image: baseline, renames: &no_renames };
-    let fixed_namer = Namer { image: fixed, renames: &renames };
+    let baseline_namer = Namer {
+        image: baseline,
+        renames: &no_renames,
+    };
+    let fixed_namer = Namer {
+        image: fixed,
+        renames: &renames,
+    };
 
     let outcomes: Vec<Outcome> = pairs
         .par_iter()
         .map(|pair| {
             let b = &baseline.functions[pair.baseline];
             let f = &fixed.functions[pair.fixed];
-            compare(b, f, pair.kind, baseline, fixed, &baseline_namer, &fixed_namer)
+            compare(
+                b,
+                f,
+                pair.kind,
+                baseline,
+                fixed,
+                &baseline_namer,
+                &fixed_namer,
+            )
         })
         .collect();
 
@@ -182,7 +212,10 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         types: Vec::new(),
     };
     for (pair, outcome) in pairs.iter().zip(outcomes) {
-        let (b, f) = (&baseline.functions[pair.baseline], &fixed.functions[pair.fixed]);
+        let (b, f) = (
+            &baseline.functions[pair.baseline],
+            &fixed.functions[pair.fixed],
+        );
         if pair.kind == MatchKind::IdenticalBody {
             result.renamed.push(Renamed {
                 from: b.name.clone(),
@@ -197,18 +230,26 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
                 let _ = line_delta;
                 result.unchanged += 1;
             }
-            Outcome::LineOnly(line_delta) => result.line_only.push(LineOnly { name: b.name.clone(), line_delta }),
+            Outcome::LineOnly(line_delta) => result.line_only.push(LineOnly {
+                name: b.name.clone(),
+                line_delta,
+            }),
             Outcome::Changed(changed) => result.changed.push(*changed),
         }
     }
-    let matched_baseline: Vec<bool> = flags(baseline.functions.len(), pairs.iter().map(|p| p.baseline));
+    let matched_baseline: Vec<bool> =
+        flags(baseline.functions.len(), pairs.iter().map(|p| p.baseline));
     let matched_fixed: Vec<bool> = flags(fixed.functions.len(), pairs.iter().map(|p| p.fixed));
     result.removed = unmatched_entries(baseline, &matched_baseline);
     result.added = unmatched_entries(fixed, &matched_fixed);
     (result.data, result.types) = data::diff(baseline, fixed, &baseline_namer, &fixed_namer);
 
-    result.changed.sort_by(|a, b| (&a.name, a.baseline_rva).cmp(&(&b.name, b.baseline_rva)));
-    result.renamed.sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
+    result
+        .changed
+        .sort_by(|a, b| (&a.name, a.baseline_rva).cmp(&(&b.name, b.baseline_rva)));
+    result
+        .renamed
+        .sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     result.line_only.sort_by(|a, b| a.name.cmp(&b.name));
     result
 }
@@ -284,7 +325,12 @@ fn compare(
 /// Classifies the differing instructions: where only what they point at differs, the cause is
 /// the references; anything else is an instruction change; differences inside inlined ranges
 /// also name the inlinee.
-fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Function<'_>, fixed: &Image<'_>) -> Vec<Cause> {
+fn causes(
+    old: &[NormalizedInstruction],
+    new: &[NormalizedInstruction],
+    f: &Function<'_>,
+    fixed: &Image<'_>,
+) -> Vec<Cause> {
     let old_text: Vec<&str> = old.iter().map(|i| i.text.as_str()).collect();
     let new_text: Vec<&str> = new.iter().map(|i| i.text.as_str()).collect();
     let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old_text, &new_text);
@@ -295,7 +341,12 @@ fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Func
     for op in ops {
         match op {
             similar::DiffOp::Equal { .. } => {}
-            similar::DiffOp::Replace { old_index, old_len, new_index, new_len } if old_len == new_len => {
+            similar::DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } if old_len == new_len => {
                 for k in 0..old_len {
                     let (o, n) = (&old[old_index + k], &new[new_index + k]);
                     differing_fixed_rvas.push(n.rva);
@@ -320,7 +371,10 @@ fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Func
         causes.push(Cause::Instructions);
     }
     if !old_references.is_empty() {
-        causes.push(Cause::References { baseline: old_references, fixed: new_references });
+        causes.push(Cause::References {
+            baseline: old_references,
+            fixed: new_references,
+        });
     }
     let mut inlinees: Vec<String> = fixed
         .inline_sites
@@ -328,7 +382,9 @@ fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Func
         .filter(|site| site.caller_rva == f.rva)
         .filter(|site| {
             site.ranges.iter().any(|&(start, len)| {
-                differing_fixed_rvas.iter().any(|&rva| rva >= start && rva < start.saturating_add(len))
+                differing_fixed_rvas
+                    .iter()
+                    .any(|&rva| rva >= start && rva < start.saturating_add(len))
             })
         })
         .map(|site| site.inlinee.clone())
@@ -341,12 +397,22 @@ fn causes(old: &[NormalizedInstruction], new: &[NormalizedInstruction], f: &Func
     causes
 }
 
-fn first_difference(old: &[NormalizedInstruction], new: &[NormalizedInstruction]) -> Option<InstructionDifference> {
-    let position = (0..old.len().max(new.len())).find(|&i| old.get(i).map(|o| &o.text) != new.get(i).map(|n| &n.text))?;
+fn first_difference(
+    old: &[NormalizedInstruction],
+    new: &[NormalizedInstruction],
+) -> Option<InstructionDifference> {
+    let position = (0..old.len().max(new.len()))
+        .find(|&i| old.get(i).map(|o| &o.text) != new.get(i).map(|n| &n.text))?;
     Some(InstructionDifference {
         baseline_rva: old.get(position).map(|o| o.rva),
         fixed_rva: new.get(position).map(|n| n.rva),
-        baseline: old.get(position).map(|o| o.text.clone()).unwrap_or_else(|| "(end)".into()),
-        fixed: new.get(position).map(|n| n.text.clone()).unwrap_or_else(|| "(end)".into()),
+        baseline: old
+            .get(position)
+            .map(|o| o.text.clone())
+            .unwrap_or_else(|| "(end)".into()),
+        fixed: new
+            .get(position)
+            .map(|n| n.text.clone())
+            .unwrap_or_else(|| "(end)".into()),
     })
 }

@@ -29,7 +29,8 @@ pub(crate) fn line_only_delta(
             if old_value == new_value {
                 continue;
             }
-            let plausible_line = old_value >= i64::from(old_first) && old_value <= i64::from(old_last);
+            let plausible_line =
+                old_value >= i64::from(old_first) && old_value <= i64::from(old_last);
             if new_value - old_value != delta || !plausible_line {
                 return None;
             }
@@ -42,7 +43,9 @@ pub(crate) fn line_only_delta(
 /// The first and last source line of the rows inside the function.
 fn line_span(image: &Image<'_>, function: &Function<'_>) -> Option<(u32, u32)> {
     let start = image.lines.partition_point(|row| row.rva < function.rva);
-    let rows = image.lines[start..].iter().take_while(|row| row.rva < function.end());
+    let rows = image.lines[start..]
+        .iter()
+        .take_while(|row| row.rva < function.end());
     let lines: Vec<u32> = rows.map(|row| row.line).filter(|&line| line != 0).collect();
     Some((*lines.iter().min()?, *lines.iter().max()?))
 }

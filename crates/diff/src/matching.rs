@@ -39,7 +39,15 @@ pub(crate) struct Pair {
 }
 
 /// GCC clone and partial-inlining suffixes; the numbers after them shift between builds.
-const CLONE_SUFFIXES: &[&str] = &[".isra", ".constprop", ".part", ".cold", ".lto_priv", ".localalias", ".llvm"];
+const CLONE_SUFFIXES: &[&str] = &[
+    ".isra",
+    ".constprop",
+    ".part",
+    ".cold",
+    ".lto_priv",
+    ".localalias",
+    ".llvm",
+];
 
 /// The name without compiler-generated suffixes: `foo.isra.0` and `foo.constprop.3` become
 /// `foo`; a numbered static local `count.3` becomes `count`.
@@ -50,7 +58,11 @@ pub(crate) fn canonical_name(name: &str) -> String {
             Some(dot) if dot > 0 => {
                 let suffix = &base[dot..];
                 let numeric = suffix.len() > 1 && suffix[1..].bytes().all(|b| b.is_ascii_digit());
-                if numeric || CLONE_SUFFIXES.contains(&suffix) { &base[..dot] } else { base }
+                if numeric || CLONE_SUFFIXES.contains(&suffix) {
+                    &base[..dot]
+                } else {
+                    base
+                }
             }
             _ => base,
         };
@@ -62,26 +74,46 @@ pub(crate) fn canonical_name(name: &str) -> String {
 }
 
 /// Pairs functions by name. Returns the pairs and the unmatched indices on each side.
-pub(crate) fn match_by_name(baseline: &Image<'_>, fixed: &Image<'_>) -> (Vec<Pair>, Vec<usize>, Vec<usize>) {
+pub(crate) fn match_by_name(
+    baseline: &Image<'_>,
+    fixed: &Image<'_>,
+) -> (Vec<Pair>, Vec<usize>, Vec<usize>) {
     let mut pairs = Vec::new();
     let mut baseline_left: Vec<bool> = vec![true; baseline.functions.len()];
     let mut fixed_left: Vec<bool> = vec![true; fixed.functions.len()];
     for (kind, key) in [
-        (MatchKind::ExactName, (|f: &Function<'_>| f.name.clone()) as fn(&Function<'_>) -> String),
-        (MatchKind::CloneName, |f: &Function<'_>| canonical_name(&f.name)),
+        (
+            MatchKind::ExactName,
+            (|f: &Function<'_>| f.name.clone()) as fn(&Function<'_>) -> String,
+        ),
+        (MatchKind::CloneName, |f: &Function<'_>| {
+            canonical_name(&f.name)
+        }),
     ] {
         let baseline_groups = group(&baseline.functions, &baseline_left, key);
         let fixed_groups = group(&fixed.functions, &fixed_left, key);
         for (name, baseline_indices) in &baseline_groups {
-            let Some(fixed_indices) = fixed_groups.get(name) else { continue };
+            let Some(fixed_indices) = fixed_groups.get(name) else {
+                continue;
+            };
             for (b, f) in pair_group(baseline, fixed, baseline_indices, fixed_indices) {
                 baseline_left[b] = false;
                 fixed_left[f] = false;
-                pairs.push(Pair { baseline: b, fixed: f, kind });
+                pairs.push(Pair {
+                    baseline: b,
+                    fixed: f,
+                    kind,
+                });
             }
         }
     }
-    let unmatched = |left: &[bool]| left.iter().enumerate().filter(|(_, l)| **l).map(|(i, _)| i).collect();
+    let unmatched = |left: &[bool]| {
+        left.iter()
+            .enumerate()
+            .filter(|(_, l)| **l)
+            .map(|(i, _)| i)
+            .collect()
+    };
     (pairs, unmatched(&baseline_left), unmatched(&fixed_left))
 }
 
@@ -118,7 +150,9 @@ fn pair_group(
         let base = &baseline.functions[b];
         let found = fixed_indices.iter().enumerate().find(|(slot, f)| {
             let candidate = &fixed.functions[**f];
-            !fixed_taken[*slot] && candidate.compile_unit == base.compile_unit && candidate.linkage == base.linkage
+            !fixed_taken[*slot]
+                && candidate.compile_unit == base.compile_unit
+                && candidate.linkage == base.linkage
         });
         match found {
             Some((slot, &f)) => {
@@ -128,8 +162,12 @@ fn pair_group(
             None => baseline_rest.push(b),
         }
     }
-    let fixed_rest: Vec<usize> =
-        fixed_indices.iter().enumerate().filter(|(slot, _)| !fixed_taken[*slot]).map(|(_, f)| *f).collect();
+    let fixed_rest: Vec<usize> = fixed_indices
+        .iter()
+        .enumerate()
+        .filter(|(slot, _)| !fixed_taken[*slot])
+        .map(|(_, f)| *f)
+        .collect();
     pairs.extend(baseline_rest.into_iter().zip(fixed_rest));
     pairs
 }
@@ -156,7 +194,11 @@ pub(crate) fn match_by_body(
     by_body
         .values()
         .filter_map(|(b, f)| match (b.as_slice(), f.as_slice()) {
-            ([b], [f]) => Some(Pair { baseline: *b, fixed: *f, kind: MatchKind::IdenticalBody }),
+            ([b], [f]) => Some(Pair {
+                baseline: *b,
+                fixed: *f,
+                kind: MatchKind::IdenticalBody,
+            }),
             _ => None,
         })
         .collect()
@@ -165,5 +207,7 @@ pub(crate) fn match_by_body(
 /// Whether a function is worth reporting as added or removed: it has code, and static
 /// functions the compiler made (clones) are reported under their source name.
 pub(crate) fn reportable(function: &Function<'_>) -> bool {
-    function.size > 0 && !function.code.is_empty() && (function.has_debug_info || function.linkage == Linkage::Global)
+    function.size > 0
+        && !function.code.is_empty()
+        && (function.has_debug_info || function.linkage == Linkage::Global)
 }

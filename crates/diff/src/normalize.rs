@@ -48,7 +48,11 @@ pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<Norma
     let instructions = decode(function);
     // Branch targets inside the function are written as instruction indices, which survive
     // changes in instruction length and alignment padding.
-    let index_of: HashMap<u64, usize> = instructions.iter().enumerate().map(|(i, ins)| (ins.ip(), i)).collect();
+    let index_of: HashMap<u64, usize> = instructions
+        .iter()
+        .enumerate()
+        .map(|(i, ins)| (ins.ip(), i))
+        .collect();
     instructions
         .iter()
         .map(|instruction| normalize_instruction(instruction, function, namer, &index_of))
@@ -162,12 +166,21 @@ fn normalize_instruction(
             }
         }
     }
-    NormalizedInstruction { rva: instruction.ip(), text, shape, skeleton, immediates }
+    NormalizedInstruction {
+        rva: instruction.ip(),
+        text,
+        shape,
+        skeleton,
+        immediates,
+    }
 }
 
 fn bytes_of<'a>(instruction: &Instruction, function: &'a Function<'_>) -> &'a [u8] {
     let start = (instruction.ip() - function.rva) as usize;
-    function.code.get(start..start + instruction.len()).unwrap_or(&[])
+    function
+        .code
+        .get(start..start + instruction.len())
+        .unwrap_or(&[])
 }
 
 fn register_name(register: Register) -> String {
@@ -189,14 +202,21 @@ fn memory_operand(
     if instruction.is_ip_rel_memory_operand() {
         let target = instruction.ip_rel_memory_address();
         let reference = symbolize(target, function, namer, index_of);
-        return (format!("{size} {segment}[{reference}]"), format!("{size} {segment}[@]"));
+        return (
+            format!("{size} {segment}[{reference}]"),
+            format!("{size} {segment}[@]"),
+        );
     }
     let mut parts = Vec::new();
     if instruction.memory_base() != Register::None {
         parts.push(register_name(instruction.memory_base()));
     }
     if instruction.memory_index() != Register::None {
-        parts.push(format!("{}*{}", register_name(instruction.memory_index()), instruction.memory_index_scale()));
+        parts.push(format!(
+            "{}*{}",
+            register_name(instruction.memory_index()),
+            instruction.memory_index_scale()
+        ));
     }
     let displacement = instruction.memory_displacement64();
     let no_registers = parts.is_empty();
@@ -230,7 +250,13 @@ fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
         None => 0,
     };
     let rva = value.checked_sub(base)?;
-    if base == 0 && image.identity.elf.as_ref().is_some_and(|elf| elf.elf_type == "dyn") {
+    if base == 0
+        && image
+            .identity
+            .elf
+            .as_ref()
+            .is_some_and(|elf| elf.elf_type == "dyn")
+    {
         // PIE code reaches everything RIP-relative; a small constant is just a constant.
         return None;
     }
@@ -248,6 +274,17 @@ pub(crate) fn symbolize(
     namer: &Namer<'_>,
     index_of: &HashMap<u64, usize>,
 ) -> String {
+    symbolize_at(rva, current, namer, index_of, 0)
+}
+
+/// `depth` counts pointer slots followed, so a cycle of slots cannot recurse forever.
+fn symbolize_at(
+    rva: u64,
+    current: &Function<'_>,
+    namer: &Namer<'_>,
+    index_of: &HashMap<u64, usize>,
+    depth: u32,
+) -> String {
     let image = namer.image;
     if let Some(function) = image.function_at(rva) {
         let name = namer.function_name(function);
@@ -257,16 +294,46 @@ pub(crate) fn symbolize(
         };
     }
     let data_idx = image.data_symbols.partition_point(|d| d.rva <= rva);
-    if let Some(data) = data_idx.checked_sub(1).and_then(|idx| image.data_symbols.get(idx)) {
-        if rva < data.rva + data.size.max(1) {
-            let name = crate::matching::canonical_name(&data.name);
-            return match rva - data.rva {
-                0 => format!("${name}"),
-                offset => format!("${name}+{offset:#x}"),
-            };
+    let containing = data_idx
+        .checked_sub(1)
+        .and_then(|idx| image.data_symbols.get(idx));
+    if let Some(data) = containing.filter(|data| rva < data.rva + data.size.max(1)) {
+        let name = crate::matching::canonical_name(&data.name);
+        return match rva - data.rva {
+            0 => format!("${name}"),
+            offset => format!("${name}+{offset:#x}"),
+        };
+    }
+    if let Some(import) = image
+        .imports
+        .iter()
+        .find(|import| import.slot_rva == Some(rva))
+    {
+        return format!(
+            "import:{}!{}",
+            import.library.to_ascii_lowercase(),
+            import.name
+        );
+    }
+    // A slot the loader fills (GOT entry, absolute pointer): what it will point at.
+    let reloc_idx = image.relocations.partition_point(|r| r.rva < rva);
+    if let Some(relocation) = image.relocations.get(reloc_idx).filter(|r| r.rva == rva) {
+        if let Some(symbol) = &relocation.symbol {
+            return format!("slot:{symbol}{:+}", relocation.addend);
+        }
+        if let Some(target) = slot_target(image, rva).filter(|&target| target != rva && depth < 2) {
+            let pointee = symbolize_at(target, current, namer, index_of, depth + 1);
+            // An unnamed table behind a pointer (runtime lists of RVAs) moves with every build
+            // and cannot be told apart by content; the data diff reports the slot's own value.
+            if pointee.starts_with("const:") {
+                return "slot:const".into();
+            }
+            return format!("slot:{pointee}");
         }
     }
-    let Some(section) = image.section_at(rva) else { return format!("abs:{rva:#x}") };
+    let Some(section) = image.section_at(rva) else {
+        return format!("abs:{rva:#x}");
+    };
     if section.executable {
         return format!("code:{}", section.name);
     }
@@ -274,7 +341,7 @@ pub(crate) fn symbolize(
         if let Some(table) = jump_table(rva, current, image, index_of) {
             return table;
         }
-        return constant(rva, image);
+        return constant(rva, image, namer, depth);
     }
     // Unnamed writable data (compiler temporaries, GOT slots): only the section is stable.
     format!("data:{}", section.name)
@@ -292,9 +359,15 @@ fn jump_table(
     for relative in [true, false] {
         let mut targets = Vec::new();
         for slot in 0..MAX_JUMP_TABLE as u64 {
-            let Some(bytes) = image.bytes_at(rva + slot * 4, 4) else { break };
+            let Some(bytes) = image.bytes_at(rva + slot * 4, 4) else {
+                break;
+            };
             let entry = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            let target = if relative { rva.wrapping_add(entry as i64 as u64) } else { entry as u32 as u64 };
+            let target = if relative {
+                rva.wrapping_add(entry as i64 as u64)
+            } else {
+                entry as u32 as u64
+            };
             if !inside(target) {
                 break;
             }
@@ -314,8 +387,9 @@ fn jump_table(
     None
 }
 
-/// An unnamed read-only constant, by content: a C string when it is one, else its first bytes.
-fn constant(rva: u64, image: &Image<'_>) -> String {
+/// An unnamed read-only constant, by content: a C string when it is one, else its first bytes
+/// (with relocated pointers written as what they point at).
+fn constant(rva: u64, image: &Image<'_>, namer: &Namer<'_>, depth: u32) -> String {
     let mut length = 0u64;
     while length < MAX_STRING as u64 {
         match image.bytes_at(rva + length, 1) {
@@ -328,11 +402,101 @@ fn constant(rva: u64, image: &Image<'_>) -> String {
         }
     }
     if length > 0 {
-        let text = image.bytes_at(rva, length).map(String::from_utf8_lossy).unwrap_or_default();
+        let text = image
+            .bytes_at(rva, length)
+            .map(String::from_utf8_lossy)
+            .unwrap_or_default();
         return format!("str:{text:?}");
     }
-    match image.bytes_at(rva, 16).or_else(|| image.bytes_at(rva, 8)) {
-        Some(bytes) => format!("const:{}", hotpatch_image::hex(bytes)),
+    let rendered = render_bytes(image, rva, 16, namer, depth)
+        .or_else(|| render_bytes(image, rva, 8, namer, depth));
+    match rendered {
+        Some(text) => format!("const:{text}"),
         None => format!("const:{rva:#x}?"),
+    }
+}
+
+/// The bytes `[rva, rva + len)` as hex, except that each 8-byte slot the loader relocates is
+/// written as `<what it points at>`: pointers move with every rebuild, their targets do not.
+pub(crate) fn render_bytes(
+    image: &Image<'_>,
+    rva: u64,
+    len: u64,
+    namer: &Namer<'_>,
+    depth: u32,
+) -> Option<String> {
+    use std::fmt::Write;
+    let bytes = image.bytes_at(rva, len)?;
+    let start = image.relocations.partition_point(|r| r.rva < rva);
+    let slots: Vec<u64> = image.relocations[start..]
+        .iter()
+        .take_while(|r| r.rva < rva + len)
+        .map(|r| r.rva - rva)
+        .filter(|offset| offset + 8 <= len)
+        .collect();
+    let none = no_function();
+    let mut text = String::with_capacity(bytes.len() * 2);
+    let mut offset = 0u64;
+    while offset < len {
+        if slots.contains(&offset) && depth < 2 {
+            let target = slot_target(image, rva + offset);
+            let _ = match target {
+                Some(target) => write!(
+                    text,
+                    "<{}>",
+                    symbolize_at(target, &none, namer, &HashMap::new(), depth + 1)
+                ),
+                None => write!(text, "<?>"),
+            };
+            offset += 8;
+        } else {
+            let _ = write!(
+                text,
+                "{:02x}",
+                bytes.get(offset as usize).copied().unwrap_or(0)
+            );
+            offset += 1;
+        }
+    }
+    Some(text)
+}
+
+/// Where the relocated pointer slot at `rva` points: ELF RELA keeps the target in the addend,
+/// PE stores the VA in place.
+fn slot_target(image: &Image<'_>, rva: u64) -> Option<u64> {
+    let idx = image.relocations.partition_point(|r| r.rva < rva);
+    let relocation = image.relocations.get(idx).filter(|r| r.rva == rva)?;
+    let base = image
+        .identity
+        .pe
+        .as_ref()
+        .map(|pe| pe.image_base)
+        .unwrap_or(0);
+    match relocation.addend {
+        0 => image
+            .bytes_at(rva, 8)?
+            .try_into()
+            .ok()
+            .map(u64::from_le_bytes)?
+            .checked_sub(base),
+        addend => Some(addend as u64),
+    }
+}
+
+/// A function that contains no address, for symbolizing from data.
+pub(crate) fn no_function() -> Function<'static> {
+    Function {
+        name: String::new(),
+        display_name: String::new(),
+        rva: u64::MAX,
+        size: 0,
+        section: String::new(),
+        compile_unit: None,
+        linkage: hotpatch_image::Linkage::Static,
+        has_debug_info: false,
+        code: &[],
+        padding_before: 0,
+        first_instruction_len: None,
+        aliases: Vec::new(),
     }
 }

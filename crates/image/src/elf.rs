@@ -195,6 +195,7 @@ pub(crate) fn load<'data>(
         unwind,
         tls: tls_segment,
         initializers,
+        section_bytes: Vec::new(),
     };
     crate::finish::finish(&mut image, &mapped);
     Ok(Loaded { image, diagnostics })

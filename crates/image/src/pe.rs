@@ -127,6 +127,7 @@ pub(crate) fn load<'data>(
         None => Vec::new(),
     };
     add_undescribed_functions(&mut image, &publics);
+    add_public_data(&mut image, &publics);
     read_initializer_tables(&mut image, &publics, &mapped);
     finish(&mut image, &mapped);
     Ok(Loaded { image, diagnostics })
@@ -180,6 +181,8 @@ fn read_imports(file: &PeFile64<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<I
                 thunk => thunk,
             };
             let mut thunks = table.thunks(first_thunk)?;
+            // The loader writes each address into the IAT (`first_thunk`) slot of the same index.
+            let mut slot_rva = u64::from(descriptor.first_thunk.get(LE));
             while let Some(thunk) = thunks.next::<pe::ImageNtHeaders64>()? {
                 let name = match table.import::<pe::ImageNtHeaders64>(thunk)? {
                     object::read::pe::Import::Ordinal(ordinal) => format!("#{ordinal}"),
@@ -190,7 +193,9 @@ fn read_imports(file: &PeFile64<'_>, diagnostics: &mut Vec<Diagnostic>) -> Vec<I
                 imports.push(Import {
                     library: library.clone(),
                     name,
+                    slot_rva: Some(slot_rva),
                 });
+                slot_rva += 8;
             }
         }
         Ok(())
@@ -466,6 +471,41 @@ fn add_undescribed_functions(image: &mut Image<'_>, publics: &[pdb::Public]) {
             padding_before: 0,
             first_instruction_len: None,
             aliases: Vec::new(),
+        });
+    }
+}
+
+/// Data named only by a public symbol (runtime tables, import descriptors, `.refptr` slots):
+/// listed with size 0 so that references to them have a name that survives address shifts.
+fn add_public_data(image: &mut Image<'_>, publics: &[pdb::Public]) {
+    let known: std::collections::BTreeSet<u64> = image.data_symbols.iter().map(|d| d.rva).collect();
+    for public in publics
+        .iter()
+        .filter(|p| !p.code && !known.contains(&p.rva))
+    {
+        let Some(section) = image
+            .section_at(public.rva)
+            .filter(|s| !s.executable)
+            .cloned()
+        else {
+            continue;
+        };
+        let kind = if !section.writable {
+            DataKind::ReadOnly
+        } else if public.rva >= section.rva + section.file_size {
+            DataKind::ZeroInitialized
+        } else {
+            DataKind::Writable
+        };
+        image.data_symbols.push(DataSymbol {
+            name: public.name.clone(),
+            rva: public.rva,
+            size: 0,
+            section: section.name,
+            kind,
+            linkage: Linkage::Global,
+            compile_unit: None,
+            type_name: None,
         });
     }
 }

@@ -233,7 +233,11 @@ pub(super) fn read_dynamic(
                 .and_then(|version| version.file())
                 .map(|file| String::from_utf8_lossy(file).into_owned())
                 .unwrap_or_default();
-            facts.imports.push(Import { library, name });
+            facts.imports.push(Import {
+                library,
+                name,
+                slot_rva: None,
+            });
             continue;
         }
         if !matches!(

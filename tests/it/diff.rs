@@ -1,0 +1,204 @@
+//! `hotpatch diff` on every fixture in both formats gives exactly the sets of its `expect.toml`;
+//! diff(A, A) is empty; diff(A, B) mirrors diff(B, A).
+
+use crate::support::{hotpatch, root};
+use std::collections::BTreeSet;
+use std::path::Path;
+
+fn diff_json(base: &Path, fixed: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "diff",
+        base.to_str().unwrap(),
+        fixed.to_str().unwrap(),
+        "--json",
+    ];
+    args.extend_from_slice(extra);
+    let output = hotpatch(&args);
+    assert!(
+        output.status.success(),
+        "{args:?}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let json: serde_json::Value =
+        serde_json::from_slice(&output.stdout).expect("diff --json prints JSON");
+    assert_eq!(json["schema"], "hotpatch-diff/1");
+    json
+}
+
+/// The source-level name of a reported function: clone suffixes dropped, Itanium names of
+/// free functions (`_Z10load_limitPKc`) reduced to their identifier.
+fn source_name(name: &str) -> String {
+    let base = name.split('.').next().unwrap_or(name);
+    if let Some(rest) = base.strip_prefix("_Z") {
+        let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+        let identifier = digits
+            .parse::<usize>()
+            .ok()
+            .and_then(|len| rest.get(digits.len()..digits.len() + len));
+        if let Some(identifier) = identifier {
+            return identifier.to_owned();
+        }
+    }
+    base.to_owned()
+}
+
+fn names(json: &serde_json::Value, key: &str, field: &str) -> BTreeSet<String> {
+    json[key]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| source_name(e[field].as_str().unwrap()))
+        .collect()
+}
+
+fn expected(expect: &toml::Value, format: &str, key: &str) -> BTreeSet<String> {
+    let value = expect["expect"]
+        .get(format)
+        .and_then(|t| t.get(key))
+        .or_else(|| expect["expect"].get(key));
+    value
+        .and_then(|v| v.as_array())
+        .map(|list| {
+            list.iter()
+                .map(|item| match item {
+                    toml::Value::String(name) => name.clone(),
+                    table => format!(
+                        "{}->{}",
+                        table["from"].as_str().unwrap(),
+                        table["to"].as_str().unwrap()
+                    ),
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+fn cases() -> Vec<std::path::PathBuf> {
+    let mut cases: Vec<_> = std::fs::read_dir(root().join("fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expect.toml").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8);
+    cases
+}
+
+fn builds(case: &Path, format: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    match format {
+        "pe" => (case.join("pe/baseline.exe"), case.join("pe/fixed.exe")),
+        _ => (case.join("elf/baseline"), case.join("elf/fixed")),
+    }
+}
+
+#[test]
+fn every_fixture_gives_its_expected_sets() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let expect: toml::Value =
+            toml::from_str(&std::fs::read_to_string(case.join("expect.toml")).unwrap()).unwrap();
+        for format in ["pe", "elf"] {
+            let (base, fixed) = builds(&case, format);
+            let json = diff_json(&base, &fixed, &[]);
+            let renamed: BTreeSet<String> = json["renamed"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| {
+                    format!(
+                        "{}->{}",
+                        r["from"].as_str().unwrap(),
+                        r["to"].as_str().unwrap()
+                    )
+                })
+                .collect();
+            let actual = [
+                ("changed", names(&json, "changed", "display_name")),
+                ("added", names(&json, "added", "display_name")),
+                ("removed", names(&json, "removed", "display_name")),
+                ("renamed", renamed),
+                ("line_only", names(&json, "line_only", "name")),
+            ];
+            for (key, actual) in actual {
+                let want = expected(&expect, format, key);
+                if actual != want {
+                    failures.push(format!(
+                        "{} {format} {key}: expected {want:?}, got {actual:?}",
+                        case.file_name().unwrap().to_string_lossy()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn diff_of_a_build_with_itself_is_empty_and_diffs_mirror() {
+    for case in cases() {
+        for format in ["pe", "elf"] {
+            let (base, fixed) = builds(&case, format);
+            for side in [&base, &fixed] {
+                let json = diff_json(side, side, &[]);
+                for key in ["changed", "added", "removed", "renamed", "line_only"] {
+                    assert_eq!(
+                        json[key].as_array().unwrap().len(),
+                        0,
+                        "{} {key}",
+                        side.display()
+                    );
+                }
+            }
+            let forward = diff_json(&base, &fixed, &[]);
+            let backward = diff_json(&fixed, &base, &[]);
+            let label = format!("{} {format}", case.display());
+            assert_eq!(
+                names(&forward, "added", "name"),
+                names(&backward, "removed", "name"),
+                "{label}"
+            );
+            assert_eq!(
+                names(&forward, "removed", "name"),
+                names(&backward, "added", "name"),
+                "{label}"
+            );
+            assert_eq!(
+                forward["changed"].as_array().unwrap().len(),
+                backward["changed"].as_array().unwrap().len(),
+                "{label}"
+            );
+        }
+    }
+}
+
+#[test]
+fn ignore_line_only_counts_line_shifts_as_unchanged() {
+    let case = root().join("fixtures/line_only");
+    for format in ["pe", "elf"] {
+        let (base, fixed) = builds(&case, format);
+        let json = diff_json(&base, &fixed, &["--ignore-line-only"]);
+        assert_eq!(json["line_only"].as_array().unwrap().len(), 0);
+        assert_eq!(json["changed"].as_array().unwrap().len(), 0);
+    }
+}
+
+#[test]
+fn disasm_shows_a_unified_diff_and_output_is_deterministic() {
+    let case = root().join("fixtures/bounds_check");
+    let (base, fixed) = builds(&case, "elf");
+    let args = [
+        "diff",
+        base.to_str().unwrap(),
+        fixed.to_str().unwrap(),
+        "--disasm",
+    ];
+    let first = hotpatch(&args);
+    let second = hotpatch(&args);
+    assert_eq!(first.stdout, second.stdout);
+    let text = String::from_utf8(first.stdout).unwrap();
+    assert!(text.contains("changed   lookup_user"), "{text}");
+    assert!(
+        text.contains("--- baseline lookup_user") && text.contains("+++ fixed lookup_user"),
+        "{text}"
+    );
+}
