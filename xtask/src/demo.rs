@@ -1,5 +1,5 @@
 //! `cargo xtask demo`: the main job on the bundled fixtures. Builds the `hotpatch` CLI in
-//! release mode and runs it on both builds of every fixture case in both formats.
+//! release mode, inspects both builds of every fixture case in both formats, and diffs them.
 
 use std::process::Command;
 
@@ -18,28 +18,46 @@ pub fn run(args: &[String]) -> Result<()> {
             .args(["build", "--release", "--quiet", "--bin", "hotpatch"])
             .current_dir(&root),
     )?;
-    let hotpatch = root.join("target/release/hotpatch");
+    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| root.join("target"));
+    let hotpatch = target_dir.join("release/hotpatch");
     let mut cases: Vec<_> = fs_err::read_dir(root.join("fixtures"))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.join("expect.toml").is_file())
         .collect();
     cases.sort();
     for case in &cases {
+        let case = case.strip_prefix(&root).unwrap_or(case);
         for binary in [
             "pe/baseline.exe",
             "pe/fixed.exe",
             "elf/baseline",
             "elf/fixed",
         ] {
-            let path = case.strip_prefix(&root).unwrap_or(case).join(binary);
             shell::run(
                 Command::new(&hotpatch)
                     .arg("inspect")
-                    .arg(&path)
+                    .arg(case.join(binary))
+                    .current_dir(&root),
+            )?;
+        }
+        for (base, fixed) in [
+            ("pe/baseline.exe", "pe/fixed.exe"),
+            ("elf/baseline", "elf/fixed"),
+        ] {
+            shell::run(
+                Command::new(&hotpatch)
+                    .arg("diff")
+                    .arg(case.join(base))
+                    .arg(case.join(fixed))
                     .current_dir(&root),
             )?;
         }
     }
-    eprintln!("inspected {} fixture cases, 4 builds each", cases.len());
+    eprintln!(
+        "inspected and diffed {} fixture cases in both formats",
+        cases.len()
+    );
     Ok(())
 }

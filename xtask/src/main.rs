@@ -21,7 +21,7 @@ const COMMANDS: &[(&str, Command, &str)] = &[
     (
         "demo",
         demo::run,
-        "the main job on the bundled fixtures: `hotpatch inspect` on every build",
+        "the main job on the bundled fixtures: `hotpatch inspect` on every build, `hotpatch diff` on every pair",
     ),
     (
         "fixtures",
