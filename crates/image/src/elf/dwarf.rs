@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
-use super::types::{Names, reference};
+use super::types::{Names, TypeUnit, TypeUnits, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
 use crate::model::{Diagnostic, InlineSite, LineRow, TypeLayout};
 
@@ -155,6 +155,19 @@ pub(super) fn read(
 ) -> DwarfFacts {
     let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
     let mut facts = DwarfFacts::default();
+    let type_units = read_type_units(&dwarf, space, &mut facts);
+    for type_unit in &type_units.units {
+        let budget = new_budget();
+        let names = Names::new(
+            type_unit.unit.unit_ref(&dwarf),
+            &type_unit.prefixes,
+            &type_unit.typedef_of,
+            &type_unit.name,
+            &type_units,
+            &budget,
+        );
+        lay_out(&names, &type_unit.aggregates, &type_unit.name, &mut facts);
+    }
     let mut source_files = SourceFiles::default();
     let mut headers = dwarf.units();
     loop {
@@ -170,6 +183,13 @@ pub(super) fn read(
                 break;
             }
         };
+        if matches!(
+            header.type_(),
+            gimli::UnitType::Type { .. } | gimli::UnitType::SplitType { .. }
+        ) {
+            // Read with the type units above.
+            continue;
+        }
         let unit_offset = header
             .offset()
             .as_debug_info_offset()
@@ -192,12 +212,24 @@ pub(super) fn read(
             |name| name.to_string_lossy().into_owned(),
         );
         facts.compile_units.push(cu_name.clone());
-        if let Err(error) = read_unit(unit, cu_index, &cu_name, space, &mut facts) {
+        let mut collected = Collected::default();
+        if let Err(error) = walk_unit(unit, cu_index, space, &mut collected, &mut facts) {
             facts.report(
                 ".debug_info",
                 format!("compilation unit {cu_name} at offset {unit_offset:#x}: {error}"),
             );
         }
+        // Even a unit whose walk broke off yields what was read before the damage.
+        let budget = new_budget();
+        let names = Names::new(
+            unit,
+            &collected.prefixes,
+            &collected.typedef_of,
+            &cu_name,
+            &type_units,
+            &budget,
+        );
+        resolve_unit(&names, &collected, cu_index, &cu_name, &mut facts);
         if let Err(error) = read_lines(unit, space, &mut source_files, &mut facts) {
             facts.report(
                 ".debug_line",
@@ -263,11 +295,13 @@ struct Collected {
     aggregates: Vec<UnitOffset>,
 }
 
-fn read_unit(
+/// Walks the DIE tree of a unit once, recording code ranges in `facts` and collecting in
+/// `collected` what needs names resolved afterwards.
+fn walk_unit(
     unit: UnitRef<'_, Reader<'_>>,
     cu_index: usize,
-    cu_name: &str,
     space: &AddressSpace<'_>,
+    collected: &mut Collected,
     facts: &mut DwarfFacts,
 ) -> gimli::Result<()> {
     let mut unit_ranges = unit.unit_ranges()?;
@@ -277,7 +311,6 @@ fn read_unit(
         }
     }
 
-    let mut collected = Collected::default();
     // The path from the root to the current DIE, kept incrementally (the qualifying prefix and
     // the enclosing subprogram) so that deep nesting costs no more than shallow nesting.
     let mut frames: Vec<Frame> = Vec::new();
@@ -295,7 +328,14 @@ fn read_unit(
             Some(value) => Some(unit.attr_string(value)?.to_string_lossy().into_owned()),
             None => None,
         };
-        if name.is_some() && !prefix.is_empty() {
+        // Anonymous aggregates get their enclosing scope too: it names them.
+        let is_aggregate = matches!(
+            entry.tag(),
+            constants::DW_TAG_structure_type
+                | constants::DW_TAG_class_type
+                | constants::DW_TAG_union_type
+        );
+        if (name.is_some() || is_aggregate) && !prefix.is_empty() {
             collected.prefixes.insert(offset, prefix.clone());
         }
         let scope = match entry.tag() {
@@ -375,8 +415,18 @@ fn read_unit(
         }
     }
 
-    let names = Names::new(unit, &collected.prefixes, &collected.typedef_of, cu_name);
-    for (address, offset) in collected.subprograms {
+    Ok(())
+}
+
+/// Names what the walk of a unit collected and adds it to `facts`.
+fn resolve_unit(
+    names: &Names<'_, '_>,
+    collected: &Collected,
+    cu_index: usize,
+    cu_name: &str,
+    facts: &mut DwarfFacts,
+) {
+    for &(address, offset) in &collected.subprograms {
         if let Some(name) = names.die_name(offset) {
             facts
                 .subprogram_entries
@@ -384,16 +434,16 @@ fn read_unit(
                 .or_insert((name, cu_index));
         }
     }
-    for (caller_rva, offset, ranges) in collected.inline_sites {
+    for (caller_rva, offset, ranges) in &collected.inline_sites {
         facts.inline_sites.push(InlineSite {
-            caller_rva,
+            caller_rva: *caller_rva,
             inlinee: names
-                .die_name(offset)
+                .die_name(*offset)
                 .unwrap_or_else(|| "<unknown>".to_owned()),
-            ranges,
+            ranges: ranges.clone(),
         });
     }
-    for (address, offset) in collected.variables {
+    for &(address, offset) in &collected.variables {
         let (map, key) = match address {
             VariableAddress::Static(address) => (&mut facts.variables, address),
             VariableAddress::ThreadLocal(offset) => (&mut facts.tls_variables, offset),
@@ -403,17 +453,100 @@ fn read_unit(
             type_name: names.variable_type_name(offset),
         });
     }
-    for offset in collected.aggregates {
+    lay_out(names, &collected.aggregates, cu_name, facts);
+}
+
+/// Adds the layouts of the aggregates at `offsets` to `facts`.
+fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], unit_name: &str, facts: &mut DwarfFacts) {
+    for &offset in offsets {
         match names.layout(offset) {
             Ok(Some(layout)) => facts.types.push(layout),
             Ok(None) => {}
             Err(error) => facts.report(
                 ".debug_info",
-                format!("type at offset {:#x} in {cu_name}: {error}", offset.0),
+                format!("type at offset {:#x} in {unit_name}: {error}", offset.0),
             ),
         }
     }
-    Ok(())
+}
+
+/// Reads every type unit (`.debug_types`, and `DW_UT_type` units in `.debug_info`) so that
+/// types referenced by signature can be named.
+fn read_type_units<'a>(
+    dwarf: &gimli::Dwarf<Reader<'a>>,
+    space: &AddressSpace<'_>,
+    facts: &mut DwarfFacts,
+) -> TypeUnits<'a> {
+    let mut headers = Vec::new();
+    let mut debug_types = dwarf.type_units();
+    loop {
+        match debug_types.next() {
+            Ok(Some(header)) => headers.push(header),
+            Ok(None) => break,
+            Err(error) => {
+                facts.report(
+                    ".debug_types",
+                    format!("cannot read a unit header, the rest is skipped: {error}"),
+                );
+                break;
+            }
+        }
+    }
+    let mut debug_info = dwarf.units();
+    // Errors here are reported when the compilation units are read.
+    while let Ok(Some(header)) = debug_info.next() {
+        if matches!(header.type_(), gimli::UnitType::Type { .. }) {
+            headers.push(header);
+        }
+    }
+    let mut type_units = TypeUnits::default();
+    for header in headers {
+        let gimli::UnitType::Type {
+            type_signature,
+            type_offset,
+        } = header.type_()
+        else {
+            continue;
+        };
+        let unit = match dwarf.unit(header) {
+            Ok(unit) => unit,
+            Err(error) => {
+                facts.report(
+                    ".debug_types",
+                    format!("type unit {:016x}: {error}", type_signature.0),
+                );
+                continue;
+            }
+        };
+        let name = format!("type unit {:016x}", type_signature.0);
+        let mut collected = Collected::default();
+        // Type units have no code, so the unit index recorded for code ranges is never used.
+        if let Err(error) = walk_unit(
+            unit.unit_ref(dwarf),
+            usize::MAX,
+            space,
+            &mut collected,
+            facts,
+        ) {
+            facts.report(".debug_types", format!("{name}: {error}"));
+        }
+        // The first unit with a signature wins, as a linker would keep one copy.
+        if type_units.by_signature.contains_key(&type_signature.0) {
+            continue;
+        }
+        type_units
+            .by_signature
+            .insert(type_signature.0, type_units.units.len());
+        type_units.units.push(TypeUnit {
+            unit,
+            type_offset,
+            name,
+            prefixes: collected.prefixes,
+            typedef_of: collected.typedef_of,
+            aggregates: collected.aggregates,
+        });
+    }
+    type_units
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the

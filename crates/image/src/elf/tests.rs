@@ -755,3 +755,57 @@ fn corrupted_debug_and_unwind_sections_never_panic() {
     // Damage in DWARF is reported, not fatal.
     assert!(diagnostics_seen > 0);
 }
+
+#[test]
+fn type_units_give_the_same_layouts_and_names() {
+    let flavours: [(&str, &[&str]); 3] = [
+        ("tu_plain", &["-O2", "-gdwarf-4"]),
+        ("tu_dw4", &["-O2", "-gdwarf-4", "-fdebug-types-section"]),
+        ("tu_dw5", &["-O2", "-gdwarf-5", "-fdebug-types-section"]),
+    ];
+    let mut seen = Vec::new();
+    for (output, flags) in flavours {
+        let Some(c_path) = build(
+            "gcc",
+            output,
+            &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+            flags,
+        ) else {
+            return;
+        };
+        let cpp_output = format!("{output}_cpp");
+        let Some(cpp_path) = build("g++", &cpp_output, &[("classes.cpp", CLASSES_CPP)], flags)
+        else {
+            return;
+        };
+        let c_bytes = read(&c_path);
+        let cpp_bytes = read(&cpp_path);
+        let c = load_ok(&c_bytes);
+        let cpp = load_ok(&cpp_bytes);
+        assert!(c.diagnostics.is_empty(), "{output}: {:?}", c.diagnostics);
+        let session = c
+            .image
+            .types
+            .iter()
+            .find(|t| t.name == "session")
+            .cloned()
+            .expect("struct session");
+        let session_type = c
+            .image
+            .data_symbols
+            .iter()
+            .find(|d| d.name == "g_session")
+            .and_then(|d| d.type_name.clone());
+        let widget = cpp
+            .image
+            .types
+            .iter()
+            .find(|t| t.name == "app::Widget")
+            .cloned()
+            .expect("class app::Widget");
+        seen.push((session, session_type, widget));
+    }
+    for other in seen.iter().skip(1) {
+        assert_eq!(Some(other), seen.first());
+    }
+}

@@ -48,8 +48,36 @@ pub(super) struct Names<'a, 'u> {
     /// The first typedef naming each type.
     typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
     cu_name: &'u str,
+    /// Type units, for types referenced by signature.
+    type_units: &'u TypeUnits<'a>,
     /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
-    budget: Cell<u32>,
+    /// Shared with the `Names` of type units visited on the way.
+    budget: &'u Cell<u32>,
+}
+
+/// A type unit (`.debug_types` in DWARF 4, `DW_UT_type` in DWARF 5): one type that compilation
+/// units reference by its 8-byte signature.
+pub(super) struct TypeUnit<'a> {
+    pub unit: gimli::Unit<Reader<'a>>,
+    pub type_offset: UnitOffset,
+    /// `type unit <signature>`, which stands for a compilation unit name in anonymous names.
+    pub name: String,
+    pub prefixes: HashMap<UnitOffset, String>,
+    pub typedef_of: HashMap<UnitOffset, UnitOffset>,
+    /// The aggregates defined in the unit, to lay out.
+    pub aggregates: Vec<UnitOffset>,
+}
+
+/// Every type unit, found by signature.
+#[derive(Default)]
+pub(super) struct TypeUnits<'a> {
+    pub units: Vec<TypeUnit<'a>>,
+    pub by_signature: HashMap<u64, usize>,
+}
+
+/// A fresh budget for [`Names::new`].
+pub(super) fn new_budget() -> Cell<u32> {
+    Cell::new(TYPE_BUDGET)
 }
 
 impl<'a, 'u> Names<'a, 'u> {
@@ -58,14 +86,58 @@ impl<'a, 'u> Names<'a, 'u> {
         prefixes: &'u HashMap<UnitOffset, String>,
         typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
         cu_name: &'u str,
+        type_units: &'u TypeUnits<'a>,
+        budget: &'u Cell<u32>,
     ) -> Self {
         Names {
             unit,
             prefixes,
             typedef_of,
             cu_name,
-            budget: Cell::new(TYPE_BUDGET),
+            type_units,
+            budget,
         }
+    }
+
+    /// The name of the type a signature designates, read in its type unit.
+    fn signature_type_name(&self, signature: u64, depth: u32) -> String {
+        let Some(type_unit) = self
+            .type_units
+            .by_signature
+            .get(&signature)
+            .and_then(|&index| self.type_units.units.get(index))
+        else {
+            return format!("<type {signature:016x}>");
+        };
+        let names = Names::new(
+            type_unit.unit.unit_ref(self.unit.dwarf),
+            &type_unit.prefixes,
+            &type_unit.typedef_of,
+            &type_unit.name,
+            self.type_units,
+            self.budget,
+        );
+        names.type_name(type_unit.type_offset, depth + 1)
+    }
+
+    /// The name of the type an attribute (`DW_AT_type`, ...) refers to, in this unit or by
+    /// signature; `None` when the DIE has no such attribute.
+    fn type_attr_name(
+        &self,
+        entry: &Entry<'_, '_, 'a>,
+        attr: constants::DwAt,
+        depth: u32,
+    ) -> Option<String> {
+        let value = entry.attr_value(attr).ok()??;
+        Some(match value {
+            AttributeValue::DebugTypesRef(signature) => {
+                self.signature_type_name(signature.0, depth)
+            }
+            value => match reference(self.unit, Some(value)) {
+                Some(offset) => self.type_name(offset, depth + 1),
+                None => "<unresolved type>".to_owned(),
+            },
+        })
     }
 
     /// The qualified name of a DIE, following `DW_AT_specification` and `DW_AT_abstract_origin`
@@ -114,11 +186,8 @@ impl<'a, 'u> Names<'a, 'u> {
         let mut offset = offset;
         for _ in 0..MAX_DEPTH {
             let entry = self.unit.entry(offset).ok()?;
-            if let Some(type_offset) = reference(
-                self.unit,
-                entry.attr_value(constants::DW_AT_type).ok().flatten(),
-            ) {
-                return Some(self.type_name(type_offset, 0));
+            if let Some(name) = self.type_attr_name(&entry, constants::DW_AT_type, 0) {
+                return Some(name);
             }
             offset = [
                 constants::DW_AT_specification,
@@ -132,13 +201,8 @@ impl<'a, 'u> Names<'a, 'u> {
 
     /// The type a DIE's `DW_AT_type` names, `void` when it has none.
     fn referenced_type_name(&self, entry: &Entry<'_, '_, 'a>, depth: u32) -> String {
-        match reference(
-            self.unit,
-            entry.attr_value(constants::DW_AT_type).ok().flatten(),
-        ) {
-            Some(offset) => self.type_name(offset, depth + 1),
-            None => "void".to_owned(),
-        }
+        self.type_attr_name(entry, constants::DW_AT_type, depth)
+            .unwrap_or_else(|| "void".to_owned())
     }
 
     /// A C-like name for the type at `offset`: typedefs stay names, aggregates are
@@ -154,6 +218,12 @@ impl<'a, 'u> Names<'a, 'u> {
         let Ok(entry) = self.unit.entry(offset) else {
             return "<unreadable type>".to_owned();
         };
+        // A declaration that stands for a type defined in a type unit.
+        if let Ok(Some(AttributeValue::DebugTypesRef(signature))) =
+            entry.attr_value(constants::DW_AT_signature)
+        {
+            return self.signature_type_name(signature.0, depth);
+        }
         let inner = || self.referenced_type_name(&entry, depth);
         match entry.tag() {
             constants::DW_TAG_base_type
@@ -192,16 +262,9 @@ impl<'a, 'u> Names<'a, 'u> {
             }
             constants::DW_TAG_subroutine_type => self.function_type_name(offset, "", depth),
             constants::DW_TAG_ptr_to_member_type => {
-                let class = match reference(
-                    self.unit,
-                    entry
-                        .attr_value(constants::DW_AT_containing_type)
-                        .ok()
-                        .flatten(),
-                ) {
-                    Some(class) => self.type_name(class, depth + 1),
-                    None => "?".to_owned(),
-                };
+                let class = self
+                    .type_attr_name(&entry, constants::DW_AT_containing_type, depth)
+                    .unwrap_or_else(|| "?".to_owned());
                 format!("{} {class}::*", inner())
             }
             _ => self
@@ -271,6 +334,19 @@ impl<'a, 'u> Names<'a, 'u> {
     /// The name of an aggregate or enum: its own, else the typedef that names it, else a
     /// label made of its member names (deterministic, and independent of DIE offsets).
     fn aggregate_name(&self, entry: &Entry<'_, '_, 'a>) -> String {
+        // A definition completing a declaration (as in type units) takes the declaration's
+        // qualified name: the declaration sits inside the namespaces, the definition does not.
+        if let Some(name) = reference(
+            self.unit,
+            entry
+                .attr_value(constants::DW_AT_specification)
+                .ok()
+                .flatten(),
+        )
+        .and_then(|declaration| self.die_name(declaration))
+        {
+            return name;
+        }
         if let Some(name) = self.own_name(entry) {
             return name;
         }
@@ -339,11 +415,16 @@ impl<'a, 'u> Names<'a, 'u> {
                 TypeKind::Union => "union",
                 TypeKind::Class => "class",
             };
-            // Anonymous aggregates of different units must not merge by name alone.
+            // Anonymous aggregates of different scopes must not merge by name alone: name the
+            // enclosing aggregate or namespace, else the unit.
+            let scope = self
+                .prefixes
+                .get(&offset)
+                .map(|prefix| prefix.trim_end_matches("::"))
+                .unwrap_or(self.cu_name);
             name = format!(
-                "<anon {keyword} {} in {}>",
+                "<anon {keyword} {} in {scope}>",
                 name.trim_start_matches("<anon ").trim_end_matches('>'),
-                self.cu_name
             );
         }
         let mut fields = Vec::new();
