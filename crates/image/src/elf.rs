@@ -195,6 +195,7 @@ pub(crate) fn load<'data>(
         unwind,
         tls: tls_segment,
         initializers,
+        producers: facts.producers,
         section_bytes: Vec::new(),
     };
     crate::finish::finish(&mut image, &mapped);
@@ -364,6 +365,7 @@ fn sections_and_mapping<'data>(
             executable: section.flags & u64::from(elf::SHF_EXECINSTR) != 0,
             writable: section.flags & u64::from(elf::SHF_WRITE) != 0,
             readable: true,
+            sha256: None,
         });
         let bytes = section_bytes(section, data);
         if !bytes.is_empty() {

@@ -69,6 +69,16 @@ pub(crate) fn finish<'data>(image: &mut Image<'data>, mapped: &[MappedSection<'d
     image
         .sections
         .sort_by(|a, b| (a.rva, &a.name).cmp(&(b.rva, &b.name)));
+    for section in &mut image.sections {
+        if let Some(bytes) = mapped
+            .iter()
+            .find(|m| m.rva == section.rva && m.name == section.name)
+        {
+            section.sha256 = Some(crate::identity::sha256_hex(bytes.bytes));
+        }
+    }
+    image.producers.sort();
+    image.producers.dedup();
     for initializer in &mut image.initializers {
         if initializer.target.is_none() {
             initializer.target = image

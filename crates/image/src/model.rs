@@ -48,6 +48,9 @@ pub struct Image<'data> {
     pub tls: Option<Tls>,
     /// Sorted by the RVA of the table slot.
     pub initializers: Vec<Initializer>,
+    /// The compilers and options that built the code (DWARF `DW_AT_producer`, PDB `S_COMPILE3`),
+    /// sorted and unique.
+    pub producers: Vec<String>,
     /// The file bytes of every section that has them, for reading code and initial values.
     #[serde(skip)]
     pub section_bytes: Vec<crate::finish::MappedSection<'data>>,
@@ -274,6 +277,10 @@ pub struct Section {
     pub executable: bool,
     pub writable: bool,
     pub readable: bool,
+    /// SHA-256 of the section's file bytes (hex), so content changes (resources) can be seen
+    /// without the bytes.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sha256: Option<String>,
 }
 
 /// A symbol the image takes from a shared library or DLL.

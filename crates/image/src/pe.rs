@@ -107,6 +107,7 @@ pub(crate) fn load<'data>(
         unwind: read_pdata(&file, binary, &mut diagnostics),
         tls: None,
         initializers: Vec::new(),
+        producers: Vec::new(),
         section_bytes: Vec::new(),
     };
     image.tls = read_tls(
@@ -149,6 +150,7 @@ fn read_sections<'data>(file: &PeFile64<'data>) -> (Vec<Section>, Vec<MappedSect
             executable: characteristics & pe::IMAGE_SCN_MEM_EXECUTE != 0,
             writable: characteristics & pe::IMAGE_SCN_MEM_WRITE != 0,
             readable: characteristics & pe::IMAGE_SCN_MEM_READ != 0,
+            sha256: None,
         });
     }
     for section in file.sections() {

@@ -88,6 +88,8 @@ pub(super) struct DwarfFacts {
     pub lines: Vec<LineRow>,
     pub inline_sites: Vec<InlineSite>,
     pub diagnostics: Vec<Diagnostic>,
+    /// `DW_AT_producer` of every unit: compiler and code-generation options.
+    pub producers: Vec<String>,
 }
 
 impl DwarfFacts {
@@ -212,6 +214,9 @@ pub(super) fn read(
             |name| name.to_string_lossy().into_owned(),
         );
         facts.compile_units.push(cu_name.clone());
+        if let Some(producer) = unit_producer(unit) {
+            facts.producers.push(producer);
+        }
         let mut collected = Collected::default();
         if let Err(error) = walk_unit(unit, cu_index, space, &mut collected, &mut facts) {
             facts.report(
@@ -695,4 +700,12 @@ fn push_path(path: &mut String, component: &str) {
         }
         path.push_str(component);
     }
+}
+
+/// The `DW_AT_producer` of a unit's root DIE.
+fn unit_producer(unit: UnitRef<'_, Reader<'_>>) -> Option<String> {
+    let mut entries = unit.entries();
+    let (_, root) = entries.next_dfs().ok()??;
+    let value = root.attr_value(constants::DW_AT_producer).ok()??;
+    Some(unit.attr_string(value).ok()?.to_string_lossy().into_owned())
 }

@@ -243,6 +243,17 @@ fn read_module_symbols(
                     ranges,
                 });
             }
+            pdb2::SymbolData::CompileFlags(flags) => {
+                // The version string and numbers identify the compiler; the flag set records
+                // options that change code generation (optimization, hot-patch, security checks).
+                image.producers.push(format!(
+                    "{} (frontend {:?}, backend {:?}, {:?})",
+                    flags.version_string,
+                    flags.frontend_version,
+                    flags.backend_version,
+                    flags.flags
+                ));
+            }
             pdb2::SymbolData::Data(data) => {
                 push_data(
                     image,
