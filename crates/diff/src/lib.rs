@@ -322,25 +322,121 @@ fn compare(
     }))
 }
 
+/// The two listings aligned: instructions are paired on their text with branch labels blanked,
+/// so an insertion does not make every later branch look different.
+struct Alignment {
+    ops: Vec<similar::DiffOp>,
+    /// Baseline instruction index to fixed instruction index, for aligned equal instructions.
+    label_map: HashMap<usize, usize>,
+}
+
+fn align(old: &[NormalizedInstruction], new: &[NormalizedInstruction]) -> Alignment {
+    let old_keys: Vec<String> = old.iter().map(|i| blank_labels(&i.text)).collect();
+    let new_keys: Vec<String> = new.iter().map(|i| blank_labels(&i.text)).collect();
+    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old_keys, &new_keys);
+    let mut label_map = HashMap::new();
+    // Equal runs pair up, and so do replaced runs of equal length: a branch to an instruction
+    // whose operand changed still goes to the corresponding place.
+    for op in &ops {
+        let (old_index, new_index, len) = match *op {
+            similar::DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => (old_index, new_index, len),
+            similar::DiffOp::Replace {
+                old_index,
+                old_len,
+                new_index,
+                new_len,
+            } if old_len == new_len => (old_index, new_index, old_len),
+            _ => continue,
+        };
+        for k in 0..len {
+            label_map.insert(old_index + k, new_index + k);
+        }
+    }
+    Alignment { ops, label_map }
+}
+
+/// `jmp L12` and `jumptable[L3,L4]` with the indices removed.
+fn blank_labels(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut chars = text.chars().peekable();
+    let mut previous: Option<char> = None;
+    while let Some(c) = chars.next() {
+        out.push(c);
+        let starts_label = c == 'L' && !previous.is_some_and(|p| p.is_alphanumeric() || p == '_');
+        if starts_label && chars.peek().is_some_and(char::is_ascii_digit) {
+            while chars.peek().is_some_and(char::is_ascii_digit) {
+                chars.next();
+            }
+        }
+        previous = Some(c);
+    }
+    out
+}
+
+/// The instruction indices a normalized text branches to (`L12` → 12).
+fn labels(text: &str) -> Vec<usize> {
+    let bytes = text.as_bytes();
+    let mut found = Vec::new();
+    for (at, _) in text.match_indices('L') {
+        let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+        let digits: String = text[at + 1..]
+            .chars()
+            .take_while(char::is_ascii_digit)
+            .collect();
+        if boundary && !digits.is_empty() {
+            found.extend(digits.parse::<usize>().ok());
+        }
+    }
+    found
+}
+
+/// Whether two aligned instructions with equal blanked text branch to corresponding places.
+fn same_targets(
+    o: &NormalizedInstruction,
+    n: &NormalizedInstruction,
+    label_map: &HashMap<usize, usize>,
+) -> bool {
+    let (old_labels, new_labels) = (labels(&o.text), labels(&n.text));
+    old_labels.len() == new_labels.len()
+        && old_labels
+            .iter()
+            .zip(&new_labels)
+            .all(|(ol, nl)| label_map.get(ol) == Some(nl))
+}
+
 /// Classifies the differing instructions: where only what they point at differs, the cause is
-/// the references; anything else is an instruction change; differences inside inlined ranges
-/// also name the inlinee.
+/// the references; anything else (including a branch that now goes elsewhere) is an instruction
+/// change; differences inside inlined ranges also name the inlinee.
 fn causes(
     old: &[NormalizedInstruction],
     new: &[NormalizedInstruction],
     f: &Function<'_>,
     fixed: &Image<'_>,
 ) -> Vec<Cause> {
-    let old_text: Vec<&str> = old.iter().map(|i| i.text.as_str()).collect();
-    let new_text: Vec<&str> = new.iter().map(|i| i.text.as_str()).collect();
-    let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old_text, &new_text);
+    let alignment = align(old, new);
     let mut instructions = false;
     let mut old_references = Vec::new();
     let mut new_references = Vec::new();
     let mut differing_fixed_rvas = Vec::new();
-    for op in ops {
-        match op {
-            similar::DiffOp::Equal { .. } => {}
+    for op in &alignment.ops {
+        match *op {
+            similar::DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
+                for k in 0..len {
+                    let (o, n) = (&old[old_index + k], &new[new_index + k]);
+                    if !same_targets(o, n, &alignment.label_map) {
+                        instructions = true;
+                        differing_fixed_rvas.push(n.rva);
+                    }
+                }
+            }
             similar::DiffOp::Replace {
                 old_index,
                 old_len,
@@ -350,7 +446,7 @@ fn causes(
                 for k in 0..old_len {
                     let (o, n) = (&old[old_index + k], &new[new_index + k]);
                     differing_fixed_rvas.push(n.rva);
-                    if o.skeleton == n.skeleton {
+                    if o.skeleton == n.skeleton && labels(&o.text).is_empty() {
                         old_references.push(o.text.clone());
                         new_references.push(n.text.clone());
                     } else {
@@ -358,7 +454,7 @@ fn causes(
                     }
                 }
             }
-            other => {
+            ref other => {
                 instructions = true;
                 for idx in other.new_range() {
                     differing_fixed_rvas.push(new[idx].rva);
@@ -397,22 +493,53 @@ fn causes(
     causes
 }
 
+/// The first difference in the alignment (not merely the first position where the listings
+/// differ, which after an insertion is usually a shifted label).
 fn first_difference(
     old: &[NormalizedInstruction],
     new: &[NormalizedInstruction],
 ) -> Option<InstructionDifference> {
-    let position = (0..old.len().max(new.len()))
-        .find(|&i| old.get(i).map(|o| &o.text) != new.get(i).map(|n| &n.text))?;
-    Some(InstructionDifference {
-        baseline_rva: old.get(position).map(|o| o.rva),
-        fixed_rva: new.get(position).map(|n| n.rva),
-        baseline: old
-            .get(position)
-            .map(|o| o.text.clone())
-            .unwrap_or_else(|| "(end)".into()),
-        fixed: new
-            .get(position)
-            .map(|n| n.text.clone())
-            .unwrap_or_else(|| "(end)".into()),
-    })
+    let alignment = align(old, new);
+    let text_at =
+        |list: &[NormalizedInstruction], idx: usize| list.get(idx).map(|i| (i.rva, i.text.clone()));
+    for op in &alignment.ops {
+        let (old_idx, new_idx) = match *op {
+            similar::DiffOp::Equal {
+                old_index,
+                new_index,
+                len,
+            } => {
+                let Some(k) = (0..len).find(|&k| {
+                    !same_targets(
+                        &old[old_index + k],
+                        &new[new_index + k],
+                        &alignment.label_map,
+                    )
+                }) else {
+                    continue;
+                };
+                (Some(old_index + k), Some(new_index + k))
+            }
+            similar::DiffOp::Delete { old_index, .. } => (Some(old_index), None),
+            similar::DiffOp::Insert { new_index, .. } => (None, Some(new_index)),
+            similar::DiffOp::Replace {
+                old_index,
+                new_index,
+                ..
+            } => (Some(old_index), Some(new_index)),
+        };
+        let old_side = old_idx.and_then(|i| text_at(old, i));
+        let new_side = new_idx.and_then(|i| text_at(new, i));
+        return Some(InstructionDifference {
+            baseline_rva: old_side.as_ref().map(|(rva, _)| *rva),
+            fixed_rva: new_side.as_ref().map(|(rva, _)| *rva),
+            baseline: old_side
+                .map(|(_, text)| text)
+                .unwrap_or_else(|| "(inserted)".into()),
+            fixed: new_side
+                .map(|(_, text)| text)
+                .unwrap_or_else(|| "(deleted)".into()),
+        });
+    }
+    None
 }

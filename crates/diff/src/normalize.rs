@@ -38,8 +38,12 @@ impl Namer<'_> {
     }
 }
 
-/// The longest C string read from an unnamed constant.
-const MAX_STRING: usize = 256;
+/// How far a C string is searched for its NUL.
+const MAX_STRING_SCAN: u64 = 64 * 1024;
+/// Strings longer than this show as a prefix, their length and a hash.
+const MAX_STRING_SHOWN: usize = 96;
+/// The bytes of an unnamed constant of unknown size that are compared.
+const MAX_CONSTANT_WINDOW: u64 = 64;
 /// Jump tables longer than this are not followed.
 const MAX_JUMP_TABLE: usize = 1024;
 
@@ -201,7 +205,8 @@ fn memory_operand(
     };
     if instruction.is_ip_rel_memory_operand() {
         let target = instruction.ip_rel_memory_address();
-        let reference = symbolize(target, function, namer, index_of);
+        let access_size = Some(instruction.memory_size().size() as u64).filter(|&size| size > 0);
+        let reference = symbolize_at(target, function, namer, index_of, 0, access_size);
         return (
             format!("{size} {segment}[{reference}]"),
             format!("{size} {segment}[@]"),
@@ -274,7 +279,7 @@ pub(crate) fn symbolize(
     namer: &Namer<'_>,
     index_of: &HashMap<u64, usize>,
 ) -> String {
-    symbolize_at(rva, current, namer, index_of, 0)
+    symbolize_at(rva, current, namer, index_of, 0, None)
 }
 
 /// `depth` counts pointer slots followed, so a cycle of slots cannot recurse forever.
@@ -284,6 +289,7 @@ fn symbolize_at(
     namer: &Namer<'_>,
     index_of: &HashMap<u64, usize>,
     depth: u32,
+    access_size: Option<u64>,
 ) -> String {
     let image = namer.image;
     if let Some(function) = image.function_at(rva) {
@@ -322,7 +328,7 @@ fn symbolize_at(
             return format!("slot:{symbol}{:+}", relocation.addend);
         }
         if let Some(target) = slot_target(image, rva).filter(|&target| target != rva && depth < 2) {
-            let pointee = symbolize_at(target, current, namer, index_of, depth + 1);
+            let pointee = symbolize_at(target, current, namer, index_of, depth + 1, None);
             // An unnamed table behind a pointer (runtime lists of RVAs) moves with every build
             // and cannot be told apart by content; the data diff reports the slot's own value.
             if pointee.starts_with("const:") {
@@ -341,7 +347,7 @@ fn symbolize_at(
         if let Some(table) = jump_table(rva, current, image, index_of) {
             return table;
         }
-        return constant(rva, image, namer, depth);
+        return constant(rva, image, namer, depth, access_size);
     }
     // Unnamed writable data (compiler temporaries, GOT slots): only the section is stable.
     format!("data:{}", section.name)
@@ -387,33 +393,67 @@ fn jump_table(
     None
 }
 
-/// An unnamed read-only constant, by content: a C string when it is one, else its first bytes
-/// (with relocated pointers written as what they point at).
-fn constant(rva: u64, image: &Image<'_>, namer: &Namer<'_>, depth: u32) -> String {
-    let mut length = 0u64;
-    while length < MAX_STRING as u64 {
-        match image.bytes_at(rva + length, 1) {
-            Some([0]) => break,
-            Some([byte]) if byte.is_ascii_graphic() || byte.is_ascii_whitespace() => length += 1,
-            _ => {
-                length = 0;
-                break;
-            }
-        }
+/// An unnamed read-only constant, by content. A load of known size compares exactly the bytes
+/// it reads; an address taken (`lea`) of a C string compares the whole string; anything else
+/// compares the bytes up to `MAX_CONSTANT_WINDOW`, clamped to the end of the section. Relocated
+/// pointers inside are written as what they point at.
+fn constant(
+    rva: u64,
+    image: &Image<'_>,
+    namer: &Namer<'_>,
+    depth: u32,
+    access_size: Option<u64>,
+) -> String {
+    let section_end = image
+        .section_at(rva)
+        .map(|section| section.rva + section.virtual_size)
+        .unwrap_or(rva);
+    let available = section_end.saturating_sub(rva);
+    if let Some(size) = access_size {
+        return match render_bytes(image, rva, size.min(available), namer, depth) {
+            Some(text) => format!("const{size}:{text}"),
+            None => "const:outside-file".into(),
+        };
     }
-    if length > 0 {
-        let text = image
-            .bytes_at(rva, length)
-            .map(String::from_utf8_lossy)
-            .unwrap_or_default();
-        return format!("str:{text:?}");
+    if let Some(text) = c_string(image, rva, available) {
+        return text;
     }
-    let rendered = render_bytes(image, rva, 16, namer, depth)
-        .or_else(|| render_bytes(image, rva, 8, namer, depth));
-    match rendered {
+    let window = available.min(MAX_CONSTANT_WINDOW);
+    match render_bytes(image, rva, window, namer, depth) {
         Some(text) => format!("const:{text}"),
-        None => format!("const:{rva:#x}?"),
+        None => "const:outside-file".into(),
     }
+}
+
+/// The C string at `rva`, if the bytes up to the next NUL are text: short strings verbatim, long
+/// ones as a prefix, their length and a hash of all of it, so an edit anywhere shows.
+fn c_string(image: &Image<'_>, rva: u64, available: u64) -> Option<String> {
+    let bytes = image.bytes_at(rva, available.min(MAX_STRING_SCAN))?;
+    let end = bytes.iter().position(|&b| b == 0)?;
+    let text = &bytes[..end];
+    if !text
+        .iter()
+        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+    {
+        return None;
+    }
+    let text = String::from_utf8_lossy(text);
+    if text.len() <= MAX_STRING_SHOWN {
+        return Some(format!("str:{text:?}"));
+    }
+    let prefix: String = text.chars().take(MAX_STRING_SHOWN).collect();
+    Some(format!(
+        "str:{prefix:?}...+len={}#{:016x}",
+        text.len(),
+        fnv1a(text.as_bytes())
+    ))
+}
+
+/// FNV-1a: a short, stable content key for long strings (not a security measure).
+fn fnv1a(bytes: &[u8]) -> u64 {
+    bytes.iter().fold(0xcbf2_9ce4_8422_2325, |hash, &b| {
+        (hash ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
 }
 
 /// The bytes `[rva, rva + len)` as hex, except that each 8-byte slot the loader relocates is
@@ -444,7 +484,7 @@ pub(crate) fn render_bytes(
                 Some(target) => write!(
                     text,
                     "<{}>",
-                    symbolize_at(target, &none, namer, &HashMap::new(), depth + 1)
+                    symbolize_at(target, &none, namer, &HashMap::new(), depth + 1, None)
                 ),
                 None => write!(text, "<?>"),
             };
