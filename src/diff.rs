@@ -1,29 +1,14 @@
 //! `hotpatch diff`: the functions and data a fix changed between two builds.
 
-use crate::input::BinaryInput;
-use anyhow::{Result, bail};
+use crate::pair::PairArgs;
+use anyhow::Result;
 use hotpatch_diff::{Cause, Config, DataChangeKind, Diff};
 use std::io::Write;
-use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The baseline build (PE or ELF).
-    base: PathBuf,
-    /// The fixed build.
-    fixed: PathBuf,
-    /// PDB of the baseline PE (default: beside it, then the path recorded in the image).
-    #[arg(long, value_name = "PDB")]
-    base_pdb: Option<PathBuf>,
-    /// PDB of the fixed PE.
-    #[arg(long, value_name = "PDB")]
-    fixed_pdb: Option<PathBuf>,
-    /// Separate DWARF debug file of the baseline ELF.
-    #[arg(long, value_name = "FILE", conflicts_with = "base_pdb")]
-    base_debug: Option<PathBuf>,
-    /// Separate DWARF debug file of the fixed ELF.
-    #[arg(long, value_name = "FILE", conflicts_with = "fixed_pdb")]
-    fixed_debug: Option<PathBuf>,
+    #[command(flatten)]
+    pair: PairArgs,
     /// Print the diff as JSON (schema hotpatch-diff/1, see docs/diff-json.md).
     #[arg(long)]
     json: bool,
@@ -36,25 +21,8 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
-    let base_input = BinaryInput::open(
-        &args.base,
-        args.base_pdb.as_deref().or(args.base_debug.as_deref()),
-    )?;
-    let fixed_input = BinaryInput::open(
-        &args.fixed,
-        args.fixed_pdb.as_deref().or(args.fixed_debug.as_deref()),
-    )?;
-    let base = base_input.load()?;
-    let fixed = fixed_input.load()?;
-    if base.image.format != fixed.image.format {
-        bail!(
-            "{} is {:?} but {} is {:?}: a diff needs two builds of the same binary",
-            args.base.display(),
-            base.image.format,
-            args.fixed.display(),
-            fixed.image.format
-        );
-    }
+    let pair = args.pair.open()?;
+    let (base, fixed) = pair.load()?;
     let diff = hotpatch_diff::diff(
         &base.image,
         &fixed.image,
@@ -82,7 +50,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     Ok(0)
 }
 
-fn unified(changed: &hotpatch_diff::ChangedFunction) -> String {
+pub fn unified(changed: &hotpatch_diff::ChangedFunction) -> String {
     let old = changed.baseline_listing.join("\n") + "\n";
     let new = changed.fixed_listing.join("\n") + "\n";
     similar::TextDiff::from_lines(&old, &new)
@@ -99,8 +67,8 @@ fn unified(changed: &hotpatch_diff::ChangedFunction) -> String {
 }
 
 fn summary(args: &Args, diff: &Diff, out: &mut dyn Write) -> Result<()> {
-    writeln!(out, "baseline {}", args.base.display())?;
-    writeln!(out, "fixed    {}", args.fixed.display())?;
+    writeln!(out, "baseline {}", args.pair.base.display())?;
+    writeln!(out, "fixed    {}", args.pair.fixed.display())?;
     writeln!(
         out,
         "functions: {} changed, {} added, {} removed, {} renamed, {} line-only, {} unchanged",

@@ -1,20 +1,25 @@
 //! The `hotpatch` command line: argument handling, output and exit codes. The work itself lives
 //! in the library crates under `crates/`.
 
+mod check;
 mod diff;
 mod input;
 mod inspect;
 mod mapped;
+mod pair;
+mod report;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
 use std::process::ExitCode;
 
 /// Exit codes, documented in README.md.
-mod exit {
+pub mod exit {
     /// Usage error, or an input that cannot be read (missing, truncated, not a binary,
     /// debug information that does not match).
     pub const INPUT: u8 = 2;
+    /// `check`/`report`: finished, and something is reboot-required.
+    pub const REBOOT_REQUIRED: u8 = 10;
 }
 
 #[derive(Parser)]
@@ -34,6 +39,12 @@ enum Command {
     Inspect(inspect::Args),
     /// List the functions and data a fix changed between a baseline and a fixed build.
     Diff(diff::Args),
+    /// Decide whether a fix may be hotpatched (exit 0) or needs a reboot (exit 10).
+    Check(check::Args),
+    /// Write the audit report (JSON, Markdown or self-contained HTML).
+    Report(report::Args),
+    /// Print the eligibility rule catalogue.
+    Rules(report::RulesArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +60,9 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args, &mut stdout),
         Command::Diff(args) => diff::run(&args, &mut stdout),
+        Command::Check(args) => check::run(&args, &mut stdout),
+        Command::Report(args) => report::run(&args, &mut stdout),
+        Command::Rules(args) => report::rules(&args, &mut stdout),
     };
     let result = result.and_then(|code| stdout.flush().map(|()| code).map_err(anyhow::Error::from));
     match result {

@@ -1,5 +1,6 @@
 //! Integration tests of the `hotpatch` binary and its libraries against the committed fixtures.
 
+mod check;
 mod cli;
 mod diff;
 mod independent;

@@ -341,6 +341,16 @@ fn symbolize_at(
         return format!("abs:{rva:#x}");
     };
     if section.executable {
+        // Jump tables may sit in code sections (clang for COFF puts them after the function).
+        if let Some(table) = jump_table(rva, current, image, index_of) {
+            return table;
+        }
+        if let Some(slot) = stub_slot(rva, image).filter(|_| depth < 2) {
+            return format!(
+                "stub:{}",
+                symbolize_at(slot, current, namer, index_of, depth + 1, None)
+            );
+        }
         return format!("code:{}", section.name);
     }
     if !section.writable {
@@ -351,6 +361,24 @@ fn symbolize_at(
     }
     // Unnamed writable data (compiler temporaries, GOT slots): only the section is stable.
     format!("data:{}", section.name)
+}
+
+/// The slot an import stub jumps through: a PLT entry (`endbr64; bnd jmp [rip+slot]`, or the
+/// lazy-binding form that starts with the jump) or a PE import thunk (`jmp [rip+slot]`).
+fn stub_slot(rva: u64, image: &Image<'_>) -> Option<u64> {
+    let code = image.bytes_at(rva, 16).or_else(|| image.bytes_at(rva, 8))?;
+    let mut decoder = Decoder::with_ip(64, code, rva, DecoderOptions::NONE);
+    for _ in 0..2 {
+        let instruction = decoder.decode();
+        match instruction.mnemonic() {
+            Mnemonic::Endbr64 => continue,
+            Mnemonic::Jmp if instruction.is_ip_rel_memory_operand() => {
+                return Some(instruction.ip_rel_memory_address());
+            }
+            _ => return None,
+        }
+    }
+    None
 }
 
 /// A table of 32-bit entries at `rva` whose targets all lie inside `current` (relative to the

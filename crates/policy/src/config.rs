@@ -1,0 +1,135 @@
+//! The policy file (TOML): limits, rules turned off, rules that may be waived, and waivers.
+//!
+//! ```toml
+//! [limits]
+//! max_functions = 50          # replaced + added functions per binary
+//! max_payload_bytes = 1048576 # their code size
+//!
+//! [rules]
+//! disabled = ["HP1101"]       # never evaluated; the report lists them
+//! waivable = ["HP0901"]       # reboot-required rules that a waiver may accept
+//!
+//! [[waiver]]
+//! rule = "HP0502"
+//! binary = "app.exe"          # file name of the fixed build, or its SHA-256
+//! function = "parse_header"   # omit for binary-scope rules
+//! reason = "both aliases must get the bounds check"
+//! approved_by = "A. Reviewer"
+//! ```
+
+use serde::{Deserialize, Serialize};
+
+/// A parsed policy file.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Policy {
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub rules: RuleSwitches,
+    #[serde(default, rename = "waiver")]
+    pub waivers: Vec<Waiver>,
+}
+
+/// Size limits of one binary's patch.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Limits {
+    pub max_functions: Option<usize>,
+    pub max_payload_bytes: Option<u64>,
+}
+
+/// Rules turned off, and reboot-required rules a waiver may accept.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleSwitches {
+    #[serde(default)]
+    pub disabled: Vec<String>,
+    #[serde(default)]
+    pub waivable: Vec<String>,
+}
+
+/// A reviewer's acceptance of one finding for one binary (and function).
+#[derive(Clone, Debug, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct Waiver {
+    pub rule: String,
+    pub binary: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub function: Option<String>,
+    pub reason: String,
+    pub approved_by: String,
+}
+
+/// Why a policy file was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    #[error("the policy file is not valid TOML for a hotpatch policy: {0}")]
+    Syntax(#[from] toml::de::Error),
+    #[error("the policy file names rule {id}, which is not in the catalogue")]
+    UnknownRule { id: String },
+    #[error("waiver for {rule} needs a non-empty {field}")]
+    IncompleteWaiver { rule: String, field: &'static str },
+}
+
+impl Policy {
+    /// Parses and checks a policy file: every rule ID must exist, every waiver must say why and
+    /// who approved it.
+    pub fn parse(text: &str) -> Result<Policy, Error> {
+        let policy: Policy = toml::from_str(text)?;
+        let ids = policy
+            .rules
+            .disabled
+            .iter()
+            .chain(&policy.rules.waivable)
+            .chain(policy.waivers.iter().map(|w| &w.rule));
+        for id in ids {
+            if crate::codes::rule(id).is_none() {
+                return Err(Error::UnknownRule { id: id.clone() });
+            }
+        }
+        for waiver in &policy.waivers {
+            for (field, value) in [
+                ("reason", &waiver.reason),
+                ("approved_by", &waiver.approved_by),
+            ] {
+                if value.trim().is_empty() {
+                    return Err(Error::IncompleteWaiver {
+                        rule: waiver.rule.clone(),
+                        field,
+                    });
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    pub(crate) fn is_disabled(&self, id: &str) -> bool {
+        self.rules.disabled.iter().any(|d| d == id)
+    }
+
+    /// The waiver that accepts a finding, if the rule may be waived at all.
+    pub(crate) fn waiver_for(
+        &self,
+        rule: &crate::codes::Rule,
+        binary_names: &[&str],
+        function: Option<&str>,
+    ) -> Option<&Waiver> {
+        let waivable = match rule.severity {
+            crate::codes::Severity::Review => true,
+            crate::codes::Severity::RebootRequired => {
+                self.rules.waivable.iter().any(|w| w == rule.id)
+            }
+            crate::codes::Severity::Info => false,
+        };
+        if !waivable {
+            return None;
+        }
+        self.waivers.iter().find(|waiver| {
+            waiver.rule == rule.id
+                && binary_names.contains(&waiver.binary.as_str())
+                && waiver.function.as_deref() == function
+        })
+    }
+}

@@ -1,0 +1,403 @@
+//! `hotpatch report`: the audit report of one binary in JSON, Markdown or one self-contained
+//! HTML page; and `hotpatch rules`: the rule catalogue.
+
+use crate::check::{assess, exit_code, read_policy};
+use crate::pair::PairArgs;
+use anyhow::Result;
+use hotpatch_diff::{ChangedFunction, Diff};
+use hotpatch_image::Image;
+use hotpatch_policy::{Assessment, Finding};
+use serde::Serialize;
+use std::fmt::Write as _;
+use std::io::Write;
+use std::path::PathBuf;
+
+#[derive(Clone, Copy, Debug, clap::ValueEnum)]
+pub enum ReportFormat {
+    Json,
+    Markdown,
+    Html,
+}
+
+#[derive(clap::Args)]
+pub struct Args {
+    #[command(flatten)]
+    pair: PairArgs,
+    /// Policy file (TOML), as for `check`.
+    #[arg(long, value_name = "FILE")]
+    policy: Option<PathBuf>,
+    /// Report format.
+    #[arg(long, value_enum, default_value = "markdown")]
+    format: ReportFormat,
+    /// Write the report to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+pub struct RulesArgs {
+    /// Print the catalogue as JSON instead of Markdown.
+    #[arg(long)]
+    json: bool,
+}
+
+/// One build as the report shows it.
+#[derive(Serialize)]
+struct BuildSummary {
+    path: String,
+    format: hotpatch_image::Format,
+    identity: hotpatch_image::Identity,
+}
+
+/// The JSON report: both builds, the diff and the assessment.
+#[derive(Serialize)]
+struct Report<'a> {
+    schema: &'static str,
+    baseline: BuildSummary,
+    fixed: BuildSummary,
+    assessment: &'a Assessment,
+    diff: &'a Diff,
+}
+
+fn summary(path: &std::path::Path, image: &Image<'_>) -> BuildSummary {
+    BuildSummary {
+        path: path.display().to_string(),
+        format: image.format,
+        identity: image.identity.clone(),
+    }
+}
+
+pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
+    let policy = read_policy(args.policy.as_deref())?;
+    let pair = args.pair.open()?;
+    let (base, fixed) = pair.load()?;
+    let outcome = assess(&pair, &base, &fixed, &policy);
+    let report = Report {
+        schema: "hotpatch-report/1",
+        baseline: summary(&pair.base.path, &base.image),
+        fixed: summary(&pair.fixed.path, &fixed.image),
+        assessment: &outcome.assessment,
+        diff: &outcome.diff,
+    };
+    let text = match args.format {
+        ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
+        ReportFormat::Markdown => markdown(&report),
+        ReportFormat::Html => html(&report),
+    };
+    match &args.output {
+        Some(path) => fs_err::write(path, text)?,
+        None => out.write_all(text.as_bytes())?,
+    }
+    Ok(exit_code(outcome.assessment.verdict))
+}
+
+pub fn rules(args: &RulesArgs, out: &mut dyn Write) -> Result<u8> {
+    if args.json {
+        serde_json::to_writer_pretty(&mut *out, hotpatch_policy::CATALOGUE)?;
+        writeln!(out)?;
+    } else {
+        out.write_all(hotpatch_policy::catalogue_markdown().as_bytes())?;
+    }
+    Ok(0)
+}
+
+fn identity_line(build: &BuildSummary) -> String {
+    let identity = &build.identity;
+    let mut line = format!(
+        "{:?}, {} bytes, SHA-256 `{}`",
+        build.format, identity.file_size, identity.sha256
+    );
+    if let Some(pe) = &identity.pe {
+        let _ = write!(
+            line,
+            ", TimeDateStamp {:#010x}, CheckSum {:#010x}",
+            pe.time_date_stamp, pe.checksum
+        );
+        if let Some(cv) = &pe.codeview {
+            let _ = write!(line, ", PDB {{{}}} age {}", cv.guid, cv.age);
+        }
+    }
+    if let Some(build_id) = identity.elf.as_ref().and_then(|e| e.build_id.as_ref()) {
+        let _ = write!(line, ", build-id `{build_id}`");
+    }
+    line
+}
+
+fn markdown(report: &Report<'_>) -> String {
+    let assessment = report.assessment;
+    let mut md = String::new();
+    let _ = writeln!(md, "# Hotpatch audit report: `{}`\n", report.fixed.path);
+    let _ = writeln!(md, "**Verdict: {}**\n", assessment.verdict.as_str());
+    let _ = writeln!(md, "| build | path | identity |\n|---|---|---|");
+    let _ = writeln!(
+        md,
+        "| baseline | `{}` | {} |",
+        report.baseline.path,
+        identity_line(&report.baseline)
+    );
+    let _ = writeln!(
+        md,
+        "| fixed | `{}` | {} |\n",
+        report.fixed.path,
+        identity_line(&report.fixed)
+    );
+    let diff = report.diff;
+    let _ = writeln!(
+        md,
+        "{} changed, {} added, {} removed, {} renamed, {} line-only, {} unchanged functions; {} data symbols added, {} removed, {} changed; {} type layouts changed.\n",
+        diff.changed.len(),
+        diff.added.len(),
+        diff.removed.len(),
+        diff.renamed.len(),
+        diff.line_only.len(),
+        diff.unchanged,
+        diff.data.added.len(),
+        diff.data.removed.len(),
+        diff.data.changed.len(),
+        diff.types.len()
+    );
+    md.push_str("## Functions\n\n");
+    if assessment.functions.is_empty() {
+        md.push_str("No function changed.\n\n");
+    } else {
+        md.push_str("| function | change | verdict | rules |\n|---|---|---|---|\n");
+        for function in &assessment.functions {
+            let _ = writeln!(
+                md,
+                "| `{}` | {} | {} | {} |",
+                function.function,
+                function.change,
+                function.verdict.as_str(),
+                function.rules.join(", ")
+            );
+        }
+        md.push('\n');
+    }
+    md.push_str("## Findings\n");
+    for finding in &assessment.findings {
+        markdown_finding(&mut md, finding);
+    }
+    if assessment.findings.is_empty() {
+        md.push_str("\nNone.\n");
+    }
+    if !diff.changed.is_empty() {
+        md.push_str("\n## Changed code\n");
+        for changed in &diff.changed {
+            let _ = writeln!(md, "\n### `{}`\n\n```diff", changed.display_name);
+            md.push_str(&crate::diff::unified(changed));
+            md.push_str("```\n");
+        }
+    }
+    if !diff.types.is_empty() {
+        md.push_str("\n## Type layouts\n");
+        for layout in &diff.types {
+            let _ = writeln!(md, "\n### `{}`\n\n```diff", layout.name);
+            let text = similar::TextDiff::from_lines(&layout.baseline_layout, &layout.fixed_layout);
+            md.push_str(&text.unified_diff().header("baseline", "fixed").to_string());
+            md.push_str("```\n");
+        }
+    }
+    if !assessment.disabled_rules.is_empty() {
+        let _ = writeln!(
+            md,
+            "\n## Rules disabled by policy\n\n{}",
+            assessment.disabled_rules.join(", ")
+        );
+    }
+    md
+}
+
+fn markdown_finding(md: &mut String, finding: &Finding) {
+    let scope = finding
+        .function
+        .as_deref()
+        .map(|f| format!("`{f}`"))
+        .unwrap_or_else(|| "binary".into());
+    let _ = writeln!(
+        md,
+        "\n### {} `{}` ({}) on {scope}\n\n{}\n",
+        finding.rule,
+        finding.name,
+        finding.severity.as_str(),
+        finding.reason
+    );
+    for (key, value) in &finding.evidence {
+        if value.contains('\n') {
+            let _ = writeln!(md, "- {key}:\n\n```\n{}\n```", value.trim_end());
+        } else {
+            let _ = writeln!(md, "- {key}: `{value}`");
+        }
+    }
+    let _ = writeln!(md, "\nInstead: {}", finding.remedy);
+    if let Some(waiver) = &finding.waived {
+        let _ = writeln!(md, "\nWaived by {}: {}", waiver.approved_by, waiver.reason);
+    }
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+const STYLE: &str = "body{font:14px/1.45 system-ui,sans-serif;margin:2em auto;max-width:1200px;padding:0 1em;color:#222}\
+h1{font-size:1.5em}h2{border-bottom:1px solid #ccc;margin-top:2em}code,pre,td.asm{font-family:ui-monospace,monospace;font-size:12px}\
+table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding:2px 8px;text-align:left;vertical-align:top}\
+.verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:bold;color:#fff}\
+.hotpatch-eligible{background:#2e7d32}.reboot-required{background:#c62828}.review{background:#ef6c00}.info{background:#607d8b}\
+.sev{color:#fff;border-radius:3px;padding:0 6px;font-size:12px}td.del{background:#fde7e9}td.ins{background:#e6f4ea}\
+pre{background:#f6f8fa;padding:8px;overflow:auto}details{margin:.5em 0}";
+
+fn html(report: &Report<'_>) -> String {
+    let assessment = report.assessment;
+    let diff = report.diff;
+    let mut page = String::new();
+    let _ = write!(
+        page,
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\"><title>hotpatch report: {}</title><style>{STYLE}</style></head><body>\n",
+        escape(&report.fixed.path)
+    );
+    let _ = writeln!(
+        page,
+        "<h1>Hotpatch audit report: <code>{}</code></h1>",
+        escape(&report.fixed.path)
+    );
+    let verdict = assessment.verdict.as_str();
+    let _ = writeln!(
+        page,
+        "<p><span class=\"verdict {verdict}\">{verdict}</span></p>"
+    );
+    page.push_str("<table><tr><th>build</th><th>path</th><th>identity</th></tr>\n");
+    for (label, build) in [("baseline", &report.baseline), ("fixed", &report.fixed)] {
+        let _ = writeln!(
+            page,
+            "<tr><td>{label}</td><td><code>{}</code></td><td>{}</td></tr>",
+            escape(&build.path),
+            escape(&identity_line(build))
+        );
+    }
+    page.push_str("</table>\n<h2>Functions</h2>\n");
+    if assessment.functions.is_empty() {
+        page.push_str("<p>No function changed.</p>\n");
+    } else {
+        page.push_str(
+            "<table><tr><th>function</th><th>change</th><th>verdict</th><th>rules</th></tr>\n",
+        );
+        for function in &assessment.functions {
+            let verdict = function.verdict.as_str();
+            let _ = writeln!(
+                page,
+                "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
+                escape(&function.function),
+                function.change,
+                function.rules.join(", ")
+            );
+        }
+        page.push_str("</table>\n");
+    }
+    page.push_str("<h2>Findings</h2>\n");
+    if assessment.findings.is_empty() {
+        page.push_str("<p>None.</p>\n");
+    }
+    for finding in &assessment.findings {
+        let severity = finding.severity.as_str();
+        let scope = finding.function.as_deref().unwrap_or("binary");
+        let _ = writeln!(
+            page,
+            "<h3>{} <code>{}</code> <span class=\"sev {severity}\">{severity}</span> on <code>{}</code></h3><p>{}</p><table>",
+            finding.rule,
+            finding.name,
+            escape(scope),
+            escape(&finding.reason)
+        );
+        for (key, value) in &finding.evidence {
+            let _ = writeln!(
+                page,
+                "<tr><th>{}</th><td><pre>{}</pre></td></tr>",
+                escape(key),
+                escape(value)
+            );
+        }
+        let _ = writeln!(page, "</table><p>Instead: {}</p>", escape(finding.remedy));
+        if let Some(waiver) = &finding.waived {
+            let _ = writeln!(
+                page,
+                "<p>Waived by {}: {}</p>",
+                escape(&waiver.approved_by),
+                escape(&waiver.reason)
+            );
+        }
+    }
+    if !diff.changed.is_empty() {
+        page.push_str("<h2>Changed code</h2>\n");
+        for changed in &diff.changed {
+            let _ = writeln!(
+                page,
+                "<details open><summary><code>{}</code></summary>{}</details>",
+                escape(&changed.display_name),
+                side_by_side(changed)
+            );
+        }
+    }
+    if !diff.types.is_empty() {
+        page.push_str("<h2>Type layouts</h2>\n");
+        for layout in &diff.types {
+            let _ = writeln!(
+                page,
+                "<h3><code>{}</code></h3><table><tr><th>baseline ({} bytes)</th><th>fixed ({} bytes)</th></tr><tr><td><pre>{}</pre></td><td><pre>{}</pre></td></tr></table>",
+                escape(&layout.name),
+                layout.baseline_size,
+                layout.fixed_size,
+                escape(&layout.baseline_layout),
+                escape(&layout.fixed_layout)
+            );
+        }
+    }
+    if !assessment.disabled_rules.is_empty() {
+        let _ = writeln!(
+            page,
+            "<h2>Rules disabled by policy</h2><p>{}</p>",
+            escape(&assessment.disabled_rules.join(", "))
+        );
+    }
+    page.push_str("</body></html>\n");
+    page
+}
+
+/// The normalized disassembly of both builds in two columns, differing rows marked.
+fn side_by_side(changed: &ChangedFunction) -> String {
+    let old: Vec<&str> = changed
+        .baseline_listing
+        .iter()
+        .map(String::as_str)
+        .collect();
+    let new: Vec<&str> = changed.fixed_listing.iter().map(String::as_str).collect();
+    let mut table = String::from("<table><tr><th>baseline</th><th>fixed</th></tr>\n");
+    for op in similar::capture_diff_slices(similar::Algorithm::Myers, &old, &new) {
+        let (old_range, new_range) = (op.old_range(), op.new_range());
+        let rows = old_range.len().max(new_range.len());
+        let equal = matches!(op, similar::DiffOp::Equal { .. });
+        for row in 0..rows {
+            let cell = |lines: &[&str], range: &std::ops::Range<usize>, class: &str| match range
+                .clone()
+                .nth(row)
+            {
+                Some(idx) => format!(
+                    "<td class=\"asm {}\">{}</td>",
+                    if equal { "" } else { class },
+                    escape(lines[idx])
+                ),
+                None => "<td class=\"asm\"></td>".to_owned(),
+            };
+            let _ = writeln!(
+                table,
+                "<tr>{}{}</tr>",
+                cell(&old, &old_range, "del"),
+                cell(&new, &new_range, "ins")
+            );
+        }
+    }
+    table.push_str("</table>");
+    table
+}

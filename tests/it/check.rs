@@ -1,0 +1,288 @@
+//! `hotpatch check`, `report` and `rules`: verdicts of every fixture against `expect.toml`,
+//! exit codes, policy files (limits, disabled rules, waivers), report snapshots and the
+//! generated rule catalogue.
+
+use crate::support::{hotpatch, root};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+
+fn cases() -> Vec<PathBuf> {
+    let mut cases: Vec<_> = std::fs::read_dir(root().join("fixtures"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.join("expect.toml").is_file())
+        .collect();
+    cases.sort();
+    cases
+}
+
+fn pair(case: &Path, format: &str) -> (String, String) {
+    let rel = case.strip_prefix(root()).unwrap();
+    match format {
+        "pe" => (
+            rel.join("pe/baseline.exe").display().to_string(),
+            rel.join("pe/fixed.exe").display().to_string(),
+        ),
+        _ => (
+            rel.join("elf/baseline").display().to_string(),
+            rel.join("elf/fixed").display().to_string(),
+        ),
+    }
+}
+
+fn check_json(base: &str, fixed: &str, extra: &[&str]) -> (i32, serde_json::Value) {
+    let mut args = vec!["check", base, fixed, "--json"];
+    args.extend_from_slice(extra);
+    let output = hotpatch(&args);
+    let code = output.status.code().expect("exit code");
+    assert!(
+        code == 0 || code == 10,
+        "{args:?}: exit {code}: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    (
+        code,
+        serde_json::from_slice(&output.stdout).expect("check --json prints JSON"),
+    )
+}
+
+fn blocking_rules(json: &serde_json::Value) -> BTreeSet<String> {
+    json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|f| f["severity"] != "info")
+        .map(|f| f["rule"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn expected<'a>(expect: &'a toml::Value, format: &str, key: &str) -> &'a toml::Value {
+    expect["expect"]
+        .get(format)
+        .and_then(|t| t.get(key))
+        .unwrap_or(&expect["expect"][key])
+}
+
+#[test]
+fn every_fixture_gets_its_expected_verdict_and_rules() {
+    let mut failures = Vec::new();
+    for case in cases() {
+        let expect: toml::Value =
+            toml::from_str(&std::fs::read_to_string(case.join("expect.toml")).unwrap()).unwrap();
+        for format in ["pe", "elf"] {
+            let (base, fixed) = pair(&case, format);
+            let (code, json) = check_json(&base, &fixed, &[]);
+            assert_eq!(json["schema"], "hotpatch-check/1");
+            let label = format!("{} {format}", case.file_name().unwrap().to_string_lossy());
+            let verdict = expected(&expect, format, "verdict").as_str().unwrap();
+            if json["verdict"] != verdict {
+                failures.push(format!(
+                    "{label}: verdict {} but expected {verdict}",
+                    json["verdict"]
+                ));
+            }
+            let want_code = if verdict == "hotpatch-eligible" {
+                0
+            } else {
+                10
+            };
+            if code != want_code {
+                failures.push(format!("{label}: exit code {code}, expected {want_code}"));
+            }
+            let rules: BTreeSet<String> = expected(&expect, format, "rules")
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|r| r.as_str().unwrap().to_owned())
+                .collect();
+            let actual = blocking_rules(&json);
+            if actual != rules {
+                failures.push(format!("{label}: rules {actual:?}, expected {rules:?}"));
+            }
+            for finding in json["findings"].as_array().unwrap() {
+                for key in ["rule", "severity", "reason", "remedy"] {
+                    assert!(
+                        finding[key].is_string(),
+                        "{label}: finding without {key}: {finding}"
+                    );
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+fn scratch_policy(name: &str, text: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("hotpatch-it-{}-policy", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+#[test]
+fn limits_in_the_policy_make_a_patch_reboot_required() {
+    let policy = scratch_policy("limits.toml", "[limits]\nmax_functions = 0\n");
+    let (base, fixed) = pair(&root().join("fixtures/bounds_check"), "elf");
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 10);
+    assert_eq!(blocking_rules(&json), BTreeSet::from(["HP1401".to_owned()]));
+}
+
+#[test]
+fn a_waiver_accepts_a_finding_only_when_the_policy_makes_the_rule_waivable() {
+    let (base, fixed) = pair(&root().join("fixtures/too_short"), "elf");
+    let waiver = "[[waiver]]\nrule = \"HP0501\"\nbinary = \"fixed\"\nfunction = \"strict_mode_enabled\"\nreason = \"built with padding next time; accepted for this build\"\napproved_by = \"A. Reviewer\"\n";
+    // Not waivable: the waiver is ignored.
+    let policy = scratch_policy("not-waivable.toml", waiver);
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 10);
+    assert!(
+        json["findings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|f| f["waived"].is_null())
+    );
+    // Waivable: the finding is accepted and the waiver is shown.
+    let policy = scratch_policy(
+        "waivable.toml",
+        &format!("[rules]\nwaivable = [\"HP0501\"]\n\n{waiver}"),
+    );
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 0, "{json}");
+    let finding = json["findings"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["rule"] == "HP0501")
+        .expect("HP0501 listed");
+    assert_eq!(finding["waived"]["approved_by"], "A. Reviewer");
+    // A waiver for another binary does not apply.
+    let policy = scratch_policy(
+        "other-binary.toml",
+        &format!(
+            "[rules]\nwaivable = [\"HP0501\"]\n\n{}",
+            waiver.replace("binary = \"fixed\"", "binary = \"other.exe\"")
+        ),
+    );
+    let (code, _) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 10);
+}
+
+#[test]
+fn disabled_rules_do_not_fire_and_are_listed() {
+    let policy = scratch_policy("disabled.toml", "[rules]\ndisabled = [\"HP0201\"]\n");
+    let (base, fixed) = pair(&root().join("fixtures/tls"), "elf");
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 0);
+    assert_eq!(json["disabled_rules"], serde_json::json!(["HP0201"]));
+}
+
+#[test]
+fn bad_policy_files_are_refused_with_exit_code_2() {
+    let (base, fixed) = pair(&root().join("fixtures/bounds_check"), "elf");
+    for (name, text, message) in [
+        (
+            "unknown-rule.toml",
+            "[rules]\ndisabled = [\"HP9999\"]\n",
+            "HP9999",
+        ),
+        ("syntax.toml", "[limits\n", "not valid TOML"),
+        (
+            "no-reason.toml",
+            "[[waiver]]\nrule = \"HP0502\"\nbinary = \"x\"\nreason = \" \"\napproved_by = \"me\"\n",
+            "reason",
+        ),
+        (
+            "unknown-key.toml",
+            "[limits]\nmax_functoins = 3\n",
+            "max_functoins",
+        ),
+    ] {
+        let policy = scratch_policy(name, text);
+        let output = hotpatch(&["check", &base, &fixed, "--policy", policy.to_str().unwrap()]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert_eq!(output.status.code(), Some(2), "{name}: {stderr}");
+        assert!(stderr.contains(message), "{name}: {stderr}");
+    }
+}
+
+#[test]
+fn removing_an_export_is_reboot_required() {
+    // The mirror of new_export: the "fixed" build drops plugin_abi_version from the export table.
+    let (base, fixed) = pair(&root().join("fixtures/new_export"), "pe");
+    let (code, json) = check_json(&fixed, &base, &[]);
+    assert_eq!(code, 10);
+    assert!(blocking_rules(&json).contains("HP0402"), "{json}");
+}
+
+fn report(base: &str, fixed: &str, format: &str) -> String {
+    let output = hotpatch(&["report", base, fixed, "--format", format]);
+    assert!(
+        matches!(output.status.code(), Some(0 | 10)),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap()
+}
+
+#[test]
+fn markdown_and_json_reports_match_their_snapshots() {
+    let (base, fixed) = pair(&root().join("fixtures/struct_layout"), "elf");
+    insta::assert_snapshot!(
+        "struct_layout_elf_markdown",
+        report(&base, &fixed, "markdown")
+    );
+    insta::assert_snapshot!("struct_layout_elf_json", report(&base, &fixed, "json"));
+    let (base, fixed) = pair(&root().join("fixtures/bounds_check"), "pe");
+    insta::assert_snapshot!(
+        "bounds_check_pe_markdown",
+        report(&base, &fixed, "markdown")
+    );
+}
+
+#[test]
+fn html_report_is_one_self_contained_deterministic_page() {
+    let (base, fixed) = pair(&root().join("fixtures/struct_layout"), "pe");
+    let page = report(&base, &fixed, "html");
+    assert_eq!(page, report(&base, &fixed, "html"));
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(
+        page.contains("reboot-required")
+            && page.contains("HP0101")
+            && page.contains("session_open")
+    );
+    for external in ["<script", "src=", "href=", "http://", "https://", "@import"] {
+        assert!(
+            !page.contains(external),
+            "the page must not load {external}"
+        );
+    }
+}
+
+#[test]
+fn rule_catalogue_doc_is_current() {
+    let output = hotpatch(&["rules"]);
+    assert!(output.status.success());
+    let generated = String::from_utf8(output.stdout).unwrap();
+    let path = root().join("docs/eligibility.md");
+    if std::env::var_os("HOTPATCH_BLESS").is_some() {
+        std::fs::write(&path, &generated).unwrap();
+    }
+    let committed = std::fs::read_to_string(&path).unwrap_or_default();
+    assert!(
+        committed == generated,
+        "docs/eligibility.md is stale: run `HOTPATCH_BLESS=1 cargo test rule_catalogue`"
+    );
+    let json = hotpatch(&["rules", "--json"]);
+    let rules: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    let ids: Vec<&str> = rules
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r["id"].as_str().unwrap())
+        .collect();
+    let unique: BTreeSet<&str> = ids.iter().copied().collect();
+    assert_eq!(ids.len(), unique.len(), "rule IDs are unique");
+}
