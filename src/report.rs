@@ -101,11 +101,20 @@ pub fn rules(args: &RulesArgs, out: &mut dyn Write) -> Result<u8> {
     Ok(0)
 }
 
+fn format_name(format: hotpatch_image::Format) -> &'static str {
+    match format {
+        hotpatch_image::Format::Pe => "PE32+",
+        hotpatch_image::Format::Elf => "ELF64",
+    }
+}
+
 fn identity_line(build: &BuildSummary) -> String {
     let identity = &build.identity;
     let mut line = format!(
-        "{:?}, {} bytes, SHA-256 `{}`",
-        build.format, identity.file_size, identity.sha256
+        "{}, {} bytes, SHA-256 `{}`",
+        format_name(build.format),
+        identity.file_size,
+        identity.sha256
     );
     if let Some(pe) = &identity.pe {
         let _ = write!(
@@ -274,7 +283,7 @@ fn html(report: &Report<'_>) -> String {
             page,
             "<tr><td>{label}</td><td><code>{}</code></td><td>{}</td></tr>",
             escape(&build.path),
-            escape(&identity_line(build))
+            escape(&identity_line(build).replace('`', ""))
         );
     }
     page.push_str("</table>\n<h2>Functions</h2>\n");

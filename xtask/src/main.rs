@@ -3,6 +3,7 @@
 //! The command table follows gimli-rs/object's xtask: one `(name, fn, help)` row per
 //! command, and each command's logic lives in its own module so other commands can call it.
 
+mod bench;
 mod ci;
 mod demo;
 mod fixtures;
@@ -13,6 +14,11 @@ use anyhow::{Result, bail};
 type Command = fn(&[String]) -> Result<()>;
 
 const COMMANDS: &[(&str, Command, &str)] = &[
+    (
+        "bench",
+        bench::run,
+        "generate the large pair if missing, run the criterion benches, print one table and write benches/runs/<date>-<host>.csv; extra args go to criterion",
+    ),
     (
         "ci",
         ci::run,
