@@ -395,6 +395,10 @@ fn tls_segment(header: &ElfHeader, data: &[u8]) -> Result<Option<Tls>> {
         }))
 }
 
+/// zlib cannot compress better than about 1032:1; debug sections compressed with zstd come
+/// nowhere near this either.
+const MAX_COMPRESSION_RATIO: u64 = 2048;
+
 /// The uncompressed data of the named section of `file`, or a diagnostic and nothing.
 fn section_data_by_name<'data>(
     file: &ElfFile<'data>,
@@ -404,6 +408,28 @@ fn section_data_by_name<'data>(
     let Some(section) = file.section_by_name(name) else {
         return Cow::Borrowed(&[]);
     };
+    // The decompressor fills the whole declared size before it starts, so a forged size would
+    // cost gigabytes: believe at most what the best compression ratio could give.
+    if let Ok(compressed) = section.compressed_data()
+        && compressed.format != object::CompressionFormat::None
+    {
+        let limit = (compressed.data.len() as u64)
+            .saturating_mul(MAX_COMPRESSION_RATIO)
+            .max(1 << 20);
+        if compressed.uncompressed_size > limit {
+            diagnostics.push(Diagnostic {
+                location: name.to_owned(),
+                message: format!(
+                    "the section claims to decompress from {} to {} bytes, which no real \
+                     compressor achieves",
+                    compressed.data.len(),
+                    compressed.uncompressed_size
+                ),
+                function: None,
+            });
+            return Cow::Borrowed(&[]);
+        }
+    }
     match section.uncompressed_data() {
         Ok(data) => data,
         Err(error) => {

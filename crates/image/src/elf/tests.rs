@@ -809,3 +809,38 @@ fn type_units_give_the_same_layouts_and_names() {
         assert_eq!(Some(other), seen.first());
     }
 }
+
+#[test]
+fn a_forged_decompressed_size_is_refused_not_allocated() {
+    let Some(path) = build(
+        "gcc",
+        "forged_size",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O2", "-g", "-gz"],
+    ) else {
+        return;
+    };
+    let mut bytes = read(&path);
+    let file = super::ElfFile::parse(&*bytes).expect("parse");
+    let facts = super::section_facts(file.elf_section_table()).expect("sections");
+    let debug_info = facts
+        .iter()
+        .find(|s| s.name == ".debug_info")
+        .expect(".debug_info");
+    assert_ne!(debug_info.flags & u64::from(object::elf::SHF_COMPRESSED), 0);
+    // Elf64_Chdr: ch_type (4), ch_reserved (4), ch_size (8).
+    let ch_size = usize::try_from(debug_info.offset).expect("offset") + 8;
+    drop(file);
+    bytes[ch_size..ch_size + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let loaded = load_ok(&bytes);
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.location == ".debug_info" && d.message.contains("decompress")),
+        "{:?}",
+        loaded.diagnostics
+    );
+    // The symbol table does not depend on DWARF.
+    assert!(loaded.image.functions.iter().any(|f| f.name == "compute"));
+}
