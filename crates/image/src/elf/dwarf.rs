@@ -11,7 +11,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
-use super::types::{Names, TypeUnit, TypeUnits, new_budget, reference};
+use super::types::{Directory, Names, UnitEntry, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
 use crate::model::{Diagnostic, InlineSite, LineRow, TypeLayout};
 
@@ -148,99 +148,202 @@ impl DwarfFacts {
     }
 }
 
-/// Reads every compilation unit of the DWARF in `sections`.
+/// Reads every unit of the DWARF in `sections`.
+///
+/// All units are walked first and resolved afterwards, because names and types may be
+/// referenced across units (LTO builds, type units).
 pub(super) fn read(
     sections: &gimli::DwarfSections<Cow<'_, [u8]>>,
     space: &AddressSpace<'_>,
 ) -> DwarfFacts {
     let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
-    let mut facts = DwarfFacts::default();
-    let type_units = read_type_units(&dwarf, space, &mut facts);
-    for type_unit in &type_units.units {
-        let budget = new_budget();
-        let names = Names::new(
-            type_unit.unit.unit_ref(&dwarf),
-            &type_unit.prefixes,
-            &type_unit.typedef_of,
-            &type_unit.name,
-            &type_units,
-            &budget,
-        );
-        lay_out(&names, &type_unit.aggregates, &type_unit.name, &mut facts);
+    let mut reading = Reading {
+        dwarf: &dwarf,
+        space,
+        directory: Directory::default(),
+        pending: Vec::new(),
+        source_files: SourceFiles::default(),
+        facts: DwarfFacts::default(),
+    };
+    let mut debug_types = dwarf.type_units();
+    loop {
+        match debug_types.next() {
+            Ok(Some(header)) => reading.add_unit(header, ".debug_types"),
+            Ok(None) => break,
+            Err(error) => {
+                reading.facts.report(
+                    ".debug_types",
+                    format!("cannot read a unit header, the rest is skipped: {error}"),
+                );
+                break;
+            }
+        }
     }
-    let mut source_files = SourceFiles::default();
     let mut headers = dwarf.units();
     loop {
-        let header = match headers.next() {
-            Ok(Some(header)) => header,
+        match headers.next() {
+            Ok(Some(header)) => reading.add_unit(header, ".debug_info"),
             Ok(None) => break,
             Err(error) => {
                 // A unit header that does not parse hides where the next unit starts.
-                facts.report(
+                reading.facts.report(
                     ".debug_info",
                     format!("cannot read a unit header, the rest is skipped: {error}"),
                 );
                 break;
             }
-        };
-        if matches!(
-            header.type_(),
-            gimli::UnitType::Type { .. } | gimli::UnitType::SplitType { .. }
-        ) {
-            // Read with the type units above.
-            continue;
         }
-        let unit_offset = header
-            .offset()
-            .as_debug_info_offset()
-            .map_or(0, |offset| offset.0);
-        let unit = match dwarf.unit(header) {
-            Ok(unit) => unit,
-            Err(error) => {
-                facts.report(
-                    ".debug_info",
-                    format!("unit at offset {unit_offset:#x}: {error}"),
-                );
-                continue;
-            }
-        };
-        let unit = unit.unit_ref(&dwarf);
-        facts.has_units = true;
-        let cu_index = facts.compile_units.len();
-        let cu_name = unit.name.map_or_else(
-            || format!("<unit at {unit_offset:#x}>"),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        facts.compile_units.push(cu_name.clone());
-        let mut collected = Collected::default();
-        if let Err(error) = walk_unit(unit, cu_index, space, &mut collected, &mut facts) {
-            facts.report(
-                ".debug_info",
-                format!("compilation unit {cu_name} at offset {unit_offset:#x}: {error}"),
-            );
-        }
-        // Even a unit whose walk broke off yields what was read before the damage.
+    }
+    let Reading {
+        directory,
+        pending,
+        source_files,
+        mut facts,
+        ..
+    } = reading;
+    for (index, pending) in pending {
         let budget = new_budget();
-        let names = Names::new(
-            unit,
-            &collected.prefixes,
-            &collected.typedef_of,
-            &cu_name,
-            &type_units,
-            &budget,
-        );
-        resolve_unit(&names, &collected, cu_index, &cu_name, &mut facts);
-        if let Err(error) = read_lines(unit, space, &mut source_files, &mut facts) {
-            facts.report(
-                ".debug_line",
-                format!("line program of compilation unit {cu_name}: {error}"),
-            );
+        let Some(names) = Names::new(&dwarf, &directory, index, &budget) else {
+            continue;
+        };
+        match pending {
+            Pending::Compile {
+                cu_index,
+                collected,
+            } => resolve_unit(&names, &collected, cu_index, &mut facts),
+            Pending::Type { aggregates } => lay_out(&names, &aggregates, &mut facts),
         }
     }
     facts.cu_ranges.sort_unstable();
     facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
     facts.source_files = source_files.paths;
     facts
+}
+
+/// What a unit still needs once every unit is known.
+enum Pending {
+    Compile {
+        cu_index: usize,
+        collected: Collected,
+    },
+    Type {
+        aggregates: Vec<UnitOffset>,
+    },
+}
+
+/// The state of the first pass over the units.
+struct Reading<'a, 'd> {
+    dwarf: &'d gimli::Dwarf<Reader<'a>>,
+    space: &'d AddressSpace<'d>,
+    directory: Directory<'a>,
+    /// By directory index.
+    pending: Vec<(usize, Pending)>,
+    source_files: SourceFiles,
+    facts: DwarfFacts,
+}
+
+impl<'a> Reading<'a, '_> {
+    /// Walks one unit, reads its line program, and files it in the directory.
+    fn add_unit(&mut self, header: gimli::UnitHeader<Reader<'a>>, section: &'static str) {
+        let unit_offset = match header.offset() {
+            gimli::UnitSectionOffset::DebugInfoOffset(offset) => offset.0,
+            gimli::UnitSectionOffset::DebugTypesOffset(offset) => offset.0,
+        };
+        let unit_type = header.type_();
+        let unit = match self.dwarf.unit(header) {
+            Ok(unit) => unit,
+            Err(error) => {
+                self.facts
+                    .report(section, format!("unit at offset {unit_offset:#x}: {error}"));
+                return;
+            }
+        };
+        let unit_ref = unit.unit_ref(self.dwarf);
+        let mut collected = Collected::default();
+        // The compilation unit index, for a compilation unit.
+        let (name, type_offset, cu_index) = match unit_type {
+            gimli::UnitType::Type {
+                type_signature,
+                type_offset,
+            } => {
+                let name = format!("type unit {:016x}", type_signature.0);
+                // Type units have no code, so the unit index given for code ranges is unused.
+                if let Err(error) = walk_unit(
+                    unit_ref,
+                    usize::MAX,
+                    self.space,
+                    &mut collected,
+                    &mut self.facts,
+                ) {
+                    self.facts.report(section, format!("{name}: {error}"));
+                }
+                (name, Some(type_offset), None)
+            }
+            gimli::UnitType::SplitType { .. } | gimli::UnitType::SplitCompilation(_) => return,
+            _ => {
+                self.facts.has_units = true;
+                let cu_index = self.facts.compile_units.len();
+                let name = unit.name.map_or_else(
+                    || format!("<unit at {unit_offset:#x}>"),
+                    |name| name.to_string_lossy().into_owned(),
+                );
+                self.facts.compile_units.push(name.clone());
+                if let Some(dwo_id) = unit.dwo_id {
+                    self.facts.report(
+                        section,
+                        format!(
+                            "compilation unit {name} keeps its DWARF in a split DWARF file \
+                             (dwo id {:016x}), which is not read",
+                            dwo_id.0
+                        ),
+                    );
+                }
+                if let Err(error) = walk_unit(
+                    unit_ref,
+                    cu_index,
+                    self.space,
+                    &mut collected,
+                    &mut self.facts,
+                ) {
+                    // What the walk read before the damage is still resolved.
+                    self.facts.report(
+                        section,
+                        format!("compilation unit {name} at offset {unit_offset:#x}: {error}"),
+                    );
+                }
+                if let Err(error) = read_lines(
+                    unit_ref,
+                    self.space,
+                    &mut self.source_files,
+                    &mut self.facts,
+                ) {
+                    self.facts.report(
+                        ".debug_line",
+                        format!("line program of compilation unit {name}: {error}"),
+                    );
+                }
+                (name, None, Some(cu_index))
+            }
+        };
+        let entry = UnitEntry {
+            unit,
+            name,
+            prefixes: std::mem::take(&mut collected.prefixes),
+            typedef_of: std::mem::take(&mut collected.typedef_of),
+            type_offset,
+        };
+        let pending = match cu_index {
+            Some(cu_index) => Pending::Compile {
+                cu_index,
+                collected,
+            },
+            None => Pending::Type {
+                aggregates: collected.aggregates,
+            },
+        };
+        let index = self.directory.push(entry);
+        self.pending.push((index, pending));
+    }
 }
 
 /// Sorts ranges and merges overlapping or touching ones.
@@ -423,7 +526,6 @@ fn resolve_unit(
     names: &Names<'_, '_>,
     collected: &Collected,
     cu_index: usize,
-    cu_name: &str,
     facts: &mut DwarfFacts,
 ) {
     for &(address, offset) in &collected.subprograms {
@@ -453,100 +555,25 @@ fn resolve_unit(
             type_name: names.variable_type_name(offset),
         });
     }
-    lay_out(names, &collected.aggregates, cu_name, facts);
+    lay_out(names, &collected.aggregates, facts);
 }
 
 /// Adds the layouts of the aggregates at `offsets` to `facts`.
-fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], unit_name: &str, facts: &mut DwarfFacts) {
+fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts) {
     for &offset in offsets {
         match names.layout(offset) {
             Ok(Some(layout)) => facts.types.push(layout),
             Ok(None) => {}
             Err(error) => facts.report(
                 ".debug_info",
-                format!("type at offset {:#x} in {unit_name}: {error}", offset.0),
+                format!(
+                    "type at offset {:#x} in {}: {error}",
+                    offset.0,
+                    names.cu_name()
+                ),
             ),
         }
     }
-}
-
-/// Reads every type unit (`.debug_types`, and `DW_UT_type` units in `.debug_info`) so that
-/// types referenced by signature can be named.
-fn read_type_units<'a>(
-    dwarf: &gimli::Dwarf<Reader<'a>>,
-    space: &AddressSpace<'_>,
-    facts: &mut DwarfFacts,
-) -> TypeUnits<'a> {
-    let mut headers = Vec::new();
-    let mut debug_types = dwarf.type_units();
-    loop {
-        match debug_types.next() {
-            Ok(Some(header)) => headers.push(header),
-            Ok(None) => break,
-            Err(error) => {
-                facts.report(
-                    ".debug_types",
-                    format!("cannot read a unit header, the rest is skipped: {error}"),
-                );
-                break;
-            }
-        }
-    }
-    let mut debug_info = dwarf.units();
-    // Errors here are reported when the compilation units are read.
-    while let Ok(Some(header)) = debug_info.next() {
-        if matches!(header.type_(), gimli::UnitType::Type { .. }) {
-            headers.push(header);
-        }
-    }
-    let mut type_units = TypeUnits::default();
-    for header in headers {
-        let gimli::UnitType::Type {
-            type_signature,
-            type_offset,
-        } = header.type_()
-        else {
-            continue;
-        };
-        let unit = match dwarf.unit(header) {
-            Ok(unit) => unit,
-            Err(error) => {
-                facts.report(
-                    ".debug_types",
-                    format!("type unit {:016x}: {error}", type_signature.0),
-                );
-                continue;
-            }
-        };
-        let name = format!("type unit {:016x}", type_signature.0);
-        let mut collected = Collected::default();
-        // Type units have no code, so the unit index recorded for code ranges is never used.
-        if let Err(error) = walk_unit(
-            unit.unit_ref(dwarf),
-            usize::MAX,
-            space,
-            &mut collected,
-            facts,
-        ) {
-            facts.report(".debug_types", format!("{name}: {error}"));
-        }
-        // The first unit with a signature wins, as a linker would keep one copy.
-        if type_units.by_signature.contains_key(&type_signature.0) {
-            continue;
-        }
-        type_units
-            .by_signature
-            .insert(type_signature.0, type_units.units.len());
-        type_units.units.push(TypeUnit {
-            unit,
-            type_offset,
-            name,
-            prefixes: collected.prefixes,
-            typedef_of: collected.typedef_of,
-            aggregates: collected.aggregates,
-        });
-    }
-    type_units
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the

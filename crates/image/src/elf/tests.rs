@@ -92,7 +92,10 @@ fn build(
         eprintln!("skipped: {compiler} is not installed");
         return None;
     }
-    let dir = scratch_dir();
+    // One directory per output: tests run in parallel and would otherwise rewrite a source
+    // file while another compiler reads it.
+    let dir = scratch_dir().join(output);
+    std::fs::create_dir_all(&dir).expect("create the build directory");
     let mut command = Command::new(compiler);
     for (name, text) in sources {
         let path = dir.join(name);
