@@ -98,17 +98,19 @@ impl DwarfFacts {
             .map(|(name, _)| name.as_str())
     }
 
-    /// The name of the compilation unit whose code contains `address`.
+    /// The name of the compilation unit of the function at `address`: the unit declaring the
+    /// subprogram that starts there, else the unit whose code contains `address`.
     pub fn compile_unit_at(&self, address: u64) -> Option<&str> {
-        let idx = self
-            .cu_ranges
-            .partition_point(|&(begin, _, _)| begin <= address);
-        let by_range = self
-            .cu_ranges
-            .get(idx.checked_sub(1)?)
-            .filter(|&&(_, end, _)| address < end)
-            .map(|&(_, _, cu)| cu);
-        let cu = by_range.or_else(|| self.subprogram_entries.get(&address).map(|&(_, cu)| cu))?;
+        let by_subprogram = self.subprogram_entries.get(&address).map(|&(_, cu)| cu);
+        let cu = by_subprogram.or_else(|| {
+            let idx = self
+                .cu_ranges
+                .partition_point(|&(begin, _, _)| begin <= address);
+            self.cu_ranges
+                .get(idx.checked_sub(1)?)
+                .filter(|&&(_, end, _)| address < end)
+                .map(|&(_, _, cu)| cu)
+        })?;
         self.compile_units.get(cu).map(String::as_str)
     }
 
@@ -331,6 +333,7 @@ impl<'a> Reading<'a, '_> {
             prefixes: std::mem::take(&mut collected.prefixes),
             typedef_of: std::mem::take(&mut collected.typedef_of),
             type_offset,
+            cu_index,
         };
         let pending = match cu_index {
             Some(cu_index) => Pending::Compile {
@@ -530,6 +533,7 @@ fn resolve_unit(
 ) {
     for &(address, offset) in &collected.subprograms {
         if let Some(name) = names.die_name(offset) {
+            let cu_index = names.declaring_unit(offset).unwrap_or(cu_index);
             facts
                 .subprogram_entries
                 .entry(address)
@@ -551,7 +555,7 @@ fn resolve_unit(
             VariableAddress::ThreadLocal(offset) => (&mut facts.tls_variables, offset),
         };
         map.entry(key).or_insert_with(|| VariableFacts {
-            compile_unit: cu_index,
+            compile_unit: names.declaring_unit(offset).unwrap_or(cu_index),
             type_name: names.variable_type_name(offset),
         });
     }

@@ -847,3 +847,73 @@ fn a_forged_decompressed_size_is_refused_not_allocated() {
     // The symbol table does not depend on DWARF.
     assert!(loaded.image.functions.iter().any(|f| f.name == "compute"));
 }
+
+#[test]
+fn lto_references_across_units_are_followed() {
+    let Some(path) = build(
+        "gcc",
+        "lto",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O2", "-g", "-flto"],
+    ) else {
+        return;
+    };
+    let bytes = read(&path);
+    let loaded = load_ok(&bytes);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let image = &loaded.image;
+    // LTO inlines everything into `main`; the inlinees' names live in the early-debug units.
+    let main = function_named(image, "main");
+    let mut inlinees: Vec<&str> = image
+        .inline_sites
+        .iter()
+        .filter(|site| site.caller_rva == main.rva)
+        .map(|site| site.inlinee.as_str())
+        .collect();
+    inlinees.sort_unstable();
+    inlinees.dedup();
+    assert!(!inlinees.is_empty());
+    assert!(!inlinees.contains(&"<unknown>"), "{inlinees:?}");
+    // The code lives in an `<artificial>` unit; the unit that declares it is the source file.
+    assert_eq!(main.compile_unit.as_deref().map(file_name), Some("main.c"));
+    let tls_buf = image
+        .data_symbols
+        .iter()
+        .find(|d| d.name == "tls_buf")
+        .expect("tls_buf");
+    assert_eq!(tls_buf.type_name.as_deref(), Some("char[32]"));
+    assert_eq!(
+        tls_buf.compile_unit.as_deref().map(file_name),
+        Some("main.c")
+    );
+    if let Some(expected) = binutils_functions(&path) {
+        assert_eq!(model_functions(image), expected);
+    }
+
+    // Without inlining, the two static `helper`s stay apart, each with its own unit.
+    let Some(path) = build(
+        "gcc",
+        "lto_no_inline",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O1", "-g", "-flto", "-fno-inline"],
+    ) else {
+        return;
+    };
+    let bytes = read(&path);
+    let image = load_ok(&bytes).image;
+    let mut helpers: Vec<(&str, &str)> = image
+        .functions
+        .iter()
+        .filter(|f| f.display_name == "helper")
+        .map(|f| {
+            (
+                f.compile_unit.as_deref().map_or("", file_name),
+                f.name.as_str(),
+            )
+        })
+        .collect();
+    helpers.sort_unstable();
+    assert_eq!(helpers.len(), 2, "{helpers:?}");
+    assert_eq!(helpers.first().map(|h| h.0), Some("main.c"));
+    assert_eq!(helpers.get(1).map(|h| h.0), Some("other.c"));
+}

@@ -52,6 +52,8 @@ pub(super) struct UnitEntry<'a> {
     pub typedef_of: HashMap<UnitOffset, UnitOffset>,
     /// For a type unit, the DIE of the type its signature designates.
     pub type_offset: Option<UnitOffset>,
+    /// For a compilation unit, its index among the compilation units.
+    pub cu_index: Option<usize>,
 }
 
 /// Every unit, so that references into other units can be followed: `DW_FORM_ref_addr`
@@ -180,6 +182,21 @@ impl<'a, 'u> Names<'a, 'u> {
                 return Some(name);
             }
             (names, offset) = names.declaration_of(&entry)?;
+        }
+        None
+    }
+
+    /// The compilation unit that declares the DIE at `offset`: the end of its chain of
+    /// `DW_AT_specification`/`DW_AT_abstract_origin`. With LTO, code is described in an
+    /// `<artificial>` unit but declared in the unit of its source file.
+    pub fn declaring_unit(&self, offset: UnitOffset) -> Option<usize> {
+        let (mut names, mut offset) = (*self, offset);
+        for _ in 0..MAX_DEPTH {
+            let entry = names.unit.entry(offset).ok()?;
+            match names.declaration_of(&entry) {
+                Some(next) => (names, offset) = next,
+                None => return names.entry.cu_index,
+            }
         }
         None
     }
