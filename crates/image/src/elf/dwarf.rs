@@ -1,10 +1,14 @@
 //! DWARF (versions 2 to 5): compilation units and their address ranges, subprograms, variables
 //! with static storage, inline sites, aggregate layouts and line tables.
 //!
-//! Each compilation unit is read on its own: one that fails to parse becomes a diagnostic and
-//! the others are still read. Within a unit, the DIE tree is walked once to collect what is
-//! needed (with the enclosing C++ scopes, so names can be qualified); names and types are then
-//! resolved by following references, which may point forwards.
+//! Reading takes two passes. The first walks the DIE tree of every unit once (type units too),
+//! recording code ranges and line rows and collecting what needs a name: subprograms, inline
+//! sites, variables, aggregates, with the enclosing C++ scopes so names can be qualified. The
+//! second resolves those names through a directory of all units, because references may point
+//! forwards, into other units (LTO) or into type units (`DW_FORM_ref_sig8`).
+//!
+//! Damage stays local: a DIE whose attributes do not read, or a unit whose tree cannot be
+//! walked to the end, becomes a diagnostic and everything else is still read.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
@@ -140,11 +144,17 @@ impl DwarfFacts {
     }
 
     fn report(&mut self, location: &str, message: String) {
+        self.report_for(location, message, None);
+    }
+
+    /// Reports a problem that concerns one function, which downstream makes a patch of that
+    /// function reboot-required.
+    fn report_for(&mut self, location: &str, message: String, function: Option<String>) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
                 location: location.to_owned(),
                 message,
-                function: None,
+                function,
             });
         }
     }
@@ -273,6 +283,7 @@ impl<'a> Reading<'a, '_> {
                 if let Err(error) = walk_unit(
                     unit_ref,
                     usize::MAX,
+                    &name,
                     self.space,
                     &mut collected,
                     &mut self.facts,
@@ -303,6 +314,7 @@ impl<'a> Reading<'a, '_> {
                 if let Err(error) = walk_unit(
                     unit_ref,
                     cu_index,
+                    &name,
                     self.space,
                     &mut collected,
                     &mut self.facts,
@@ -403,9 +415,13 @@ struct Collected {
 
 /// Walks the DIE tree of a unit once, recording code ranges in `facts` and collecting in
 /// `collected` what needs names resolved afterwards.
+///
+/// A DIE whose attributes do not read is a diagnostic (naming the function, for a subprogram)
+/// and the walk goes on; only a tree that cannot be walked further ends it with an error.
 fn walk_unit(
     unit: UnitRef<'_, Reader<'_>>,
     cu_index: usize,
+    unit_name: &str,
     space: &AddressSpace<'_>,
     collected: &mut Collected,
     facts: &mut DwarfFacts,
@@ -430,9 +446,18 @@ fn walk_unit(
         }
         let caller = frames.last().and_then(|frame| frame.caller);
         let offset = entry.offset();
-        let name = match entry.attr_value(constants::DW_AT_name)? {
-            Some(value) => Some(unit.attr_string(value)?.to_string_lossy().into_owned()),
-            None => None,
+        let name = match die_name_attr(unit, entry, constants::DW_AT_name) {
+            Ok(name) => name,
+            Err(error) => {
+                facts.report(
+                    ".debug_info",
+                    format!(
+                        "name of the DIE at offset {:#x} in {unit_name}: {error}",
+                        offset.0
+                    ),
+                );
+                None
+            }
         };
         // Anonymous aggregates get their enclosing scope too: it names them.
         let is_aggregate = matches!(
@@ -444,63 +469,29 @@ fn walk_unit(
         if (name.is_some() || is_aggregate) && !prefix.is_empty() {
             collected.prefixes.insert(offset, prefix.clone());
         }
-        let scope = match entry.tag() {
-            constants::DW_TAG_subprogram => {
-                let code_entry = subprogram_code(unit, entry, space, facts)?;
-                if let Some(address) = code_entry {
-                    collected.subprograms.push((address, offset));
-                }
-                Scope::Subprogram(code_entry)
-            }
-            constants::DW_TAG_inlined_subroutine => {
-                if let Some(caller) = caller {
-                    let mut ranges = Vec::new();
-                    let mut die_ranges = unit.die_ranges(entry)?;
-                    while let Some(range) = die_ranges.next()? {
-                        if range.begin < range.end && space.is_code(range.begin) {
-                            ranges.push((range.begin, range.end - range.begin));
-                        }
-                    }
-                    if !ranges.is_empty() {
-                        ranges.sort_unstable();
-                        collected.inline_sites.push((caller, offset, ranges));
-                    }
-                }
-                Scope::Other
-            }
-            constants::DW_TAG_namespace => Scope::Named(
-                name.clone()
-                    .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
-            ),
-            constants::DW_TAG_structure_type
-            | constants::DW_TAG_class_type
-            | constants::DW_TAG_union_type => {
-                let is_declaration = matches!(
-                    entry.attr_value(constants::DW_AT_declaration)?,
-                    Some(AttributeValue::Flag(true))
+        let scope = match visit_die(unit, entry, &name, caller, space, collected, facts) {
+            Ok(scope) => scope,
+            Err(error) => {
+                // The linkage name is the symbol name a function is known by downstream.
+                let function = (entry.tag() == constants::DW_TAG_subprogram)
+                    .then(|| {
+                        die_name_attr(unit, entry, constants::DW_AT_linkage_name)
+                            .ok()
+                            .flatten()
+                            .or_else(|| name.clone())
+                    })
+                    .flatten();
+                facts.report_for(
+                    ".debug_info",
+                    format!(
+                        "{} at offset {:#x} in {unit_name}: {error}",
+                        entry.tag(),
+                        offset.0
+                    ),
+                    function,
                 );
-                let has_size = entry.attr_value(constants::DW_AT_byte_size)?.is_some();
-                if has_size && !is_declaration {
-                    collected.aggregates.push(offset);
-                }
-                match &name {
-                    Some(name) => Scope::Named(name.clone()),
-                    None => Scope::Other,
-                }
-            }
-            constants::DW_TAG_typedef => {
-                if let Some(target) = reference(unit, entry.attr_value(constants::DW_AT_type)?) {
-                    collected.typedef_of.entry(target).or_insert(offset);
-                }
                 Scope::Other
             }
-            constants::DW_TAG_variable => {
-                if let Some(address) = variable_address(unit, entry, space)? {
-                    collected.variables.push((address, offset));
-                }
-                Scope::Other
-            }
-            _ => Scope::Other,
         };
         if entry.has_children() {
             let prefix_len = prefix.len();
@@ -577,6 +568,92 @@ fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts
                 ),
             ),
         }
+    }
+}
+
+/// Records what one DIE contributes and returns what it means to its children.
+fn visit_die<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    name: &Option<String>,
+    caller: Option<u64>,
+    space: &AddressSpace<'_>,
+    collected: &mut Collected,
+    facts: &mut DwarfFacts,
+) -> gimli::Result<Scope> {
+    let offset = entry.offset();
+    let scope = match entry.tag() {
+        constants::DW_TAG_subprogram => {
+            let code_entry = subprogram_code(unit, entry, space, facts)?;
+            if let Some(address) = code_entry {
+                collected.subprograms.push((address, offset));
+            }
+            Scope::Subprogram(code_entry)
+        }
+        constants::DW_TAG_inlined_subroutine => {
+            if let Some(caller) = caller {
+                let mut ranges = Vec::new();
+                let mut die_ranges = unit.die_ranges(entry)?;
+                while let Some(range) = die_ranges.next()? {
+                    if range.begin < range.end && space.is_code(range.begin) {
+                        ranges.push((range.begin, range.end - range.begin));
+                    }
+                }
+                if !ranges.is_empty() {
+                    ranges.sort_unstable();
+                    collected.inline_sites.push((caller, offset, ranges));
+                }
+            }
+            Scope::Other
+        }
+        constants::DW_TAG_namespace => Scope::Named(
+            name.clone()
+                .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
+        ),
+        constants::DW_TAG_structure_type
+        | constants::DW_TAG_class_type
+        | constants::DW_TAG_union_type => {
+            let is_declaration = matches!(
+                entry.attr_value(constants::DW_AT_declaration)?,
+                Some(AttributeValue::Flag(true))
+            );
+            let has_size = entry.attr_value(constants::DW_AT_byte_size)?.is_some();
+            if has_size && !is_declaration {
+                collected.aggregates.push(offset);
+            }
+            match &name {
+                Some(name) => Scope::Named(name.clone()),
+                None => Scope::Other,
+            }
+        }
+        constants::DW_TAG_typedef => {
+            if let Some(target) = reference(unit, entry.attr_value(constants::DW_AT_type)?) {
+                collected.typedef_of.entry(target).or_insert(offset);
+            }
+            Scope::Other
+        }
+        constants::DW_TAG_variable => {
+            if let Some(address) = variable_address(unit, entry, space)? {
+                collected.variables.push((address, offset));
+            }
+            Scope::Other
+        }
+        _ => Scope::Other,
+    };
+    Ok(scope)
+}
+
+/// A string attribute of a DIE.
+fn die_name_attr<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    attr: constants::DwAt,
+) -> gimli::Result<Option<String>> {
+    match entry.attr_value(attr)? {
+        Some(value) => Ok(Some(
+            unit.attr_string(value)?.to_string_lossy().into_owned(),
+        )),
+        None => Ok(None),
     }
 }
 
