@@ -116,7 +116,7 @@ pub(crate) fn load<'data>(
 
     let mut diagnostics = Vec::new();
     let section_table = file.elf_section_table();
-    let section_facts = section_facts(section_table)?;
+    let section_facts = section_facts(section_table);
     let (sections, mapped) = sections_and_mapping(&section_facts, binary);
 
     let tls_segment = tls_segment(header, binary)?;
@@ -145,7 +145,7 @@ pub(crate) fn load<'data>(
 
     // The symbol table: the binary's own, else the debug file's (a stripped binary keeps its
     // `.symtab` only there), else `.dynsym`.
-    let symbol_source = symbols::pick_symbol_table(&file, debug_file.as_ref())?;
+    let symbol_source = symbols::pick_symbol_table(&file, debug_file.as_ref());
     let symbol_facts = symbols::read(
         &symbol_source,
         &section_facts,
@@ -154,7 +154,12 @@ pub(crate) fn load<'data>(
     );
     diagnostics.extend(symbol_facts.diagnostics);
 
-    let dynamic = symbols::read_dynamic(&file, &section_facts, tls_segment.as_ref())?;
+    let dynamic = symbols::read_dynamic(
+        &file,
+        &section_facts,
+        tls_segment.as_ref(),
+        &mut diagnostics,
+    );
 
     let relocations = relocations::read(section_table, binary, &section_facts, &mut diagnostics);
     let initializers =
@@ -308,22 +313,22 @@ fn open_debug_file<'data>(
     Ok(file)
 }
 
-/// One [`SectionFacts`] per section header, in header order.
-fn section_facts<'data>(table: &SectionTable<'data>) -> Result<Vec<SectionFacts<'data>>> {
+/// One [`SectionFacts`] per section header, in header order. A name that cannot be read is
+/// replaced by a placeholder: one bad `sh_name` does not make the rest of the file unusable.
+fn section_facts<'data>(table: &SectionTable<'data>) -> Vec<SectionFacts<'data>> {
     table
         .iter()
-        .map(|header| {
-            let name = table
+        .map(|header| SectionFacts {
+            name: table
                 .section_name(ENDIAN, header)
-                .map_err(malformed("section name"))?;
-            Ok(SectionFacts {
-                name: std::str::from_utf8(name).unwrap_or("<non-UTF-8 section name>"),
-                sh_type: header.sh_type(ENDIAN),
-                flags: header.sh_flags(ENDIAN),
-                addr: header.sh_addr(ENDIAN),
-                size: header.sh_size(ENDIAN),
-                offset: header.sh_offset(ENDIAN),
-            })
+                .ok()
+                .and_then(|name| std::str::from_utf8(name).ok())
+                .unwrap_or("<unreadable section name>"),
+            sh_type: header.sh_type(ENDIAN),
+            flags: header.sh_flags(ENDIAN),
+            addr: header.sh_addr(ENDIAN),
+            size: header.sh_size(ENDIAN),
+            offset: header.sh_offset(ENDIAN),
         })
         .collect()
 }
