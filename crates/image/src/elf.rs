@@ -104,17 +104,26 @@ pub(crate) fn load<'data>(
             });
         }
     };
-    let build_id = file
-        .build_id()
-        .map_err(malformed("GNU build-id note"))?
-        .map(crate::identity::hex);
+    let mut diagnostics = Vec::new();
+    // A damaged note leaves the build without an identity, which is reported; it does not
+    // make the rest of the file unreadable.
+    let build_id = match file.build_id() {
+        Ok(build_id) => build_id.map(crate::identity::hex),
+        Err(error) => {
+            diagnostics.push(Diagnostic {
+                location: ".note.gnu.build-id".into(),
+                message: format!("cannot read the notes: {error}"),
+                function: None,
+            });
+            None
+        }
+    };
 
     let debug_file = match debug {
         Some(debug_bytes) => Some(open_debug_file(debug_bytes, build_id.as_deref())?),
         None => None,
     };
 
-    let mut diagnostics = Vec::new();
     let section_table = file.elf_section_table();
     let section_facts = section_facts(section_table);
     let (sections, mapped) = sections_and_mapping(&section_facts, binary);
@@ -134,14 +143,14 @@ pub(crate) fn load<'data>(
         .filter(|s| s.is_alloc())
         .map(|s| (s.addr, s.addr.saturating_add(s.size)))
         .collect();
-    let facts = dwarf::read(
+    let mut facts = dwarf::read(
         &dwarf_sections,
         &dwarf::AddressSpace {
             code: &code_ranges,
             data: &data_ranges,
         },
     );
-    diagnostics.extend(facts.diagnostics.iter().cloned());
+    diagnostics.append(&mut facts.diagnostics);
 
     // The symbol table: the binary's own, else the debug file's (a stripped binary keeps its
     // `.symtab` only there), else `.dynsym`.
