@@ -130,3 +130,27 @@ fn mutated_fixtures_never_panic_the_readers() {
         failures.join("\n")
     );
 }
+
+/// Inputs the `cargo fuzz` targets found (fuzz/regressions): each must load or fail cleanly.
+/// `dwarf-*` inputs are separate debug files for the stripped fixture the `dwarf` target uses.
+#[test]
+fn fuzz_regressions_do_not_panic() {
+    let root = crate::support::root();
+    let stripped = std::fs::read(root.join("fuzz/fixtures/bounds_check-baseline.stripped"))
+        .expect("stripped fixture");
+    let mut regressions: Vec<_> = std::fs::read_dir(root.join("fuzz/regressions"))
+        .expect("fuzz/regressions exists")
+        .map(|entry| entry.expect("entry").path())
+        .collect();
+    regressions.sort();
+    assert!(!regressions.is_empty());
+    for path in regressions {
+        let input = std::fs::read(&path).expect("regression input");
+        let name = path.file_name().unwrap().to_string_lossy().into_owned();
+        let outcome = catch_unwind(AssertUnwindSafe(|| match name.split('-').next() {
+            Some("dwarf") => hotpatch_image::load(&stripped, Some(&input)).map(|_| ()),
+            _ => hotpatch_image::load(&input, None).map(|_| ()),
+        }));
+        assert!(outcome.is_ok(), "{name} panicked the reader");
+    }
+}

@@ -104,19 +104,28 @@ pub(crate) fn load<'data>(
             });
         }
     };
-    let build_id = file
-        .build_id()
-        .map_err(malformed("GNU build-id note"))?
-        .map(crate::identity::hex);
+    let mut diagnostics = Vec::new();
+    // A damaged note leaves the build without an identity, which is reported; it does not
+    // make the rest of the file unreadable.
+    let build_id = match file.build_id() {
+        Ok(build_id) => build_id.map(crate::identity::hex),
+        Err(error) => {
+            diagnostics.push(Diagnostic {
+                location: ".note.gnu.build-id".into(),
+                message: format!("cannot read the notes: {error}"),
+                function: None,
+            });
+            None
+        }
+    };
 
     let debug_file = match debug {
         Some(debug_bytes) => Some(open_debug_file(debug_bytes, build_id.as_deref())?),
         None => None,
     };
 
-    let mut diagnostics = Vec::new();
     let section_table = file.elf_section_table();
-    let section_facts = section_facts(section_table)?;
+    let section_facts = section_facts(section_table);
     let (sections, mapped) = sections_and_mapping(&section_facts, binary);
 
     let tls_segment = tls_segment(header, binary)?;
@@ -134,18 +143,18 @@ pub(crate) fn load<'data>(
         .filter(|s| s.is_alloc())
         .map(|s| (s.addr, s.addr.saturating_add(s.size)))
         .collect();
-    let facts = dwarf::read(
+    let mut facts = dwarf::read(
         &dwarf_sections,
         &dwarf::AddressSpace {
             code: &code_ranges,
             data: &data_ranges,
         },
     );
-    diagnostics.extend(facts.diagnostics.iter().cloned());
+    diagnostics.append(&mut facts.diagnostics);
 
     // The symbol table: the binary's own, else the debug file's (a stripped binary keeps its
     // `.symtab` only there), else `.dynsym`.
-    let symbol_source = symbols::pick_symbol_table(&file, debug_file.as_ref())?;
+    let symbol_source = symbols::pick_symbol_table(&file, debug_file.as_ref());
     let symbol_facts = symbols::read(
         &symbol_source,
         &section_facts,
@@ -154,7 +163,12 @@ pub(crate) fn load<'data>(
     );
     diagnostics.extend(symbol_facts.diagnostics);
 
-    let dynamic = symbols::read_dynamic(&file, &section_facts, tls_segment.as_ref())?;
+    let dynamic = symbols::read_dynamic(
+        &file,
+        &section_facts,
+        tls_segment.as_ref(),
+        &mut diagnostics,
+    );
 
     let relocations = relocations::read(section_table, binary, &section_facts, &mut diagnostics);
     let initializers =
@@ -310,22 +324,22 @@ fn open_debug_file<'data>(
     Ok(file)
 }
 
-/// One [`SectionFacts`] per section header, in header order.
-fn section_facts<'data>(table: &SectionTable<'data>) -> Result<Vec<SectionFacts<'data>>> {
+/// One [`SectionFacts`] per section header, in header order. A name that cannot be read is
+/// replaced by a placeholder: one bad `sh_name` does not make the rest of the file unusable.
+fn section_facts<'data>(table: &SectionTable<'data>) -> Vec<SectionFacts<'data>> {
     table
         .iter()
-        .map(|header| {
-            let name = table
+        .map(|header| SectionFacts {
+            name: table
                 .section_name(ENDIAN, header)
-                .map_err(malformed("section name"))?;
-            Ok(SectionFacts {
-                name: std::str::from_utf8(name).unwrap_or("<non-UTF-8 section name>"),
-                sh_type: header.sh_type(ENDIAN),
-                flags: header.sh_flags(ENDIAN),
-                addr: header.sh_addr(ENDIAN),
-                size: header.sh_size(ENDIAN),
-                offset: header.sh_offset(ENDIAN),
-            })
+                .ok()
+                .and_then(|name| std::str::from_utf8(name).ok())
+                .unwrap_or("<unreadable section name>"),
+            sh_type: header.sh_type(ENDIAN),
+            flags: header.sh_flags(ENDIAN),
+            addr: header.sh_addr(ENDIAN),
+            size: header.sh_size(ENDIAN),
+            offset: header.sh_offset(ENDIAN),
         })
         .collect()
 }
@@ -398,6 +412,10 @@ fn tls_segment(header: &ElfHeader, data: &[u8]) -> Result<Option<Tls>> {
         }))
 }
 
+/// zlib cannot compress better than about 1032:1; debug sections compressed with zstd come
+/// nowhere near this either.
+const MAX_COMPRESSION_RATIO: u64 = 2048;
+
 /// The uncompressed data of the named section of `file`, or a diagnostic and nothing.
 fn section_data_by_name<'data>(
     file: &ElfFile<'data>,
@@ -407,6 +425,28 @@ fn section_data_by_name<'data>(
     let Some(section) = file.section_by_name(name) else {
         return Cow::Borrowed(&[]);
     };
+    // The decompressor fills the whole declared size before it starts, so a forged size would
+    // cost gigabytes: believe at most what the best compression ratio could give.
+    if let Ok(compressed) = section.compressed_data()
+        && compressed.format != object::CompressionFormat::None
+    {
+        let limit = (compressed.data.len() as u64)
+            .saturating_mul(MAX_COMPRESSION_RATIO)
+            .max(1 << 20);
+        if compressed.uncompressed_size > limit {
+            diagnostics.push(Diagnostic {
+                location: name.to_owned(),
+                message: format!(
+                    "the section claims to decompress from {} to {} bytes, which no real \
+                     compressor achieves",
+                    compressed.data.len(),
+                    compressed.uncompressed_size
+                ),
+                function: None,
+            });
+            return Cow::Borrowed(&[]);
+        }
+    }
     match section.uncompressed_data() {
         Ok(data) => data,
         Err(error) => {

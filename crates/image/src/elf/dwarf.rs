@@ -1,17 +1,21 @@
 //! DWARF (versions 2 to 5): compilation units and their address ranges, subprograms, variables
 //! with static storage, inline sites, aggregate layouts and line tables.
 //!
-//! Each compilation unit is read on its own: one that fails to parse becomes a diagnostic and
-//! the others are still read. Within a unit, the DIE tree is walked once to collect what is
-//! needed (with the enclosing C++ scopes, so names can be qualified); names and types are then
-//! resolved by following references, which may point forwards.
+//! Reading takes two passes. The first walks the DIE tree of every unit once (type units too),
+//! recording code ranges and line rows and collecting what needs a name: subprograms, inline
+//! sites, variables, aggregates, with the enclosing C++ scopes so names can be qualified. The
+//! second resolves those names through a directory of all units, because references may point
+//! forwards, into other units (LTO) or into type units (`DW_FORM_ref_sig8`).
+//!
+//! Damage stays local: a DIE whose attributes do not read, or a unit whose tree cannot be
+//! walked to the end, becomes a diagnostic and everything else is still read.
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 
 use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
-use super::types::{Names, TypeUnit, TypeUnits, new_budget, reference};
+use super::types::{Directory, Names, UnitEntry, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
 use crate::model::{Diagnostic, InlineSite, LineRow, TypeLayout};
 
@@ -88,7 +92,7 @@ pub(super) struct DwarfFacts {
     pub lines: Vec<LineRow>,
     pub inline_sites: Vec<InlineSite>,
     pub diagnostics: Vec<Diagnostic>,
-    /// `DW_AT_producer` of every unit: compiler and code-generation options.
+    /// `DW_AT_producer` of every compilation unit: compiler and code-generation options.
     pub producers: Vec<String>,
 }
 
@@ -100,17 +104,19 @@ impl DwarfFacts {
             .map(|(name, _)| name.as_str())
     }
 
-    /// The name of the compilation unit whose code contains `address`.
+    /// The name of the compilation unit of the function at `address`: the unit declaring the
+    /// subprogram that starts there, else the unit whose code contains `address`.
     pub fn compile_unit_at(&self, address: u64) -> Option<&str> {
-        let idx = self
-            .cu_ranges
-            .partition_point(|&(begin, _, _)| begin <= address);
-        let by_range = self
-            .cu_ranges
-            .get(idx.checked_sub(1)?)
-            .filter(|&&(_, end, _)| address < end)
-            .map(|&(_, _, cu)| cu);
-        let cu = by_range.or_else(|| self.subprogram_entries.get(&address).map(|&(_, cu)| cu))?;
+        let by_subprogram = self.subprogram_entries.get(&address).map(|&(_, cu)| cu);
+        let cu = by_subprogram.or_else(|| {
+            let idx = self
+                .cu_ranges
+                .partition_point(|&(begin, _, _)| begin <= address);
+            self.cu_ranges
+                .get(idx.checked_sub(1)?)
+                .filter(|&&(_, end, _)| address < end)
+                .map(|&(_, _, cu)| cu)
+        })?;
         self.compile_units.get(cu).map(String::as_str)
     }
 
@@ -140,112 +146,224 @@ impl DwarfFacts {
     }
 
     fn report(&mut self, location: &str, message: String) {
+        self.report_for(location, message, None);
+    }
+
+    /// Reports a problem that concerns one function, which downstream makes a patch of that
+    /// function reboot-required.
+    fn report_for(&mut self, location: &str, message: String, function: Option<String>) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
                 location: location.to_owned(),
                 message,
-                function: None,
+                function,
             });
         }
     }
 }
 
-/// Reads every compilation unit of the DWARF in `sections`.
+/// Reads every unit of the DWARF in `sections`.
+///
+/// All units are walked first and resolved afterwards, because names and types may be
+/// referenced across units (LTO builds, type units).
 pub(super) fn read(
     sections: &gimli::DwarfSections<Cow<'_, [u8]>>,
     space: &AddressSpace<'_>,
 ) -> DwarfFacts {
     let dwarf = sections.borrow(|section| gimli::EndianSlice::new(section, gimli::LittleEndian));
-    let mut facts = DwarfFacts::default();
-    let type_units = read_type_units(&dwarf, space, &mut facts);
-    for type_unit in &type_units.units {
-        let budget = new_budget();
-        let names = Names::new(
-            type_unit.unit.unit_ref(&dwarf),
-            &type_unit.prefixes,
-            &type_unit.typedef_of,
-            &type_unit.name,
-            &type_units,
-            &budget,
-        );
-        lay_out(&names, &type_unit.aggregates, &type_unit.name, &mut facts);
+    let mut reading = Reading {
+        dwarf: &dwarf,
+        space,
+        directory: Directory::default(),
+        pending: Vec::new(),
+        source_files: SourceFiles::default(),
+        facts: DwarfFacts::default(),
+    };
+    let mut debug_types = dwarf.type_units();
+    loop {
+        match debug_types.next() {
+            Ok(Some(header)) => reading.add_unit(header, ".debug_types"),
+            Ok(None) => break,
+            Err(error) => {
+                reading.facts.report(
+                    ".debug_types",
+                    format!("cannot read a unit header, the rest is skipped: {error}"),
+                );
+                break;
+            }
+        }
     }
-    let mut source_files = SourceFiles::default();
     let mut headers = dwarf.units();
     loop {
-        let header = match headers.next() {
-            Ok(Some(header)) => header,
+        match headers.next() {
+            Ok(Some(header)) => reading.add_unit(header, ".debug_info"),
             Ok(None) => break,
             Err(error) => {
                 // A unit header that does not parse hides where the next unit starts.
-                facts.report(
+                reading.facts.report(
                     ".debug_info",
                     format!("cannot read a unit header, the rest is skipped: {error}"),
                 );
                 break;
             }
-        };
-        if matches!(
-            header.type_(),
-            gimli::UnitType::Type { .. } | gimli::UnitType::SplitType { .. }
-        ) {
-            // Read with the type units above.
-            continue;
         }
-        let unit_offset = header
-            .offset()
-            .as_debug_info_offset()
-            .map_or(0, |offset| offset.0);
-        let unit = match dwarf.unit(header) {
-            Ok(unit) => unit,
-            Err(error) => {
-                facts.report(
-                    ".debug_info",
-                    format!("unit at offset {unit_offset:#x}: {error}"),
-                );
-                continue;
-            }
-        };
-        let unit = unit.unit_ref(&dwarf);
-        facts.has_units = true;
-        let cu_index = facts.compile_units.len();
-        let cu_name = unit.name.map_or_else(
-            || format!("<unit at {unit_offset:#x}>"),
-            |name| name.to_string_lossy().into_owned(),
-        );
-        facts.compile_units.push(cu_name.clone());
-        if let Some(producer) = unit_producer(unit) {
-            facts.producers.push(producer);
-        }
-        let mut collected = Collected::default();
-        if let Err(error) = walk_unit(unit, cu_index, space, &mut collected, &mut facts) {
-            facts.report(
-                ".debug_info",
-                format!("compilation unit {cu_name} at offset {unit_offset:#x}: {error}"),
-            );
-        }
-        // Even a unit whose walk broke off yields what was read before the damage.
+    }
+    let Reading {
+        directory,
+        pending,
+        source_files,
+        mut facts,
+        ..
+    } = reading;
+    for (index, pending) in pending {
         let budget = new_budget();
-        let names = Names::new(
-            unit,
-            &collected.prefixes,
-            &collected.typedef_of,
-            &cu_name,
-            &type_units,
-            &budget,
-        );
-        resolve_unit(&names, &collected, cu_index, &cu_name, &mut facts);
-        if let Err(error) = read_lines(unit, space, &mut source_files, &mut facts) {
-            facts.report(
-                ".debug_line",
-                format!("line program of compilation unit {cu_name}: {error}"),
-            );
+        let Some(names) = Names::new(&dwarf, &directory, index, &budget) else {
+            continue;
+        };
+        match pending {
+            Pending::Compile {
+                cu_index,
+                collected,
+            } => resolve_unit(&names, &collected, cu_index, &mut facts),
+            Pending::Type { aggregates } => lay_out(&names, &aggregates, &mut facts),
         }
     }
     facts.cu_ranges.sort_unstable();
     facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
     facts.source_files = source_files.paths;
     facts
+}
+
+/// What a unit still needs once every unit is known.
+enum Pending {
+    Compile {
+        cu_index: usize,
+        collected: Collected,
+    },
+    Type {
+        aggregates: Vec<UnitOffset>,
+    },
+}
+
+/// The state of the first pass over the units.
+struct Reading<'a, 'd> {
+    dwarf: &'d gimli::Dwarf<Reader<'a>>,
+    space: &'d AddressSpace<'d>,
+    directory: Directory<'a>,
+    /// By directory index.
+    pending: Vec<(usize, Pending)>,
+    source_files: SourceFiles,
+    facts: DwarfFacts,
+}
+
+impl<'a> Reading<'a, '_> {
+    /// Walks one unit, reads its line program, and files it in the directory.
+    fn add_unit(&mut self, header: gimli::UnitHeader<Reader<'a>>, section: &'static str) {
+        let unit_offset = match header.offset() {
+            gimli::UnitSectionOffset::DebugInfoOffset(offset) => offset.0,
+            gimli::UnitSectionOffset::DebugTypesOffset(offset) => offset.0,
+        };
+        let unit_type = header.type_();
+        let unit = match self.dwarf.unit(header) {
+            Ok(unit) => unit,
+            Err(error) => {
+                self.facts
+                    .report(section, format!("unit at offset {unit_offset:#x}: {error}"));
+                return;
+            }
+        };
+        let unit_ref = unit.unit_ref(self.dwarf);
+        let mut collected = Collected::default();
+        // The compilation unit index, for a compilation unit.
+        let (name, type_offset, cu_index) = match unit_type {
+            gimli::UnitType::Type {
+                type_signature,
+                type_offset,
+            } => {
+                let name = format!("type unit {:016x}", type_signature.0);
+                // Type units have no code, so the unit index given for code ranges is unused.
+                if let Err(error) = walk_unit(
+                    unit_ref,
+                    usize::MAX,
+                    &name,
+                    self.space,
+                    &mut collected,
+                    &mut self.facts,
+                ) {
+                    self.facts.report(section, format!("{name}: {error}"));
+                }
+                (name, Some(type_offset), None)
+            }
+            gimli::UnitType::SplitType { .. } | gimli::UnitType::SplitCompilation(_) => return,
+            _ => {
+                self.facts.has_units = true;
+                let cu_index = self.facts.compile_units.len();
+                let name = unit.name.map_or_else(
+                    || format!("<unit at {unit_offset:#x}>"),
+                    |name| name.to_string_lossy().into_owned(),
+                );
+                self.facts.compile_units.push(name.clone());
+                if let Some(producer) = unit_producer(unit_ref) {
+                    self.facts.producers.push(producer);
+                }
+                if let Some(dwo_id) = unit.dwo_id {
+                    self.facts.report(
+                        section,
+                        format!(
+                            "compilation unit {name} keeps its DWARF in a split DWARF file \
+                             (dwo id {:016x}), which is not read",
+                            dwo_id.0
+                        ),
+                    );
+                }
+                if let Err(error) = walk_unit(
+                    unit_ref,
+                    cu_index,
+                    &name,
+                    self.space,
+                    &mut collected,
+                    &mut self.facts,
+                ) {
+                    // What the walk read before the damage is still resolved.
+                    self.facts.report(
+                        section,
+                        format!("compilation unit {name} at offset {unit_offset:#x}: {error}"),
+                    );
+                }
+                if let Err(error) = read_lines(
+                    unit_ref,
+                    self.space,
+                    &mut self.source_files,
+                    &mut self.facts,
+                ) {
+                    self.facts.report(
+                        ".debug_line",
+                        format!("line program of compilation unit {name}: {error}"),
+                    );
+                }
+                (name, None, Some(cu_index))
+            }
+        };
+        let entry = UnitEntry {
+            unit,
+            name,
+            prefixes: std::mem::take(&mut collected.prefixes),
+            typedef_of: std::mem::take(&mut collected.typedef_of),
+            type_offset,
+            cu_index,
+        };
+        let pending = match cu_index {
+            Some(cu_index) => Pending::Compile {
+                cu_index,
+                collected,
+            },
+            None => Pending::Type {
+                aggregates: collected.aggregates,
+            },
+        };
+        let index = self.directory.push(entry);
+        self.pending.push((index, pending));
+    }
 }
 
 /// Sorts ranges and merges overlapping or touching ones.
@@ -302,13 +420,23 @@ struct Collected {
 
 /// Walks the DIE tree of a unit once, recording code ranges in `facts` and collecting in
 /// `collected` what needs names resolved afterwards.
+///
+/// A DIE whose attributes do not read is a diagnostic (naming the function, for a subprogram)
+/// and the walk goes on; only a tree that cannot be walked further ends it with an error.
 fn walk_unit(
     unit: UnitRef<'_, Reader<'_>>,
     cu_index: usize,
+    unit_name: &str,
     space: &AddressSpace<'_>,
     collected: &mut Collected,
     facts: &mut DwarfFacts,
 ) -> gimli::Result<()> {
+    let mut root_entries = unit.entries();
+    if let Some((_, root)) = root_entries.next_dfs()? {
+        if !pc_range_fits(unit, root) {
+            return Err(gimli::Error::InvalidAddressRange);
+        }
+    }
     let mut unit_ranges = unit.unit_ranges()?;
     while let Some(range) = unit_ranges.next()? {
         if range.begin < range.end && space.is_code(range.begin) {
@@ -329,9 +457,18 @@ fn walk_unit(
         }
         let caller = frames.last().and_then(|frame| frame.caller);
         let offset = entry.offset();
-        let name = match entry.attr_value(constants::DW_AT_name)? {
-            Some(value) => Some(unit.attr_string(value)?.to_string_lossy().into_owned()),
-            None => None,
+        let name = match die_name_attr(unit, entry, constants::DW_AT_name) {
+            Ok(name) => name,
+            Err(error) => {
+                facts.report(
+                    ".debug_info",
+                    format!(
+                        "name of the DIE at offset {:#x} in {unit_name}: {error}",
+                        offset.0
+                    ),
+                );
+                None
+            }
         };
         // Anonymous aggregates get their enclosing scope too: it names them.
         let is_aggregate = matches!(
@@ -343,63 +480,29 @@ fn walk_unit(
         if (name.is_some() || is_aggregate) && !prefix.is_empty() {
             collected.prefixes.insert(offset, prefix.clone());
         }
-        let scope = match entry.tag() {
-            constants::DW_TAG_subprogram => {
-                let code_entry = subprogram_code(unit, entry, space, facts)?;
-                if let Some(address) = code_entry {
-                    collected.subprograms.push((address, offset));
-                }
-                Scope::Subprogram(code_entry)
-            }
-            constants::DW_TAG_inlined_subroutine => {
-                if let Some(caller) = caller {
-                    let mut ranges = Vec::new();
-                    let mut die_ranges = unit.die_ranges(entry)?;
-                    while let Some(range) = die_ranges.next()? {
-                        if range.begin < range.end && space.is_code(range.begin) {
-                            ranges.push((range.begin, range.end - range.begin));
-                        }
-                    }
-                    if !ranges.is_empty() {
-                        ranges.sort_unstable();
-                        collected.inline_sites.push((caller, offset, ranges));
-                    }
-                }
-                Scope::Other
-            }
-            constants::DW_TAG_namespace => Scope::Named(
-                name.clone()
-                    .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
-            ),
-            constants::DW_TAG_structure_type
-            | constants::DW_TAG_class_type
-            | constants::DW_TAG_union_type => {
-                let is_declaration = matches!(
-                    entry.attr_value(constants::DW_AT_declaration)?,
-                    Some(AttributeValue::Flag(true))
+        let scope = match visit_die(unit, entry, &name, caller, space, collected, facts) {
+            Ok(scope) => scope,
+            Err(error) => {
+                // The linkage name is the symbol name a function is known by downstream.
+                let function = (entry.tag() == constants::DW_TAG_subprogram)
+                    .then(|| {
+                        die_name_attr(unit, entry, constants::DW_AT_linkage_name)
+                            .ok()
+                            .flatten()
+                            .or_else(|| name.clone())
+                    })
+                    .flatten();
+                facts.report_for(
+                    ".debug_info",
+                    format!(
+                        "{} at offset {:#x} in {unit_name}: {error}",
+                        entry.tag(),
+                        offset.0
+                    ),
+                    function,
                 );
-                let has_size = entry.attr_value(constants::DW_AT_byte_size)?.is_some();
-                if has_size && !is_declaration {
-                    collected.aggregates.push(offset);
-                }
-                match &name {
-                    Some(name) => Scope::Named(name.clone()),
-                    None => Scope::Other,
-                }
-            }
-            constants::DW_TAG_typedef => {
-                if let Some(target) = reference(unit, entry.attr_value(constants::DW_AT_type)?) {
-                    collected.typedef_of.entry(target).or_insert(offset);
-                }
                 Scope::Other
             }
-            constants::DW_TAG_variable => {
-                if let Some(address) = variable_address(unit, entry, space)? {
-                    collected.variables.push((address, offset));
-                }
-                Scope::Other
-            }
-            _ => Scope::Other,
         };
         if entry.has_children() {
             let prefix_len = prefix.len();
@@ -428,11 +531,11 @@ fn resolve_unit(
     names: &Names<'_, '_>,
     collected: &Collected,
     cu_index: usize,
-    cu_name: &str,
     facts: &mut DwarfFacts,
 ) {
     for &(address, offset) in &collected.subprograms {
         if let Some(name) = names.die_name(offset) {
+            let cu_index = names.declaring_unit(offset).unwrap_or(cu_index);
             facts
                 .subprogram_entries
                 .entry(address)
@@ -454,104 +557,118 @@ fn resolve_unit(
             VariableAddress::ThreadLocal(offset) => (&mut facts.tls_variables, offset),
         };
         map.entry(key).or_insert_with(|| VariableFacts {
-            compile_unit: cu_index,
+            compile_unit: names.declaring_unit(offset).unwrap_or(cu_index),
             type_name: names.variable_type_name(offset),
         });
     }
-    lay_out(names, &collected.aggregates, cu_name, facts);
+    lay_out(names, &collected.aggregates, facts);
 }
 
 /// Adds the layouts of the aggregates at `offsets` to `facts`.
-fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], unit_name: &str, facts: &mut DwarfFacts) {
+fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts) {
     for &offset in offsets {
         match names.layout(offset) {
             Ok(Some(layout)) => facts.types.push(layout),
             Ok(None) => {}
             Err(error) => facts.report(
                 ".debug_info",
-                format!("type at offset {:#x} in {unit_name}: {error}", offset.0),
+                format!(
+                    "type at offset {:#x} in {}: {error}",
+                    offset.0,
+                    names.cu_name()
+                ),
             ),
         }
     }
 }
 
-/// Reads every type unit (`.debug_types`, and `DW_UT_type` units in `.debug_info`) so that
-/// types referenced by signature can be named.
-fn read_type_units<'a>(
-    dwarf: &gimli::Dwarf<Reader<'a>>,
+/// Records what one DIE contributes and returns what it means to its children.
+fn visit_die<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    name: &Option<String>,
+    caller: Option<u64>,
     space: &AddressSpace<'_>,
+    collected: &mut Collected,
     facts: &mut DwarfFacts,
-) -> TypeUnits<'a> {
-    let mut headers = Vec::new();
-    let mut debug_types = dwarf.type_units();
-    loop {
-        match debug_types.next() {
-            Ok(Some(header)) => headers.push(header),
-            Ok(None) => break,
-            Err(error) => {
-                facts.report(
-                    ".debug_types",
-                    format!("cannot read a unit header, the rest is skipped: {error}"),
-                );
-                break;
+) -> gimli::Result<Scope> {
+    let offset = entry.offset();
+    let scope = match entry.tag() {
+        constants::DW_TAG_subprogram => {
+            let code_entry = subprogram_code(unit, entry, space, facts)?;
+            if let Some(address) = code_entry {
+                collected.subprograms.push((address, offset));
+            }
+            Scope::Subprogram(code_entry)
+        }
+        constants::DW_TAG_inlined_subroutine => {
+            if let Some(caller) = caller {
+                let mut ranges = Vec::new();
+                if !pc_range_fits(unit, entry) {
+                    return Err(gimli::Error::InvalidAddressRange);
+                }
+                let mut die_ranges = unit.die_ranges(entry)?;
+                while let Some(range) = die_ranges.next()? {
+                    if range.begin < range.end && space.is_code(range.begin) {
+                        ranges.push((range.begin, range.end - range.begin));
+                    }
+                }
+                if !ranges.is_empty() {
+                    ranges.sort_unstable();
+                    collected.inline_sites.push((caller, offset, ranges));
+                }
+            }
+            Scope::Other
+        }
+        constants::DW_TAG_namespace => Scope::Named(
+            name.clone()
+                .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
+        ),
+        constants::DW_TAG_structure_type
+        | constants::DW_TAG_class_type
+        | constants::DW_TAG_union_type => {
+            let is_declaration = matches!(
+                entry.attr_value(constants::DW_AT_declaration)?,
+                Some(AttributeValue::Flag(true))
+            );
+            let has_size = entry.attr_value(constants::DW_AT_byte_size)?.is_some();
+            if has_size && !is_declaration {
+                collected.aggregates.push(offset);
+            }
+            match &name {
+                Some(name) => Scope::Named(name.clone()),
+                None => Scope::Other,
             }
         }
-    }
-    let mut debug_info = dwarf.units();
-    // Errors here are reported when the compilation units are read.
-    while let Ok(Some(header)) = debug_info.next() {
-        if matches!(header.type_(), gimli::UnitType::Type { .. }) {
-            headers.push(header);
-        }
-    }
-    let mut type_units = TypeUnits::default();
-    for header in headers {
-        let gimli::UnitType::Type {
-            type_signature,
-            type_offset,
-        } = header.type_()
-        else {
-            continue;
-        };
-        let unit = match dwarf.unit(header) {
-            Ok(unit) => unit,
-            Err(error) => {
-                facts.report(
-                    ".debug_types",
-                    format!("type unit {:016x}: {error}", type_signature.0),
-                );
-                continue;
+        constants::DW_TAG_typedef => {
+            if let Some(target) = reference(unit, entry.attr_value(constants::DW_AT_type)?) {
+                collected.typedef_of.entry(target).or_insert(offset);
             }
-        };
-        let name = format!("type unit {:016x}", type_signature.0);
-        let mut collected = Collected::default();
-        // Type units have no code, so the unit index recorded for code ranges is never used.
-        if let Err(error) = walk_unit(
-            unit.unit_ref(dwarf),
-            usize::MAX,
-            space,
-            &mut collected,
-            facts,
-        ) {
-            facts.report(".debug_types", format!("{name}: {error}"));
+            Scope::Other
         }
-        // The first unit with a signature wins, as a linker would keep one copy.
-        if type_units.by_signature.contains_key(&type_signature.0) {
-            continue;
+        constants::DW_TAG_variable => {
+            if let Some(address) = variable_address(unit, entry, space)? {
+                collected.variables.push((address, offset));
+            }
+            Scope::Other
         }
-        type_units
-            .by_signature
-            .insert(type_signature.0, type_units.units.len());
-        type_units.units.push(TypeUnit {
-            unit,
-            type_offset,
-            name,
-            prefixes: collected.prefixes,
-            typedef_of: collected.typedef_of,
-            aggregates: collected.aggregates,
-        });
+        _ => Scope::Other,
+    };
+    Ok(scope)
+}
+
+/// A string attribute of a DIE.
+fn die_name_attr<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    attr: constants::DwAt,
+) -> gimli::Result<Option<String>> {
+    match entry.attr_value(attr)? {
+        Some(value) => Ok(Some(
+            unit.attr_string(value)?.to_string_lossy().into_owned(),
+        )),
+        None => Ok(None),
     }
-    type_units
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the
@@ -563,6 +680,9 @@ fn subprogram_code<'a>(
     facts: &mut DwarfFacts,
 ) -> gimli::Result<Option<u64>> {
     let mut first = None;
+    if !pc_range_fits(unit, entry) {
+        return Err(gimli::Error::InvalidAddressRange);
+    }
     let mut ranges = unit.die_ranges(entry)?;
     while let Some(range) = ranges.next()? {
         if range.begin < range.end && space.is_code(range.begin) {
@@ -708,4 +828,27 @@ fn unit_producer(unit: UnitRef<'_, Reader<'_>>) -> Option<String> {
     let (_, root) = entries.next_dfs().ok()??;
     let value = root.attr_value(constants::DW_AT_producer).ok()??;
     Some(unit.attr_string(value).ok()?.to_string_lossy().into_owned())
+}
+
+/// Whether `DW_AT_low_pc + DW_AT_high_pc` (high_pc as a length) stays within 64 bits. gimli
+/// adds the two unchecked, which panics in builds with overflow checks on hostile input
+/// (found by the `dwarf` fuzz target: fuzz/regressions/dwarf-3e24f9bc.bin).
+fn pc_range_fits<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+) -> bool {
+    let Ok(Some(high)) = entry.attr_value(constants::DW_AT_high_pc) else {
+        return true;
+    };
+    let Some(length) = high.udata_value() else {
+        return true;
+    };
+    let low = match entry.attr_value(constants::DW_AT_low_pc) {
+        Ok(Some(value)) => match unit.attr_address(value) {
+            Ok(Some(address)) => address,
+            _ => return true,
+        },
+        _ => return true,
+    };
+    low.checked_add(length).is_some()
 }

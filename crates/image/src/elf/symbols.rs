@@ -5,8 +5,7 @@ use object::elf;
 use object::read::elf::{Sym, SymbolTable};
 
 use super::dwarf::DwarfFacts;
-use super::{ENDIAN, ElfFile, ElfHeader, SectionFacts, malformed};
-use crate::Result;
+use super::{ENDIAN, ElfFile, ElfHeader, SectionFacts};
 use crate::model::{DataKind, DataSymbol, Diagnostic, Export, Function, Import, Linkage, Tls};
 
 /// The symbol table functions and data symbols come from, with the section names of the file it
@@ -23,36 +22,30 @@ pub(super) struct SymbolSource<'data> {
 pub(super) fn pick_symbol_table<'data>(
     binary: &ElfFile<'data>,
     debug: Option<&ElfFile<'data>>,
-) -> Result<SymbolSource<'data>> {
+) -> SymbolSource<'data> {
     if !binary.elf_symbol_table().is_empty() {
-        return Ok(SymbolSource {
+        return SymbolSource {
             table: *binary.elf_symbol_table(),
             foreign_section_names: None,
             table_name: ".symtab",
-        });
+        };
     }
     if let Some(debug) = debug.filter(|debug| !debug.elf_symbol_table().is_empty()) {
-        let table = debug.elf_section_table();
-        let names = table
+        let names = super::section_facts(debug.elf_section_table())
             .iter()
-            .map(|header| {
-                table
-                    .section_name(ENDIAN, header)
-                    .map(|name| std::str::from_utf8(name).unwrap_or(""))
-            })
-            .collect::<object::Result<Vec<_>>>()
-            .map_err(malformed("debug file section name"))?;
-        return Ok(SymbolSource {
+            .map(|section| section.name)
+            .collect();
+        return SymbolSource {
             table: *debug.elf_symbol_table(),
             foreign_section_names: Some(names),
             table_name: ".symtab",
-        });
+        };
     }
-    Ok(SymbolSource {
+    SymbolSource {
         table: *binary.elf_dynamic_symbol_table(),
         foreign_section_names: None,
         table_name: ".dynsym",
-    })
+    }
 }
 
 impl<'data> SymbolSource<'data> {
@@ -200,13 +193,22 @@ pub(super) fn read_dynamic(
     file: &ElfFile<'_>,
     sections: &[SectionFacts<'_>],
     tls: Option<&Tls>,
-) -> Result<DynamicFacts> {
+    diagnostics: &mut Vec<Diagnostic>,
+) -> DynamicFacts {
     let data = file.data();
     let table = file.elf_dynamic_symbol_table();
-    let versions = file
-        .elf_section_table()
-        .versions(ENDIAN, data)
-        .map_err(malformed("symbol versions"))?;
+    // Without versions the imports lose their library names, nothing else.
+    let versions = match file.elf_section_table().versions(ENDIAN, data) {
+        Ok(versions) => versions,
+        Err(error) => {
+            diagnostics.push(Diagnostic {
+                location: ".gnu.version".into(),
+                message: format!("cannot read the symbol versions: {error}"),
+                function: None,
+            });
+            None
+        }
+    };
     let mut facts = DynamicFacts {
         imports: Vec::new(),
         exports: Vec::new(),
@@ -263,5 +265,5 @@ pub(super) fn read_dynamic(
             ordinal: None,
         });
     }
-    Ok(facts)
+    facts
 }

@@ -92,7 +92,10 @@ fn build(
         eprintln!("skipped: {compiler} is not installed");
         return None;
     }
-    let dir = scratch_dir();
+    // One directory per output: tests run in parallel and would otherwise rewrite a source
+    // file while another compiler reads it.
+    let dir = scratch_dir().join(output);
+    std::fs::create_dir_all(&dir).expect("create the build directory");
     let mut command = Command::new(compiler);
     for (name, text) in sources {
         let path = dir.join(name);
@@ -729,7 +732,7 @@ fn corrupted_debug_and_unwind_sections_never_panic() {
     let Some(bytes) = main_o2() else { return };
     let file = super::ElfFile::parse(bytes).expect("parse");
     let table = file.elf_section_table();
-    let facts = super::section_facts(table).expect("sections");
+    let facts = super::section_facts(table);
     let targets: Vec<(usize, usize)> = facts
         .iter()
         .filter(|s| s.name.starts_with(".debug_") || s.name == ".eh_frame")
@@ -808,4 +811,109 @@ fn type_units_give_the_same_layouts_and_names() {
     for other in seen.iter().skip(1) {
         assert_eq!(Some(other), seen.first());
     }
+}
+
+#[test]
+fn a_forged_decompressed_size_is_refused_not_allocated() {
+    let Some(path) = build(
+        "gcc",
+        "forged_size",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O2", "-g", "-gz"],
+    ) else {
+        return;
+    };
+    let mut bytes = read(&path);
+    let file = super::ElfFile::parse(&*bytes).expect("parse");
+    let facts = super::section_facts(file.elf_section_table());
+    let debug_info = facts
+        .iter()
+        .find(|s| s.name == ".debug_info")
+        .expect(".debug_info");
+    assert_ne!(debug_info.flags & u64::from(object::elf::SHF_COMPRESSED), 0);
+    // Elf64_Chdr: ch_type (4), ch_reserved (4), ch_size (8).
+    let ch_size = usize::try_from(debug_info.offset).expect("offset") + 8;
+    drop(file);
+    bytes[ch_size..ch_size + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
+    let loaded = load_ok(&bytes);
+    assert!(
+        loaded
+            .diagnostics
+            .iter()
+            .any(|d| d.location == ".debug_info" && d.message.contains("decompress")),
+        "{:?}",
+        loaded.diagnostics
+    );
+    // The symbol table does not depend on DWARF.
+    assert!(loaded.image.functions.iter().any(|f| f.name == "compute"));
+}
+
+#[test]
+fn lto_references_across_units_are_followed() {
+    let Some(path) = build(
+        "gcc",
+        "lto",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O2", "-g", "-flto"],
+    ) else {
+        return;
+    };
+    let bytes = read(&path);
+    let loaded = load_ok(&bytes);
+    assert!(loaded.diagnostics.is_empty(), "{:?}", loaded.diagnostics);
+    let image = &loaded.image;
+    // LTO inlines everything into `main`; the inlinees' names live in the early-debug units.
+    let main = function_named(image, "main");
+    let mut inlinees: Vec<&str> = image
+        .inline_sites
+        .iter()
+        .filter(|site| site.caller_rva == main.rva)
+        .map(|site| site.inlinee.as_str())
+        .collect();
+    inlinees.sort_unstable();
+    inlinees.dedup();
+    assert!(!inlinees.is_empty());
+    assert!(!inlinees.contains(&"<unknown>"), "{inlinees:?}");
+    // The code lives in an `<artificial>` unit; the unit that declares it is the source file.
+    assert_eq!(main.compile_unit.as_deref().map(file_name), Some("main.c"));
+    let tls_buf = image
+        .data_symbols
+        .iter()
+        .find(|d| d.name == "tls_buf")
+        .expect("tls_buf");
+    assert_eq!(tls_buf.type_name.as_deref(), Some("char[32]"));
+    assert_eq!(
+        tls_buf.compile_unit.as_deref().map(file_name),
+        Some("main.c")
+    );
+    if let Some(expected) = binutils_functions(&path) {
+        assert_eq!(model_functions(image), expected);
+    }
+
+    // Without inlining, the two static `helper`s stay apart, each with its own unit.
+    let Some(path) = build(
+        "gcc",
+        "lto_no_inline",
+        &[("main.c", MAIN_C), ("other.c", OTHER_C)],
+        &["-O1", "-g", "-flto", "-fno-inline"],
+    ) else {
+        return;
+    };
+    let bytes = read(&path);
+    let image = load_ok(&bytes).image;
+    let mut helpers: Vec<(&str, &str)> = image
+        .functions
+        .iter()
+        .filter(|f| f.display_name == "helper")
+        .map(|f| {
+            (
+                f.compile_unit.as_deref().map_or("", file_name),
+                f.name.as_str(),
+            )
+        })
+        .collect();
+    helpers.sort_unstable();
+    assert_eq!(helpers.len(), 2, "{helpers:?}");
+    assert_eq!(helpers.first().map(|h| h.0), Some("main.c"));
+    assert_eq!(helpers.get(1).map(|h| h.0), Some("other.c"));
 }

@@ -6,7 +6,7 @@
 //! placeholder name rather than a stack overflow or a loop.
 
 use std::cell::Cell;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 use gimli::{AttributeValue, DebuggingInformationEntry, Operation, UnitOffset, UnitRef, constants};
 
@@ -26,9 +26,8 @@ const MAX_CHILDREN: usize = 4096;
 
 type Entry<'abbrev, 'unit, 'a> = DebuggingInformationEntry<'abbrev, 'unit, Reader<'a>>;
 
-/// The offset a reference attribute points to, when it is in the same unit.
-///
-/// References to other units (`DW_FORM_ref_addr`, used by LTO builds) are not followed.
+/// The offset a reference attribute points to, when it is in the same unit; the walk of a unit
+/// uses it before the other units are known.
 pub(super) fn reference(
     unit: UnitRef<'_, Reader<'_>>,
     value: Option<AttributeValue<Reader<'_>>>,
@@ -40,39 +39,50 @@ pub(super) fn reference(
     }
 }
 
-/// Resolves names and types within one unit, with what the walk of the unit collected.
-pub(super) struct Names<'a, 'u> {
-    unit: UnitRef<'u, Reader<'a>>,
-    /// `ns::Class::` for each named DIE inside a named scope.
-    prefixes: &'u HashMap<UnitOffset, String>,
-    /// The first typedef naming each type.
-    typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
-    cu_name: &'u str,
-    /// Type units, for types referenced by signature.
-    type_units: &'u TypeUnits<'a>,
-    /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
-    /// Shared with the `Names` of type units visited on the way.
-    budget: &'u Cell<u32>,
-}
-
-/// A type unit (`.debug_types` in DWARF 4, `DW_UT_type` in DWARF 5): one type that compilation
-/// units reference by its 8-byte signature.
-pub(super) struct TypeUnit<'a> {
+/// One unit, with what its walk found that names need: the qualifying prefixes of its DIEs and
+/// the typedefs that name its anonymous types.
+pub(super) struct UnitEntry<'a> {
     pub unit: gimli::Unit<Reader<'a>>,
-    pub type_offset: UnitOffset,
-    /// `type unit <signature>`, which stands for a compilation unit name in anonymous names.
+    /// The compilation unit's name, or `type unit <signature>`; anonymous types are named
+    /// after it when nothing closer names them.
     pub name: String,
+    /// `ns::Class::` for each DIE inside a named scope.
     pub prefixes: HashMap<UnitOffset, String>,
+    /// The first typedef naming each type.
     pub typedef_of: HashMap<UnitOffset, UnitOffset>,
-    /// The aggregates defined in the unit, to lay out.
-    pub aggregates: Vec<UnitOffset>,
+    /// For a type unit, the DIE of the type its signature designates.
+    pub type_offset: Option<UnitOffset>,
+    /// For a compilation unit, its index among the compilation units.
+    pub cu_index: Option<usize>,
 }
 
-/// Every type unit, found by signature.
+/// Every unit, so that references into other units can be followed: `DW_FORM_ref_addr`
+/// (LTO builds put abstract origins and types in other units) and `DW_FORM_ref_sig8` (types in
+/// type units).
 #[derive(Default)]
-pub(super) struct TypeUnits<'a> {
-    pub units: Vec<TypeUnit<'a>>,
-    pub by_signature: HashMap<u64, usize>,
+pub(super) struct Directory<'a> {
+    units: Vec<UnitEntry<'a>>,
+    by_signature: HashMap<u64, usize>,
+    /// `.debug_info` offset of each unit there.
+    by_offset: BTreeMap<usize, usize>,
+}
+
+impl<'a> Directory<'a> {
+    /// Adds a unit and returns its index.
+    pub fn push(&mut self, entry: UnitEntry<'a>) -> usize {
+        let index = self.units.len();
+        if let Some(offset) = entry.unit.header.offset().as_debug_info_offset() {
+            self.by_offset.insert(offset.0, index);
+        }
+        if let (gimli::UnitType::Type { type_signature, .. }, Some(_)) =
+            (entry.unit.header.type_(), entry.type_offset)
+        {
+            // The first unit with a signature wins, as a linker keeps one copy.
+            self.by_signature.entry(type_signature.0).or_insert(index);
+        }
+        self.units.push(entry);
+        index
+    }
 }
 
 /// A fresh budget for [`Names::new`].
@@ -80,48 +90,75 @@ pub(super) fn new_budget() -> Cell<u32> {
     Cell::new(TYPE_BUDGET)
 }
 
+/// Resolves names and types within one unit, hopping to other units through the directory.
+#[derive(Clone, Copy)]
+pub(super) struct Names<'a, 'u> {
+    dwarf: &'u gimli::Dwarf<Reader<'a>>,
+    directory: &'u Directory<'a>,
+    entry: &'u UnitEntry<'a>,
+    unit: UnitRef<'u, Reader<'a>>,
+    /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
+    /// Shared with the `Names` of other units visited on the way.
+    budget: &'u Cell<u32>,
+}
+
 impl<'a, 'u> Names<'a, 'u> {
+    /// Names for unit number `index` of the directory.
     pub fn new(
-        unit: UnitRef<'u, Reader<'a>>,
-        prefixes: &'u HashMap<UnitOffset, String>,
-        typedef_of: &'u HashMap<UnitOffset, UnitOffset>,
-        cu_name: &'u str,
-        type_units: &'u TypeUnits<'a>,
+        dwarf: &'u gimli::Dwarf<Reader<'a>>,
+        directory: &'u Directory<'a>,
+        index: usize,
         budget: &'u Cell<u32>,
-    ) -> Self {
-        Names {
-            unit,
-            prefixes,
-            typedef_of,
-            cu_name,
-            type_units,
+    ) -> Option<Self> {
+        let entry = directory.units.get(index)?;
+        Some(Names {
+            dwarf,
+            directory,
+            entry,
+            unit: entry.unit.unit_ref(dwarf),
             budget,
+        })
+    }
+
+    /// The name of the unit, for messages and anonymous types.
+    pub fn cu_name(&self) -> &str {
+        &self.entry.name
+    }
+
+    /// Where a reference attribute value points: the unit (as `Names`) and the offset in it.
+    fn resolve(&self, value: AttributeValue<Reader<'a>>) -> Option<(Self, UnitOffset)> {
+        match value {
+            AttributeValue::UnitRef(offset) => Some((*self, offset)),
+            AttributeValue::DebugInfoRef(offset) => {
+                if let Some(local) = offset.to_unit_offset(&self.unit.header) {
+                    return Some((*self, local));
+                }
+                let (_, &index) = self.directory.by_offset.range(..=offset.0).next_back()?;
+                let names = Names::new(self.dwarf, self.directory, index, self.budget)?;
+                let local = offset.to_unit_offset(&names.unit.header)?;
+                Some((names, local))
+            }
+            AttributeValue::DebugTypesRef(signature) => {
+                let &index = self.directory.by_signature.get(&signature.0)?;
+                let names = Names::new(self.dwarf, self.directory, index, self.budget)?;
+                let type_offset = names.entry.type_offset?;
+                Some((names, type_offset))
+            }
+            _ => None,
         }
     }
 
-    /// The name of the type a signature designates, read in its type unit.
-    fn signature_type_name(&self, signature: u64, depth: u32) -> String {
-        let Some(type_unit) = self
-            .type_units
-            .by_signature
-            .get(&signature)
-            .and_then(|&index| self.type_units.units.get(index))
-        else {
-            return format!("<type {signature:016x}>");
-        };
-        let names = Names::new(
-            type_unit.unit.unit_ref(self.unit.dwarf),
-            &type_unit.prefixes,
-            &type_unit.typedef_of,
-            &type_unit.name,
-            self.type_units,
-            self.budget,
-        );
-        names.type_name(type_unit.type_offset, depth + 1)
+    /// Where the reference attribute `attr` of `entry` points, if it has one that resolves.
+    fn resolve_attr(
+        &self,
+        entry: &Entry<'_, '_, 'a>,
+        attr: constants::DwAt,
+    ) -> Option<(Self, UnitOffset)> {
+        self.resolve(entry.attr_value(attr).ok()??)
     }
 
-    /// The name of the type an attribute (`DW_AT_type`, ...) refers to, in this unit or by
-    /// signature; `None` when the DIE has no such attribute.
+    /// The name of the type an attribute (`DW_AT_type`, ...) refers to, in this unit or
+    /// another; `None` when the DIE has no such attribute.
     fn type_attr_name(
         &self,
         entry: &Entry<'_, '_, 'a>,
@@ -129,34 +166,50 @@ impl<'a, 'u> Names<'a, 'u> {
         depth: u32,
     ) -> Option<String> {
         let value = entry.attr_value(attr).ok()??;
-        Some(match value {
-            AttributeValue::DebugTypesRef(signature) => {
-                self.signature_type_name(signature.0, depth)
-            }
-            value => match reference(self.unit, Some(value)) {
-                Some(offset) => self.type_name(offset, depth + 1),
-                None => "<unresolved type>".to_owned(),
-            },
+        Some(match self.resolve(value) {
+            Some((names, offset)) => names.type_name(offset, depth + 1),
+            None => "<unresolved type>".to_owned(),
         })
     }
 
     /// The qualified name of a DIE, following `DW_AT_specification` and `DW_AT_abstract_origin`
     /// to the declaration that carries it.
     pub fn die_name(&self, offset: UnitOffset) -> Option<String> {
-        let mut offset = offset;
+        let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
-            let entry = self.unit.entry(offset).ok()?;
-            if let Some(name) = self.own_name(&entry) {
+            let entry = names.unit.entry(offset).ok()?;
+            if let Some(name) = names.own_name(&entry) {
                 return Some(name);
             }
-            offset = [
-                constants::DW_AT_specification,
-                constants::DW_AT_abstract_origin,
-            ]
-            .into_iter()
-            .find_map(|attr| reference(self.unit, entry.attr_value(attr).ok().flatten()))?;
+            (names, offset) = names.declaration_of(&entry)?;
         }
         None
+    }
+
+    /// The compilation unit that declares the DIE at `offset`: the end of its chain of
+    /// `DW_AT_specification`/`DW_AT_abstract_origin`. With LTO, code is described in an
+    /// `<artificial>` unit but declared in the unit of its source file.
+    pub fn declaring_unit(&self, offset: UnitOffset) -> Option<usize> {
+        let (mut names, mut offset) = (*self, offset);
+        for _ in 0..MAX_DEPTH {
+            let entry = names.unit.entry(offset).ok()?;
+            match names.declaration_of(&entry) {
+                Some(next) => (names, offset) = next,
+                None => return names.entry.cu_index,
+            }
+        }
+        None
+    }
+
+    /// The DIE a definition or concrete instance completes (`DW_AT_specification`,
+    /// `DW_AT_abstract_origin`).
+    fn declaration_of(&self, entry: &Entry<'_, '_, 'a>) -> Option<(Self, UnitOffset)> {
+        [
+            constants::DW_AT_specification,
+            constants::DW_AT_abstract_origin,
+        ]
+        .into_iter()
+        .find_map(|attr| self.resolve_attr(entry, attr))
     }
 
     /// `DW_AT_name` alone, without the enclosing scopes.
@@ -174,7 +227,7 @@ impl<'a, 'u> Names<'a, 'u> {
     /// `DW_AT_name` with the enclosing scopes, if the DIE has one.
     fn own_name(&self, entry: &Entry<'_, '_, 'a>) -> Option<String> {
         let name = self.raw_name(entry)?;
-        Some(match self.prefixes.get(&entry.offset()) {
+        Some(match self.entry.prefixes.get(&entry.offset()) {
             Some(prefix) => format!("{prefix}{name}"),
             None => name,
         })
@@ -183,18 +236,13 @@ impl<'a, 'u> Names<'a, 'u> {
     /// The type of a variable, which a definition may leave to its declaration.
     pub fn variable_type_name(&self, offset: UnitOffset) -> Option<String> {
         self.budget.set(TYPE_BUDGET);
-        let mut offset = offset;
+        let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
-            let entry = self.unit.entry(offset).ok()?;
-            if let Some(name) = self.type_attr_name(&entry, constants::DW_AT_type, 0) {
+            let entry = names.unit.entry(offset).ok()?;
+            if let Some(name) = names.type_attr_name(&entry, constants::DW_AT_type, 0) {
                 return Some(name);
             }
-            offset = [
-                constants::DW_AT_specification,
-                constants::DW_AT_abstract_origin,
-            ]
-            .into_iter()
-            .find_map(|attr| reference(self.unit, entry.attr_value(attr).ok().flatten()))?;
+            (names, offset) = names.declaration_of(&entry)?;
         }
         None
     }
@@ -219,10 +267,8 @@ impl<'a, 'u> Names<'a, 'u> {
             return "<unreadable type>".to_owned();
         };
         // A declaration that stands for a type defined in a type unit.
-        if let Ok(Some(AttributeValue::DebugTypesRef(signature))) =
-            entry.attr_value(constants::DW_AT_signature)
-        {
-            return self.signature_type_name(signature.0, depth);
+        if let Some((names, type_offset)) = self.resolve_attr(&entry, constants::DW_AT_signature) {
+            return names.type_name(type_offset, depth + 1);
         }
         let inner = || self.referenced_type_name(&entry, depth);
         match entry.tag() {
@@ -238,16 +284,18 @@ impl<'a, 'u> Names<'a, 'u> {
                 format!("enum {}", self.aggregate_name(&entry))
             }
             constants::DW_TAG_pointer_type => {
-                let target = reference(
-                    self.unit,
-                    entry.attr_value(constants::DW_AT_type).ok().flatten(),
-                );
+                let target = self.resolve_attr(&entry, constants::DW_AT_type);
                 // A pointer to a function reads `R(*)(A, B)`, as C spells it.
-                let is_function = target
-                    .and_then(|target| self.unit.entry(target).ok())
-                    .is_some_and(|target| target.tag() == constants::DW_TAG_subroutine_type);
+                let is_function = target.is_some_and(|(names, target)| {
+                    names
+                        .unit
+                        .entry(target)
+                        .is_ok_and(|target| target.tag() == constants::DW_TAG_subroutine_type)
+                });
                 match target {
-                    Some(target) if is_function => self.function_type_name(target, "(*)", depth),
+                    Some((names, target)) if is_function => {
+                        names.function_type_name(target, "(*)", depth + 1)
+                    }
                     _ => format!("{}*", inner()),
                 }
             }
@@ -336,14 +384,9 @@ impl<'a, 'u> Names<'a, 'u> {
     fn aggregate_name(&self, entry: &Entry<'_, '_, 'a>) -> String {
         // A definition completing a declaration (as in type units) takes the declaration's
         // qualified name: the declaration sits inside the namespaces, the definition does not.
-        if let Some(name) = reference(
-            self.unit,
-            entry
-                .attr_value(constants::DW_AT_specification)
-                .ok()
-                .flatten(),
-        )
-        .and_then(|declaration| self.die_name(declaration))
+        if let Some(name) = self
+            .resolve_attr(entry, constants::DW_AT_specification)
+            .and_then(|(names, declaration)| names.die_name(declaration))
         {
             return name;
         }
@@ -351,6 +394,7 @@ impl<'a, 'u> Names<'a, 'u> {
             return name;
         }
         if let Some(name) = self
+            .entry
             .typedef_of
             .get(&entry.offset())
             .and_then(|&typedef| self.unit.entry(typedef).ok())
@@ -381,16 +425,15 @@ impl<'a, 'u> Names<'a, 'u> {
 
     /// The byte size of a type, through typedefs and qualifiers.
     fn type_size(&self, offset: UnitOffset) -> Option<u64> {
-        let mut offset = offset;
+        let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
-            let entry = self.unit.entry(offset).ok()?;
+            let entry = names.unit.entry(offset).ok()?;
             if let Some(size) = udata(&entry, constants::DW_AT_byte_size) {
                 return Some(size);
             }
-            offset = reference(
-                self.unit,
-                entry.attr_value(constants::DW_AT_type).ok().flatten(),
-            )?;
+            (names, offset) = names
+                .resolve_attr(&entry, constants::DW_AT_type)
+                .or_else(|| names.resolve_attr(&entry, constants::DW_AT_signature))?;
         }
         None
     }
@@ -418,10 +461,11 @@ impl<'a, 'u> Names<'a, 'u> {
             // Anonymous aggregates of different scopes must not merge by name alone: name the
             // enclosing aggregate or namespace, else the unit.
             let scope = self
+                .entry
                 .prefixes
                 .get(&offset)
                 .map(|prefix| prefix.trim_end_matches("::"))
-                .unwrap_or(self.cu_name);
+                .unwrap_or(self.cu_name());
             name = format!(
                 "<anon {keyword} {} in {scope}>",
                 name.trim_start_matches("<anon ").trim_end_matches('>'),
@@ -476,11 +520,8 @@ impl<'a, 'u> Names<'a, 'u> {
         // same form a PDB gives.
         let storage = udata(child, constants::DW_AT_byte_size)
             .or_else(|| {
-                reference(
-                    self.unit,
-                    child.attr_value(constants::DW_AT_type).ok().flatten(),
-                )
-                .and_then(|t| self.type_size(t))
+                self.resolve_attr(child, constants::DW_AT_type)
+                    .and_then(|(names, type_offset)| names.type_size(type_offset))
             })
             .filter(|&size| size > 0 && size <= 64)
             .unwrap_or(1);
