@@ -432,10 +432,10 @@ fn walk_unit(
     facts: &mut DwarfFacts,
 ) -> gimli::Result<()> {
     let mut root_entries = unit.entries();
-    if let Some((_, root)) = root_entries.next_dfs()? {
-        if !pc_range_fits(unit, root) {
-            return Err(gimli::Error::InvalidAddressRange);
-        }
+    if let Some((_, root)) = root_entries.next_dfs()?
+        && !pc_range_fits(unit, root)
+    {
+        return Err(gimli::Error::InvalidAddressRange);
     }
     let mut unit_ranges = unit.unit_ranges()?;
     while let Some(range) = unit_ranges.next()? {
