@@ -2,7 +2,7 @@
 
 use crate::pair::PairArgs;
 use anyhow::Result;
-use hotpatch_diff::{Cause, Config, DataChangeKind, Diff};
+use hotpatch_diff::{Config, DataChangeKind, Diff};
 use std::io::Write;
 
 #[derive(clap::Args)]
@@ -83,13 +83,7 @@ fn summary(args: &Args, diff: &Diff, out: &mut dyn Write) -> Result<()> {
         let causes: Vec<String> = changed
             .causes
             .iter()
-            .map(|cause| match cause {
-                Cause::Instructions => "instructions".to_owned(),
-                Cause::References { .. } => "references".to_owned(),
-                Cause::InlinedCode { inlinees } => {
-                    format!("inlined code of {}", inlinees.join(", "))
-                }
-            })
+            .map(|cause| cause.describe())
             .collect();
         writeln!(
             out,

@@ -98,6 +98,27 @@ pub enum Cause {
     },
     /// Code the compiler inlined from these functions lies where the instructions differ.
     InlinedCode { inlinees: Vec<String> },
+    /// The function's own type (return or parameter types) differs in the debug information.
+    SignatureChanged { baseline: String, fixed: String },
+    /// It calls functions whose type differs between the builds.
+    CalleeSignatureChanged { callees: Vec<String> },
+}
+
+impl Cause {
+    /// The cause in a few words, for summaries and reports.
+    pub fn describe(&self) -> String {
+        match self {
+            Cause::Instructions => "instructions".to_owned(),
+            Cause::References { .. } => "references".to_owned(),
+            Cause::InlinedCode { inlinees } => format!("inlined code of {}", inlinees.join(", ")),
+            Cause::SignatureChanged { baseline, fixed } => {
+                format!("signature {baseline} -> {fixed}")
+            }
+            Cause::CalleeSignatureChanged { callees } => {
+                format!("callee signature changed: {}", callees.join(", "))
+            }
+        }
+    }
 }
 
 /// The first instruction pair that differs.
@@ -237,6 +258,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
             Outcome::Changed(changed) => result.changed.push(*changed),
         }
     }
+    add_signature_causes(&mut result.changed, &pairs, baseline, fixed);
     let matched_baseline: Vec<bool> =
         flags(baseline.functions.len(), pairs.iter().map(|p| p.baseline));
     let matched_fixed: Vec<bool> = flags(fixed.functions.len(), pairs.iter().map(|p| p.fixed));
@@ -535,11 +557,65 @@ fn first_difference(
             fixed_rva: new_side.as_ref().map(|(rva, _)| *rva),
             baseline: old_side
                 .map(|(_, text)| text)
-                .unwrap_or_else(|| "(inserted)".into()),
+                .unwrap_or_else(|| "(nothing: inserted)".into()),
             fixed: new_side
                 .map(|(_, text)| text)
-                .unwrap_or_else(|| "(deleted)".into()),
+                .unwrap_or_else(|| "(nothing: deleted)".into()),
         });
     }
     None
+}
+
+/// Adds the signature causes: a changed function whose own type changed, and one that calls
+/// (or tail-calls) a function whose type changed. Names in listings are baseline names.
+fn add_signature_causes(
+    changed: &mut [ChangedFunction],
+    pairs: &[matching::Pair],
+    baseline: &Image<'_>,
+    fixed: &Image<'_>,
+) {
+    let mut changed_types: HashMap<String, (String, String)> = HashMap::new();
+    for pair in pairs {
+        let (b, f) = (
+            &baseline.functions[pair.baseline],
+            &fixed.functions[pair.fixed],
+        );
+        if let (Some(old), Some(new)) = (&b.signature, &f.signature)
+            && old != new
+        {
+            changed_types.insert(
+                matching::canonical_name(&b.name),
+                (old.clone(), new.clone()),
+            );
+        }
+    }
+    if changed_types.is_empty() {
+        return;
+    }
+    for function in changed {
+        if let Some((old, new)) = changed_types.get(&matching::canonical_name(&function.name)) {
+            function.causes.push(Cause::SignatureChanged {
+                baseline: old.clone(),
+                fixed: new.clone(),
+            });
+        }
+        let mut callees: Vec<String> = function
+            .fixed_listing
+            .iter()
+            .filter_map(|line| {
+                line.strip_prefix("call ")
+                    .or_else(|| line.strip_prefix("jmp "))
+            })
+            .filter(|target| changed_types.contains_key(*target))
+            .map(str::to_owned)
+            .collect();
+        callees.sort();
+        callees.dedup();
+        if !callees.is_empty() {
+            function
+                .causes
+                .push(Cause::CalleeSignatureChanged { callees });
+        }
+        function.causes.sort();
+    }
 }

@@ -562,6 +562,7 @@ pub(crate) fn no_function() -> Function<'static> {
         compile_unit: None,
         linkage: hotpatch_image::Linkage::Static,
         has_debug_info: false,
+        signature: None,
         code: &[],
         padding_before: 0,
         first_instruction_len: None,

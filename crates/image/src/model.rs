@@ -144,6 +144,9 @@ pub struct Function<'data> {
     /// Length in bytes of the instruction at the entry, if it decodes.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_instruction_len: Option<u8>,
+    /// The type of the function as the debug information gives it, `ret(arg, arg)`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signature: Option<String>,
     /// Other names whose body is this same body (identical code folding), sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,

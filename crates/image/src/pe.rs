@@ -469,6 +469,7 @@ fn add_undescribed_functions(image: &mut Image<'_>, publics: &[pdb::Public]) {
             compile_unit: None,
             linkage: Linkage::Global,
             has_debug_info: false,
+            signature: None,
             code: &[],
             padding_before: 0,
             first_instruction_len: None,

@@ -229,6 +229,24 @@ rules! {
         evidence: "library and symbol",
         fixtures: "none of the fixtures adds one; string_literal must not fire it",
     };
+    EXPORTED_SIGNATURE_CHANGED = Rule {
+        id: "HP0404", name: "exported-signature-changed", title: "An exported function's signature changed",
+        severity: Severity::RebootRequired, scope: Scope::Function,
+        checks: "A changed function whose type (return and parameter types, from PDB procedure types or DWARF) differs between the builds, and which the image exports.",
+        why: "Other modules call the export with the old arguments; the new code would read arguments they never pass.",
+        remedy: "Keep the exported signature and add a new function for the new parameters; or plan the change for the next baseline.",
+        evidence: "the old and new signature",
+        fixtures: "signature_change (PE: checksum_block is exported); bounds_check must not fire it",
+    };
+    SIGNATURE_CHANGED = Rule {
+        id: "HP0405", name: "signature-changed", title: "A function's signature changed",
+        severity: Severity::Review, scope: Scope::Function,
+        checks: "A changed function whose type differs between the builds and which is not exported.",
+        why: "Every caller must be replaced together with it; a caller the patch leaves alone, or a call through a function pointer, passes the old arguments.",
+        remedy: "Check that every caller is in the patch and the function's address is not taken, then waive this finding; or keep the old signature.",
+        evidence: "the old and new signature",
+        fixtures: "signature_change (ELF: the PIE exports nothing); bounds_check must not fire it",
+    };
     FUNCTION_TOO_SHORT = Rule {
         id: "HP0501", name: "function-too-short", title: "The function is too short for a redirect",
         severity: Severity::RebootRequired, scope: Scope::Function,

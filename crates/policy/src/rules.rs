@@ -121,13 +121,7 @@ fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &m
     let causes: Vec<String> = changed
         .causes
         .iter()
-        .map(|cause| match cause {
-            hotpatch_diff::Cause::Instructions => "instructions".to_owned(),
-            hotpatch_diff::Cause::References { .. } => "references".to_owned(),
-            hotpatch_diff::Cause::InlinedCode { inlinees } => {
-                format!("inlined code of {}", inlinees.join(", "))
-            }
-        })
+        .map(|cause| cause.describe())
         .collect();
     let mut evidence = vec![
         ("baseline_rva", format!("{:#x}", changed.baseline_rva)),
@@ -193,6 +187,37 @@ fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &m
             format!("{display} reads or writes thread-local storage"),
             &[("instruction", line.clone())],
         ));
+    }
+
+    for cause in &changed.causes {
+        if let hotpatch_diff::Cause::SignatureChanged { baseline, fixed } = cause {
+            let exported = subject
+                .fixed
+                .exports
+                .iter()
+                .any(|e| e.name == changed.name || e.name == display);
+            let rule = if exported {
+                &codes::EXPORTED_SIGNATURE_CHANGED
+            } else {
+                &codes::SIGNATURE_CHANGED
+            };
+            findings.push(finding(
+                rule,
+                Some(name),
+                format!(
+                    "the type of {display} changed from {baseline} to {fixed}{}",
+                    if exported {
+                        "; other modules call it with the old arguments"
+                    } else {
+                        ""
+                    }
+                ),
+                &[
+                    ("baseline_signature", baseline.clone()),
+                    ("fixed_signature", fixed.clone()),
+                ],
+            ));
+        }
     }
 
     let baseline_fn = baseline_function(subject.baseline, changed);

@@ -81,6 +81,8 @@ pub(super) struct DwarfFacts {
     /// Entry address of each subprogram with code: its name and compile unit. The first unit
     /// to describe an address wins, so the result does not depend on hashing.
     subprogram_entries: BTreeMap<u64, (String, usize)>,
+    /// The signature of the subprogram whose entry is the key.
+    signatures: BTreeMap<u64, String>,
     /// The code every subprogram covers, merged into disjoint sorted ranges.
     subprogram_ranges: Vec<(u64, u64)>,
     variables: BTreeMap<u64, VariableFacts>,
@@ -97,6 +99,11 @@ pub(super) struct DwarfFacts {
 }
 
 impl DwarfFacts {
+    /// The signature (`ret(args)`) of the subprogram whose entry is `address`.
+    pub fn signature_at(&self, address: u64) -> Option<&str> {
+        self.signatures.get(&address).map(String::as_str)
+    }
+
     /// The name of the subprogram whose entry is `address`.
     pub fn subprogram_name_at(&self, address: u64) -> Option<&str> {
         self.subprogram_entries
@@ -540,6 +547,9 @@ fn resolve_unit(
                 .subprogram_entries
                 .entry(address)
                 .or_insert((name, cu_index));
+            if let Some(signature) = names.subprogram_signature(offset) {
+                facts.signatures.entry(address).or_insert(signature);
+            }
         }
     }
     for (caller_rva, offset, ranges) in &collected.inline_sites {

@@ -140,6 +140,7 @@ pub(super) fn read<'data>(
                 compile_unit: dwarf.compile_unit_at(value).map(str::to_owned),
                 linkage,
                 has_debug_info: dwarf.code_has_subprogram(value),
+                signature: dwarf.signature_at(value).map(str::to_owned),
                 code: &[],
                 padding_before: 0,
                 first_instruction_len: None,

@@ -247,6 +247,61 @@ impl<'a, 'u> Names<'a, 'u> {
         None
     }
 
+    /// The signature of the subprogram at `offset`, `ret(arg, arg, ...)`, from the DIE itself or
+    /// from the declaration or abstract instance it completes (out-of-line instances of inlined
+    /// functions carry no types of their own).
+    pub fn subprogram_signature(&self, offset: UnitOffset) -> Option<String> {
+        self.budget.set(TYPE_BUDGET);
+        let (mut names, mut offset) = (*self, offset);
+        for _ in 0..MAX_DEPTH {
+            let entry = names.unit.entry(offset).ok()?;
+            let (parameters, typed) = names.parameter_types(offset)?;
+            let has_return = entry
+                .attr_value(constants::DW_AT_type)
+                .ok()
+                .flatten()
+                .is_some();
+            if typed || has_return {
+                let ret = names.referenced_type_name(&entry, 0);
+                return Some(format!("{ret}({})", parameters.join(", ")));
+            }
+            (names, offset) = names.declaration_of(&entry)?;
+        }
+        None
+    }
+
+    /// The types of a subprogram's formal parameters (`...` for unspecified ones), and whether
+    /// any of them carried a type.
+    fn parameter_types(&self, offset: UnitOffset) -> Option<(Vec<String>, bool)> {
+        let mut tree = self.unit.entries_tree(Some(offset)).ok()?;
+        let root = tree.root().ok()?;
+        let mut children = root.children();
+        let mut parameters = Vec::new();
+        let mut typed = false;
+        while let Ok(Some(child)) = children.next() {
+            let entry = child.entry();
+            match entry.tag() {
+                constants::DW_TAG_formal_parameter => {
+                    if entry
+                        .attr_value(constants::DW_AT_type)
+                        .ok()
+                        .flatten()
+                        .is_some()
+                    {
+                        typed = true;
+                    }
+                    parameters.push(self.referenced_type_name(entry, 0));
+                }
+                constants::DW_TAG_unspecified_parameters => parameters.push("...".to_owned()),
+                _ => {}
+            }
+            if parameters.len() > 256 {
+                break;
+            }
+        }
+        Some((parameters, typed))
+    }
+
     /// The type a DIE's `DW_AT_type` names, `void` when it has none.
     fn referenced_type_name(&self, entry: &Entry<'_, '_, 'a>, depth: u32) -> String {
         self.type_attr_name(entry, constants::DW_AT_type, depth)

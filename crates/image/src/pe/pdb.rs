@@ -214,6 +214,7 @@ fn read_module_symbols(
                         Linkage::Static
                     },
                     has_debug_info: true,
+                    signature: Some(type_names.signature(procedure.type_index)),
                     code: &[],
                     padding_before: 0,
                     first_instruction_len: None,

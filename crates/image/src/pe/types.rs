@@ -80,6 +80,36 @@ impl<'t, 's> TypeNames<'t, 's> {
         }
     }
 
+    /// The signature of a procedure type, `ret(arg, arg)`.
+    pub(crate) fn signature(&mut self, index: pdb2::TypeIndex) -> String {
+        let arguments = |list: pdb2::TypeIndex| match self.parse(list) {
+            Some(pdb2::TypeData::ArgumentList(list)) => list
+                .arguments
+                .iter()
+                .map(|&a| self.name_at(a, 1))
+                .collect::<Vec<_>>()
+                .join(", "),
+            _ => String::new(),
+        };
+        match self.parse(index) {
+            Some(pdb2::TypeData::Procedure(procedure)) => {
+                let ret = procedure
+                    .return_type
+                    .map(|r| self.name_at(r, 1))
+                    .unwrap_or_else(|| "void".into());
+                format!("{ret}({})", arguments(procedure.argument_list))
+            }
+            Some(pdb2::TypeData::MemberFunction(function)) => {
+                format!(
+                    "{}({})",
+                    self.name_at(function.return_type, 1),
+                    arguments(function.argument_list)
+                )
+            }
+            _ => self.name_at(index, 0),
+        }
+    }
+
     /// The size in bytes of the type at `index` (0 when unknown).
     pub(crate) fn size(&mut self, index: pdb2::TypeIndex) -> u64 {
         self.size_at(index, 0)
@@ -247,6 +277,7 @@ impl<'t, 's> TypeNames<'t, 's> {
 fn primitive_name(kind: pdb2::PrimitiveKind) -> String {
     use pdb2::PrimitiveKind as K;
     match kind {
+        K::NoType => "...".into(),
         K::Void => "void".into(),
         K::Char | K::RChar => "char".into(),
         K::UChar => "unsigned char".into(),
