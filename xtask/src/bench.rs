@@ -688,9 +688,9 @@ fn table_rows(estimates: &[Estimate], peaks: &[(&Pair, u64)]) -> Vec<Row> {
                 }
                 "load" => estimate.bytes.map_or(String::new(), |bytes| {
                     format!(
-                        "{:.1} MB/s of {:.1} MB input",
+                        "{:.1} MB/s of {} input",
                         bytes as f64 / 1e6 / (estimate.median_ns / 1e9),
-                        bytes as f64 / 1e6
+                        human(bytes as f64, "bytes")
                     )
                 }),
                 _ => String::new(),
@@ -718,9 +718,9 @@ fn table_rows(estimates: &[Estimate], peaks: &[(&Pair, u64)]) -> Vec<Row> {
             unit: "bytes",
             input_bytes: Some(input_bytes),
             ratio: format!(
-                "{:.2}x the {:.1} MB input",
+                "{:.2}x the {} input",
                 *peak_rss as f64 / input_bytes as f64,
-                input_bytes as f64 / 1e6
+                human(input_bytes as f64, "bytes")
             ),
         });
     }
@@ -733,7 +733,8 @@ fn human(value: f64, unit: &str) -> String {
         "ns" if value >= 1e6 => format!("{:.2} ms", value / 1e6),
         "ns" if value >= 1e3 => format!("{:.2} µs", value / 1e3),
         "ns" => format!("{value:.0} ns"),
-        _ => format!("{:.1} MB", value / 1e6),
+        _ if value >= 1e6 => format!("{:.1} MB", value / 1e6),
+        _ => format!("{:.1} kB", value / 1e3),
     }
 }
 
