@@ -127,7 +127,7 @@ pub(crate) fn load<'data>(
         }
         None => Vec::new(),
     };
-    add_undescribed_functions(&mut image, &publics);
+    add_undescribed_functions(&mut image, &publics, &mapped);
     add_public_data(&mut image, &publics);
     read_initializer_tables(&mut image, &publics, &mapped);
     finish(&mut image, &mapped);
@@ -406,12 +406,29 @@ fn read_tls(
 /// Code named only by a public symbol or an export (runtime objects built without debug info):
 /// listed so the diff sees all code, with the size its `.pdata` entry gives, else up to the next
 /// known symbol.
-fn add_undescribed_functions(image: &mut Image<'_>, publics: &[pdb::Public]) {
+fn add_undescribed_functions(
+    image: &mut Image<'_>,
+    publics: &[pdb::Public],
+    mapped: &[MappedSection<'_>],
+) {
     let mut known: std::collections::BTreeSet<u64> =
         image.functions.iter().map(|f| f.rva).collect();
+    // Assembly objects (libgcc's `___chkstk_ms`) carry no function flag on their publics; a
+    // public in an executable section names code all the same.
+    let in_code = |rva: u64| image.section_at(rva).is_some_and(|s| s.executable);
+    // Import thunks (`jmp [rip+slot]`) are not functions of the image: the diff names calls to
+    // them by the import slot they jump through.
+    let import_thunk = |rva: u64| {
+        let Some(bytes) = bytes_at(mapped, rva, 6) else {
+            return false;
+        };
+        let instruction =
+            iced_x86::Decoder::with_ip(64, bytes, rva, iced_x86::DecoderOptions::NONE).decode();
+        instruction.mnemonic() == iced_x86::Mnemonic::Jmp && instruction.is_ip_rel_memory_operand()
+    };
     let mut candidates: Vec<(u64, String)> = publics
         .iter()
-        .filter(|p| p.code)
+        .filter(|p| (p.code || in_code(p.rva)) && !import_thunk(p.rva))
         .map(|p| (p.rva, p.name.clone()))
         .collect();
     if image.debug_info == DebugInfoSource::None {
