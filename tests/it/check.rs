@@ -2,33 +2,9 @@
 //! exit codes, policy files (limits, disabled rules, waivers), report snapshots and the
 //! generated rule catalogue.
 
-use crate::support::{hotpatch, root};
+use crate::support::{fixture_cases as cases, fixture_pair as pair, hotpatch, root};
 use std::collections::BTreeSet;
-use std::path::{Path, PathBuf};
-
-fn cases() -> Vec<PathBuf> {
-    let mut cases: Vec<_> = std::fs::read_dir(root().join("fixtures"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("expect.toml").is_file())
-        .collect();
-    cases.sort();
-    cases
-}
-
-fn pair(case: &Path, format: &str) -> (String, String) {
-    let rel = case.strip_prefix(root()).unwrap();
-    match format {
-        "pe" => (
-            rel.join("pe/baseline.exe").display().to_string(),
-            rel.join("pe/fixed.exe").display().to_string(),
-        ),
-        _ => (
-            rel.join("elf/baseline").display().to_string(),
-            rel.join("elf/fixed").display().to_string(),
-        ),
-    }
-}
+use std::path::PathBuf;
 
 fn check_json(base: &str, fixed: &str, extra: &[&str]) -> (i32, serde_json::Value) {
     let mut args = vec!["check", base, fixed, "--json"];

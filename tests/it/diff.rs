@@ -1,17 +1,11 @@
 //! `hotpatch diff` on every fixture in both formats gives exactly the sets of its `expect.toml`;
 //! diff(A, A) is empty; diff(A, B) mirrors diff(B, A).
 
-use crate::support::{hotpatch, root};
+use crate::support::{fixture_cases as cases, fixture_pair as builds, hotpatch, root};
 use std::collections::BTreeSet;
-use std::path::Path;
 
-fn diff_json(base: &Path, fixed: &Path, extra: &[&str]) -> serde_json::Value {
-    let mut args = vec![
-        "diff",
-        base.to_str().unwrap(),
-        fixed.to_str().unwrap(),
-        "--json",
-    ];
+fn diff_json(base: &str, fixed: &str, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec!["diff", base, fixed, "--json"];
     args.extend_from_slice(extra);
     let output = hotpatch(&args);
     assert!(
@@ -73,24 +67,6 @@ fn expected(expect: &toml::Value, format: &str, key: &str) -> BTreeSet<String> {
         .unwrap_or_default()
 }
 
-fn cases() -> Vec<std::path::PathBuf> {
-    let mut cases: Vec<_> = std::fs::read_dir(root().join("fixtures"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.join("expect.toml").is_file())
-        .collect();
-    cases.sort();
-    assert!(cases.len() >= 8);
-    cases
-}
-
-fn builds(case: &Path, format: &str) -> (std::path::PathBuf, std::path::PathBuf) {
-    match format {
-        "pe" => (case.join("pe/baseline.exe"), case.join("pe/fixed.exe")),
-        _ => (case.join("elf/baseline"), case.join("elf/fixed")),
-    }
-}
-
 #[test]
 fn every_fixture_gives_its_expected_sets() {
     let mut failures = Vec::new();
@@ -141,12 +117,7 @@ fn diff_of_a_build_with_itself_is_empty_and_diffs_mirror() {
             for side in [&base, &fixed] {
                 let json = diff_json(side, side, &[]);
                 for key in ["changed", "added", "removed", "renamed", "line_only"] {
-                    assert_eq!(
-                        json[key].as_array().unwrap().len(),
-                        0,
-                        "{} {key}",
-                        side.display()
-                    );
+                    assert_eq!(json[key].as_array().unwrap().len(), 0, "{} {key}", side);
                 }
             }
             let forward = diff_json(&base, &fixed, &[]);
@@ -186,12 +157,7 @@ fn ignore_line_only_counts_line_shifts_as_unchanged() {
 fn disasm_shows_a_unified_diff_and_output_is_deterministic() {
     let case = root().join("fixtures/bounds_check");
     let (base, fixed) = builds(&case, "elf");
-    let args = [
-        "diff",
-        base.to_str().unwrap(),
-        fixed.to_str().unwrap(),
-        "--disasm",
-    ];
+    let args = ["diff", base.as_str(), fixed.as_str(), "--disasm"];
     let first = hotpatch(&args);
     let second = hotpatch(&args);
     assert_eq!(first.stdout, second.stdout);

@@ -106,3 +106,29 @@ pub fn tool(program: &str, args: &[&str]) -> String {
     );
     String::from_utf8(output.stdout).expect("tool output is UTF-8")
 }
+
+/// Every fixture case directory (with an `expect.toml`), sorted.
+pub fn fixture_cases() -> Vec<PathBuf> {
+    let mut cases: Vec<PathBuf> = std::fs::read_dir(root().join("fixtures"))
+        .expect("fixtures/ exists")
+        .map(|entry| entry.expect("directory entry").path())
+        .filter(|path| path.join("expect.toml").is_file())
+        .collect();
+    cases.sort();
+    assert!(cases.len() >= 8, "expected at least 8 fixture cases");
+    cases
+}
+
+/// The baseline and fixed build of a case in one format, as paths relative to the repository
+/// root (where `hotpatch` runs), so reports name them the same on every machine.
+pub fn fixture_pair(case: &Path, format: &str) -> (String, String) {
+    let relative = case.strip_prefix(root()).unwrap_or(case);
+    let (base, fixed) = match format {
+        "pe" => ("pe/baseline.exe", "pe/fixed.exe"),
+        _ => ("elf/baseline", "elf/fixed"),
+    };
+    (
+        relative.join(base).display().to_string(),
+        relative.join(fixed).display().to_string(),
+    )
+}

@@ -35,18 +35,12 @@ const VARIANTS: [&str; 2] = ["baseline", "fixed"];
 
 pub fn run(args: &[String]) -> Result<()> {
     let root = shell::workspace_root();
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
+    let target_dir = shell::target_dir();
     let data_dir = root.join("target/bench-data");
     let pairs = ensure_bench_data(&data_dir)?;
 
+    let hotpatch = shell::build_release_hotpatch()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    shell::run(
-        Command::new(&cargo)
-            .args(["build", "--release", "--quiet", "--bin", "hotpatch"])
-            .current_dir(&root),
-    )?;
     let started = SystemTime::now();
     // Extra arguments go to criterion: a filter, `--quick`, `--save-baseline NAME`.
     shell::run(
@@ -61,7 +55,6 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("criterion wrote no results in this run (was the filter too narrow?)");
     }
 
-    let hotpatch = target_dir.join("release/hotpatch");
     let mut peaks = Vec::new();
     for pair in &pairs {
         match peak_memory(&hotpatch, pair)? {

@@ -12,16 +12,7 @@ pub fn run(args: &[String]) -> Result<()> {
         bail!("`demo` takes no arguments, got `{arg}`");
     }
     let root = shell::workspace_root();
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    shell::run(
-        Command::new(&cargo)
-            .args(["build", "--release", "--quiet", "--bin", "hotpatch"])
-            .current_dir(&root),
-    )?;
-    let target_dir = std::env::var_os("CARGO_TARGET_DIR")
-        .map(std::path::PathBuf::from)
-        .unwrap_or_else(|| root.join("target"));
-    let hotpatch = target_dir.join("release/hotpatch");
+    let hotpatch = shell::build_release_hotpatch()?;
     let mut cases: Vec<_> = fs_err::read_dir(root.join("fixtures"))?
         .filter_map(|entry| entry.ok().map(|e| e.path()))
         .filter(|path| path.join("expect.toml").is_file())

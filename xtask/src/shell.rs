@@ -35,3 +35,19 @@ pub fn describe(command: &Command) -> String {
         None => line,
     }
 }
+
+/// Cargo's target directory: `CARGO_TARGET_DIR` when set, else `target/` in the workspace.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| workspace_root().join("target"))
+}
+
+/// Builds the `hotpatch` CLI in release mode and returns its path.
+pub fn build_release_hotpatch() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(&cargo)
+        .args(["build", "--release", "--quiet", "--bin", "hotpatch"])
+        .current_dir(workspace_root()))?;
+    Ok(target_dir().join("release/hotpatch"))
+}
