@@ -67,10 +67,31 @@ pub(crate) fn canonical_name(name: &str) -> String {
             _ => base,
         };
         if trimmed == base {
-            return base.to_owned();
+            return strip_msvc_build_hashes(base);
         }
         base = trimmed;
     }
+}
+
+/// MSVC names anonymous namespaces `?A0x` plus a hash of the file and build (`?A0x1b2c3d4e`),
+/// and lambdas `<lambda_` plus a hash (`<lambda_9f0e...>`); both change on every rebuild, so
+/// they compare without the hash.
+fn strip_msvc_build_hashes(name: &str) -> String {
+    let mut out = String::with_capacity(name.len());
+    let mut rest = name;
+    while let Some(at) = ["?A0x", "<lambda_"]
+        .iter()
+        .filter_map(|m| rest.find(m).map(|i| (i, *m)))
+        .min()
+    {
+        let (index, marker) = at;
+        out.push_str(&rest[..index + marker.len()]);
+        rest = &rest[index + marker.len()..];
+        let hash_len = rest.bytes().take_while(u8::is_ascii_hexdigit).count();
+        rest = &rest[hash_len..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Pairs functions by name. Returns the pairs and the unmatched indices on each side.
@@ -210,4 +231,27 @@ pub(crate) fn reportable(function: &Function<'_>) -> bool {
     function.size > 0
         && !function.code.is_empty()
         && (function.has_debug_info || function.linkage == Linkage::Global)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::canonical_name;
+
+    #[test]
+    fn canonical_names() {
+        for (name, expect) in [
+            ("parse_header", "parse_header"),
+            ("parse_header.isra.0", "parse_header"),
+            ("parse_header.constprop.3.cold", "parse_header"),
+            ("count.3", "count"),
+            ("?helper@?A0x1b2c3d4e@@YAHH@Z", "?helper@?A0x@@YAHH@Z"),
+            (
+                "?A0x9f0e1d2c::<lambda_5b1e0f2a3c4d5e6f7a8b9c0d1e2f3a4b>::operator()",
+                "?A0x::<lambda_>::operator()",
+            ),
+            ("_ZN12_GLOBAL__N_16helperEi", "_ZN12_GLOBAL__N_16helperEi"),
+        ] {
+            assert_eq!(canonical_name(name), expect, "{name}");
+        }
+    }
 }
