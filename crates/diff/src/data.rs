@@ -158,6 +158,14 @@ fn initial_value(image: &Image<'_>, symbol: &DataSymbol, namer: &Namer<'_>) -> O
     if symbol.kind == DataKind::ZeroInitialized || symbol.size == 0 {
         return None;
     }
+    // Thread-locals past the file-backed TLS template (`.tbss`) start as zero in every thread;
+    // the bytes at their address belong to whatever section follows.
+    if symbol.kind == DataKind::ThreadLocal {
+        let template_end = image.tls.as_ref().map(|tls| tls.template_end).unwrap_or(0);
+        if symbol.rva.saturating_add(symbol.size) > template_end {
+            return None;
+        }
+    }
     render_bytes(image, symbol.rva, symbol.size, namer, 0)
 }
 

@@ -42,6 +42,8 @@ impl Namer<'_> {
 const MAX_STRING_SCAN: u64 = 64 * 1024;
 /// Strings longer than this show as a prefix, their length and a hash.
 const MAX_STRING_SHOWN: usize = 96;
+/// Read-only data up to this size compares with its relocated pointers resolved.
+const MAX_RENDERED_DATA: u64 = 64 * 1024;
 /// The bytes of an unnamed constant of unknown size that are compared.
 const MAX_CONSTANT_WINDOW: u64 = 64;
 /// Jump tables longer than this are not followed.
@@ -49,14 +51,7 @@ const MAX_JUMP_TABLE: usize = 1024;
 
 /// Decodes and normalizes `function`; `None` when it has no code bytes.
 pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<NormalizedInstruction> {
-    let instructions = decode(function);
-    // Branch targets inside the function are written as instruction indices, which survive
-    // changes in instruction length and alignment padding.
-    let index_of: HashMap<u64, usize> = instructions
-        .iter()
-        .enumerate()
-        .map(|(i, ins)| (ins.ip(), i))
-        .collect();
+    let (instructions, index_of) = decode(function);
     instructions
         .iter()
         .map(|instruction| normalize_instruction(instruction, function, namer, &index_of))
@@ -65,17 +60,31 @@ pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<Norma
 
 /// The instructions of `function`, without alignment filler (nop, int3), which moves with
 /// addresses.
-pub(crate) fn decode(function: &Function<'_>) -> Vec<Instruction> {
+///
+/// Branch targets inside the function are written as instruction indices, which survive changes
+/// in instruction length and alignment padding; the returned map gives each address its index,
+/// and a branch to dropped filler (a loop aligned with nops) the index of what follows it.
+pub(crate) fn decode(function: &Function<'_>) -> (Vec<Instruction>, HashMap<u64, usize>) {
     let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
     let mut instructions = Vec::with_capacity(function.code.len() / 4);
+    let mut index_of = HashMap::new();
+    let mut filler = Vec::new();
     while decoder.can_decode() {
         let instruction = decoder.decode();
         if matches!(instruction.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
+            filler.push(instruction.ip());
             continue;
         }
+        for ip in filler.drain(..) {
+            index_of.insert(ip, instructions.len());
+        }
+        index_of.insert(instruction.ip(), instructions.len());
         instructions.push(instruction);
     }
-    instructions
+    for ip in filler {
+        index_of.insert(ip, instructions.len());
+    }
+    (instructions, index_of)
 }
 
 fn normalize_instruction(
@@ -304,7 +313,23 @@ fn symbolize_at(
         .checked_sub(1)
         .and_then(|idx| image.data_symbols.get(idx));
     if let Some(data) = containing.filter(|data| rva < data.rva + data.size.max(1)) {
-        let name = crate::matching::canonical_name(&data.name);
+        let mut name = crate::matching::canonical_name(&data.name);
+        // Read-only data compares by content too: a changed constant table changes every
+        // function that reads it, which must then be replaced to see the new copy. Writable data
+        // is storage and compares by name alone.
+        // Past MAX_RENDERED_DATA the raw bytes are hashed: a relocated pointer in them then
+        // differs on every rebuild, a false change rather than a missed one.
+        if data.kind == hotpatch_image::DataKind::ReadOnly && data.size > 0 {
+            let content = if data.size <= MAX_RENDERED_DATA {
+                render_bytes(image, data.rva, data.size, namer, depth)
+                    .map(|text| fnv1a(text.as_bytes()))
+            } else {
+                image.bytes_at(data.rva, data.size).map(fnv1a)
+            };
+            if let Some(hash) = content {
+                name = format!("{name}#{hash:016x}");
+            }
+        }
         return match rva - data.rva {
             0 => format!("${name}"),
             offset => format!("${name}+{offset:#x}"),

@@ -155,7 +155,7 @@ rules! {
         why: "Constants may change: the payload carries the new copy and patched code points at it.",
         remedy: "None needed; unpatched code keeps reading the old copy.",
         evidence: "the symbol",
-        fixtures: "none of the fixtures names its constants; string_literal changes an unnamed string",
+        fixtures: "named_constant (size_limits); string_literal (an unnamed string) must not fire it",
     };
     DATA_ADDED = Rule {
         id: "HP0105", name: "data-added", title: "New data ships in the payload",
@@ -182,7 +182,7 @@ rules! {
         why: "Running threads already have TLS blocks of the old size and layout.",
         remedy: "Keep TLS as it is; plan the change for the next baseline.",
         evidence: "old and new block size; the variables",
-        fixtures: "none of the fixtures adds TLS; tls must not fire it",
+        fixtures: "tls_added (error_count); tls (changes code that uses TLS, not the block) must not fire it",
     };
     INITIALIZER_CHANGED = Rule {
         id: "HP0301", name: "initializer-changed", title: "Code that already ran once changed",
@@ -308,7 +308,7 @@ rules! {
         why: "If it replaces state the old code kept elsewhere, the new code starts from a fresh value instead of the running state.",
         remedy: "Check that fresh state is right and waive this finding, or keep using the original static.",
         evidence: "the static's name",
-        fixtures: "static_local must not fire it (count is tied to its original storage)",
+        fixtures: "new_static_local (warnings_left); static_local must not fire it (count is tied to its original storage)",
     };
     INLINE_ASSEMBLY = Rule {
         id: "HP1101", name: "inline-assembly", title: "Changed code holds instructions compilers do not emit for C",
@@ -317,7 +317,7 @@ rules! {
         why: "Hand-written code may depend on its exact placement or on state the engine does not model.",
         remedy: "Have a reviewer read the assembly and waive this finding.",
         evidence: "the instruction",
-        fixtures: "none of the fixtures uses inline assembly",
+        fixtures: "inline_asm (cycle_stamp); bounds_check must not fire it",
     };
     RESOURCES_CHANGED = Rule {
         id: "HP1201", name: "resources-changed", title: "PE resources changed",
