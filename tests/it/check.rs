@@ -262,3 +262,34 @@ fn rule_catalogue_doc_is_current() {
     let unique: BTreeSet<&str> = ids.iter().copied().collect();
     assert_eq!(ids.len(), unique.len(), "rule IDs are unique");
 }
+
+#[test]
+fn debug_information_read_only_in_part_needs_review() {
+    // The stripped bounds_check baseline, once with its real DWARF and once with a damaged debug
+    // file of the same build-id (a fuzz regression): the damage must not pass silently.
+    let dir = std::env::temp_dir().join(format!("hotpatch-it-{}-partial", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let debug = dir.join("baseline.debug");
+    let source = root().join("fixtures/bounds_check/elf/baseline");
+    crate::support::tool(
+        "objcopy",
+        &[
+            "--only-keep-debug",
+            source.to_str().unwrap(),
+            debug.to_str().unwrap(),
+        ],
+    );
+    let stripped = "fuzz/fixtures/bounds_check-baseline.stripped";
+    let (code, json) = check_json(
+        stripped,
+        stripped,
+        &[
+            "--base-debug",
+            debug.to_str().unwrap(),
+            "--fixed-debug",
+            "fuzz/regressions/dwarf-3e24f9bc.bin",
+        ],
+    );
+    assert_eq!(code, 10, "{json}");
+    assert!(blocking_rules(&json).contains("HP0003"), "{json}");
+}

@@ -227,7 +227,8 @@ fn build_pe(
     compile
         .current_dir(case_dir)
         .args([MINGW_TARGET, "-O2", "-g", "-gcodeview"])
-        .arg("-ffile-compilation-dir=.");
+        .arg("-ffile-compilation-dir=.")
+        .args(extra_cflags(case_dir, variant)?);
     if is_cpp {
         // Debian's clang does not find mingw-w64's libstdc++ headers on its own; they live
         // beside the libgcc that is already on the link line.
@@ -262,8 +263,22 @@ fn build_elf(case_dir: &Path, variant: &str, source: &str, is_cpp: bool) -> Resu
         Command::new(driver)
             .current_dir(case_dir)
             .args(["-O2", "-g"])
+            .args(extra_cflags(case_dir, variant)?)
             .arg(format!("-ffile-prefix-map={}=.", case_dir.display()))
             .arg("-Wl,--build-id=sha1")
             .args([source, "-o", &format!("elf/{variant}")]),
     )
+}
+
+/// Extra compiler options for one variant, from `<case>/<variant>.cflags` (whitespace
+/// separated), for cases where the fix is a change of options rather than of source.
+fn extra_cflags(case_dir: &Path, variant: &str) -> Result<Vec<String>> {
+    let path = case_dir.join(format!("{variant}.cflags"));
+    if !path.is_file() {
+        return Ok(Vec::new());
+    }
+    Ok(fs_err::read_to_string(&path)?
+        .split_whitespace()
+        .map(str::to_owned)
+        .collect())
 }

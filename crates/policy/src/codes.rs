@@ -92,7 +92,7 @@ rules! {
         why: "Facts the rules rely on (functions, types, lines) may be missing, so a verdict could be wrong.",
         remedy: "Rebuild with complete debug information; a reviewer who checked the diagnostics may waive this.",
         evidence: "each diagnostic's location and message",
-        fixtures: "none of the fixtures; the mutation tests produce such inputs",
+        fixtures: "tests/it/check.rs pairs the stripped bounds_check with a damaged debug file (a fuzz regression); bounds_check must not fire it",
     };
     FUNCTION_REPLACED = Rule {
         id: "HP0010", name: "function-replaced", title: "A changed function is replaced as a whole",
@@ -295,11 +295,11 @@ rules! {
     TOOLCHAIN_CHANGED = Rule {
         id: "HP0901", name: "toolchain-changed", title: "The compiler or its options differ between the builds",
         severity: Severity::RebootRequired, scope: Scope::Binary,
-        checks: "The set of producers (DWARF `DW_AT_producer`, PDB `S_COMPILE3` version and flags) differs.",
+        checks: "The set of producers differs: DWARF `DW_AT_producer` (gcc records its options there), PDB `S_COMPILE3` version and flags, and the command lines PDB `S_ENVBLOCK` records (MSVC compilers, every linker), without the names of the build's own files.",
         why: "Code generated under other options (calling conventions, register allocation across functions, stack protection) may not interoperate with the running code.",
         remedy: "Build the fix with exactly the baseline's toolchain and options.",
         evidence: "producers only in the baseline and only in the fixed build",
-        fixtures: "none of the fixtures changes its toolchain; every fixture must not fire it",
+        fixtures: "compiler_flags (ELF: -fno-omit-frame-pointer shows in DW_AT_producer; clang records no options in a PDB, so the PE case cannot fire it); bounds_check must not fire it",
     };
     STATIC_LOCAL_UNTIED = Rule {
         id: "HP1001", name: "static-local-untied", title: "A static local in changed code has no original storage",

@@ -255,6 +255,11 @@ fn read_module_symbols(
                     flags.flags
                 ));
             }
+            pdb2::SymbolData::EnvBlock(env) => {
+                if let Some(command) = environment_command(&env.rgsz) {
+                    image.producers.push(command);
+                }
+            }
             pdb2::SymbolData::Data(data) => {
                 push_data(
                     image,
@@ -458,4 +463,47 @@ fn module_diagnostic(module_name: &str, message: String) -> Diagnostic {
         message,
         function: None,
     }
+}
+
+/// The command line an `S_ENVBLOCK` records (MSVC compilers and every linker write one; clang's
+/// compiler does not), with the tokens that name this build's own files removed, so two builds
+/// with the same options compare equal.
+fn environment_command(strings: &[pdb2::RawString<'_>]) -> Option<String> {
+    let strings: Vec<String> = strings.iter().map(|s| s.to_string().into_owned()).collect();
+    let exe = strings
+        .windows(2)
+        .find(|pair| pair[0] == "exe")
+        .map(|pair| pair[1].clone())
+        .unwrap_or_default();
+    let command = strings
+        .windows(2)
+        .find(|pair| pair[0] == "cmd")
+        .map(|pair| pair[1].clone())?;
+    const OWN_FILE_OPTIONS: &[&str] = &[
+        "-out:",
+        "/out:",
+        "-pdb:",
+        "/pdb:",
+        "-pdbaltpath:",
+        "/pdbaltpath:",
+        "-fo",
+        "/fo",
+        "-fd",
+        "/fd",
+        "-implib:",
+        "/implib:",
+    ];
+    const INPUT_SUFFIXES: &[&str] = &[".o", ".obj", ".c", ".cpp", ".cc", ".cxx", ".res"];
+    let kept: Vec<&str> = command
+        .split_whitespace()
+        .filter(|token| {
+            let lower = token.to_ascii_lowercase();
+            !OWN_FILE_OPTIONS
+                .iter()
+                .any(|option| lower.starts_with(option))
+                && !INPUT_SUFFIXES.iter().any(|suffix| lower.ends_with(suffix))
+        })
+        .collect();
+    let tool = exe.rsplit(['/', '\\']).next().unwrap_or(&exe).to_owned();
+    Some(format!("{tool}: {}", kept.join(" ")))
 }
