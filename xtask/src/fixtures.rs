@@ -228,7 +228,7 @@ fn build_pe(
         .current_dir(case_dir)
         .args([MINGW_TARGET, "-O2", "-g", "-gcodeview"])
         .arg("-ffile-compilation-dir=.")
-        .args(extra_cflags(case_dir, variant)?);
+        .args(extra_flags(case_dir, variant, "pe", "cflags")?);
     if is_cpp {
         // Debian's clang does not find mingw-w64's libstdc++ headers on its own; they live
         // beside the libgcc that is already on the link line.
@@ -250,7 +250,8 @@ fn build_pe(
             .arg(format!("-Wl,--pdb=pe/{variant}.pdb"))
             .arg("-Wl,--no-insert-timestamp")
             .arg(format!("-Wl,-Xlink=-pdbaltpath:{variant}.pdb"))
-            .arg("-Wl,-Xlink=-pdbsourcepath:."),
+            .arg("-Wl,-Xlink=-pdbsourcepath:.")
+            .args(extra_flags(case_dir, variant, "pe", "ldflags")?),
     )?;
     fs_err::remove_file(case_dir.join(&object))?;
     Ok(())
@@ -263,22 +264,32 @@ fn build_elf(case_dir: &Path, variant: &str, source: &str, is_cpp: bool) -> Resu
         Command::new(driver)
             .current_dir(case_dir)
             .args(["-O2", "-g"])
-            .args(extra_cflags(case_dir, variant)?)
+            .args(extra_flags(case_dir, variant, "elf", "cflags")?)
             .arg(format!("-ffile-prefix-map={}=.", case_dir.display()))
             .arg("-Wl,--build-id=sha1")
-            .args([source, "-o", &format!("elf/{variant}")]),
+            .args([source, "-o", &format!("elf/{variant}")])
+            .args(extra_flags(case_dir, variant, "elf", "ldflags")?),
     )
 }
 
-/// Extra compiler options for one variant, from `<case>/<variant>.cflags` (whitespace
-/// separated), for cases where the fix is a change of options rather than of source.
-fn extra_cflags(case_dir: &Path, variant: &str) -> Result<Vec<String>> {
-    let path = case_dir.join(format!("{variant}.cflags"));
-    if !path.is_file() {
-        return Ok(Vec::new());
+/// Extra options for one variant and format: `<variant>.<stage>` for both formats and
+/// `<variant>.<format>.<stage>` for one (`stage` is `cflags` or `ldflags`), whitespace separated.
+/// For cases where the fix is a change of options rather than of source, or that need a linker
+/// feature such as identical code folding.
+fn extra_flags(case_dir: &Path, variant: &str, format: &str, stage: &str) -> Result<Vec<String>> {
+    let mut flags = Vec::new();
+    for name in [
+        format!("{variant}.{stage}"),
+        format!("{variant}.{format}.{stage}"),
+    ] {
+        let path = case_dir.join(name);
+        if path.is_file() {
+            flags.extend(
+                fs_err::read_to_string(&path)?
+                    .split_whitespace()
+                    .map(str::to_owned),
+            );
+        }
     }
-    Ok(fs_err::read_to_string(&path)?
-        .split_whitespace()
-        .map(str::to_owned)
-        .collect())
+    Ok(flags)
 }
