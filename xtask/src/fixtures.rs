@@ -87,6 +87,17 @@ fn check_in(
             let source = find_source(&committed_dir, variant)?;
             fs_err::copy(committed_dir.join(&source), rebuilt_dir.join(&source))?;
         }
+        // The option files are inputs too.
+        for entry in fs_err::read_dir(&committed_dir)? {
+            let path = entry?.path();
+            let name = path
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_default();
+            if name.ends_with(".cflags") || name.ends_with(".ldflags") {
+                fs_err::copy(&path, rebuilt_dir.join(&name))?;
+            }
+        }
         build_case(toolchain, &rebuilt_dir)?;
         for output in outputs() {
             let committed = committed_dir.join(&output);
