@@ -3,8 +3,9 @@
 //! entries, TLS, initializers and the identity of the build.
 //!
 //! Both readers (PE+PDB and ELF+DWARF) fill the same types, so diff and policy never see a file
-//! format. All addresses are relative to the image base (RVA for PE, virtual address minus the
-//! lowest loadable segment address for ELF, which is the address itself for `ET_DYN`).
+//! format. All addresses are image-relative: the RVA for PE; for ELF the virtual address as the
+//! file states it, which is image-relative for `ET_DYN` (PIE, shared objects) and absolute for
+//! `ET_EXEC`, whose load address is fixed anyway.
 //! Every collection is sorted, so anything emitted from it is deterministic.
 
 use serde::Serialize;
