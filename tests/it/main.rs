@@ -6,3 +6,4 @@ mod diff;
 mod independent;
 mod mutation;
 mod support;
+mod tidy;
