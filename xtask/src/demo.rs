@@ -1,5 +1,6 @@
 //! `cargo xtask demo`: the main job on the bundled fixtures. Builds the `hotpatch` CLI in
-//! release mode, inspects both builds of every fixture case in both formats, and diffs them.
+//! release mode, inspects both builds of every fixture case in both formats, diffs them and
+//! decides whether each fix may be hotpatched.
 
 use std::process::Command;
 
@@ -44,10 +45,21 @@ pub fn run(args: &[String]) -> Result<()> {
                     .arg(case.join(fixed))
                     .current_dir(&root),
             )?;
+            // `check` exits 10 for reboot-required: a verdict, not a failure.
+            let mut check = Command::new(&hotpatch);
+            check
+                .arg("check")
+                .arg(case.join(base))
+                .arg(case.join(fixed))
+                .current_dir(&root);
+            let status = check.status()?;
+            if !matches!(status.code(), Some(0 | 10)) {
+                bail!("`{}` failed with {status}", shell::describe(&check));
+            }
         }
     }
     eprintln!(
-        "inspected and diffed {} fixture cases in both formats",
+        "inspected, diffed and checked {} fixture cases in both formats",
         cases.len()
     );
     Ok(())

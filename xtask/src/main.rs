@@ -27,7 +27,7 @@ const COMMANDS: &[(&str, Command, &str)] = &[
     (
         "demo",
         demo::run,
-        "the main job on the bundled fixtures: `hotpatch inspect` on every build, `hotpatch diff` on every pair",
+        "the main job on the bundled fixtures: `hotpatch inspect` on every build, `hotpatch diff` and `hotpatch check` on every pair",
     ),
     (
         "fixtures",
