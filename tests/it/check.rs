@@ -293,3 +293,57 @@ fn debug_information_read_only_in_part_needs_review() {
     assert_eq!(code, 10, "{json}");
     assert!(blocking_rules(&json).contains("HP0003"), "{json}");
 }
+
+/// A copy of the fixed bounds_check ELF with `patch` written over the code of `lookup_user`,
+/// for the fail-safe rules no compiler output triggers.
+fn with_patched_lookup_user(name: &str, patch: impl Fn(u64, u64) -> Vec<u8>) -> String {
+    let fixed = root().join("fixtures/bounds_check/elf/fixed");
+    let output = hotpatch(&["inspect", fixed.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let function = json["functions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|f| f["name"] == "lookup_user")
+        .unwrap();
+    let (rva, size) = (
+        function["rva"].as_u64().unwrap(),
+        function["size"].as_u64().unwrap(),
+    );
+    let text = json["sections"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["name"] == ".text")
+        .unwrap();
+    let offset = rva - text["rva"].as_u64().unwrap() + text["file_offset"].as_u64().unwrap();
+    let mut bytes = std::fs::read(&fixed).unwrap();
+    let code = patch(rva, size);
+    bytes[offset as usize..offset as usize + code.len()].copy_from_slice(&code);
+    let dir = std::env::temp_dir().join(format!("hotpatch-it-{}-crafted", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path.display().to_string()
+}
+
+#[test]
+fn fail_safe_rules_fire_on_code_the_engine_cannot_model() {
+    let (base, _) = pair(&root().join("fixtures/bounds_check"), "elf");
+    // 0x06 (`push es`) does not exist in 64-bit mode.
+    let undecodable = with_patched_lookup_user("undecodable", |_, _| vec![0x06, 0x06]);
+    let (code, json) = check_json(&base, &undecodable, &[]);
+    assert_eq!(code, 10);
+    assert!(blocking_rules(&json).contains("HP0001"), "{json}");
+    // A call into the filler after the function: code that belongs to no function.
+    let into_padding = with_patched_lookup_user("into-padding", |rva, size| {
+        let target = rva + size + 2;
+        let displacement = (target as i64 - (rva as i64 + 5)) as i32;
+        let mut call = vec![0xe8];
+        call.extend_from_slice(&displacement.to_le_bytes());
+        call
+    });
+    let (code, json) = check_json(&base, &into_padding, &[]);
+    assert_eq!(code, 10);
+    assert!(blocking_rules(&json).contains("HP0002"), "{json}");
+}

@@ -74,7 +74,7 @@ rules! {
         why: "What the engine cannot decode it cannot relocate or prove safe.",
         remedy: "Check the function's bounds in the debug information; plan the change for the next baseline.",
         evidence: "the first undecodable bytes and their RVA",
-        fixtures: "none of the fixtures (fail-safe); tested with a crafted function",
+        fixtures: "tests/it/check.rs writes an undecodable byte over bounds_check's lookup_user; bounds_check itself must not fire it",
     };
     UNRESOLVED_REFERENCE = Rule {
         id: "HP0002", name: "unresolved-reference", title: "Changed code points at something the engine cannot name",
@@ -83,7 +83,7 @@ rules! {
         why: "Patched code must reach the original storage and code; an address that cannot be tied to a symbol cannot be relocated into the payload.",
         remedy: "Give the referenced object a symbol (a named global rather than a compiler temporary), or plan the change for the next baseline.",
         evidence: "the instruction and its unresolved operand",
-        fixtures: "none of the fixtures (fail-safe); every fixture's changed functions resolve",
+        fixtures: "tests/it/check.rs makes bounds_check's lookup_user call into the filler after it; bounds_check itself must not fire it",
     };
     INCOMPLETE_DEBUG_INFO = Rule {
         id: "HP0003", name: "incomplete-debug-info", title: "The debug information could be read only in part",
