@@ -192,7 +192,8 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
                 &baseline.functions[pair.baseline],
                 &fixed.functions[pair.fixed],
             );
-            (f.name.clone(), matching::canonical_name(&b.name))
+            let baseline_name = pair.alias.as_deref().unwrap_or(&b.name);
+            (f.name.clone(), matching::canonical_name(baseline_name))
         })
         .collect();
     let baseline_namer = Namer {
@@ -209,15 +210,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         .map(|pair| {
             let b = &baseline.functions[pair.baseline];
             let f = &fixed.functions[pair.fixed];
-            compare(
-                b,
-                f,
-                pair.kind,
-                baseline,
-                fixed,
-                &baseline_namer,
-                &fixed_namer,
-            )
+            compare(b, f, pair, baseline, fixed, &baseline_namer, &fixed_namer)
         })
         .collect();
 
@@ -310,7 +303,7 @@ enum Outcome {
 fn compare(
     b: &Function<'_>,
     f: &Function<'_>,
-    kind: MatchKind,
+    pair: &matching::Pair,
     baseline: &Image<'_>,
     fixed: &Image<'_>,
     baseline_namer: &Namer<'_>,
@@ -327,10 +320,16 @@ fn compare(
     }
     let causes = causes(&old, &new, f, fixed);
     let first_difference = first_difference(&old, &new);
+    let kind = pair.kind;
+    // A pair made through a folded alias goes by the alias: that is the function that changed.
+    let (name, display_name) = match &pair.alias {
+        Some(alias) => (alias.clone(), alias.clone()),
+        None => (b.name.clone(), b.display_name.clone()),
+    };
     Outcome::Changed(Box::new(ChangedFunction {
-        name: b.name.clone(),
-        display_name: b.display_name.clone(),
-        fixed_name: (f.name != b.name).then(|| f.name.clone()),
+        fixed_name: (f.name != name).then(|| f.name.clone()),
+        name,
+        display_name,
         baseline_rva: b.rva,
         fixed_rva: f.rva,
         baseline_size: b.size,

@@ -31,11 +31,14 @@ impl MatchKind {
 }
 
 /// A matched pair: indices into the baseline and fixed `functions`.
-#[derive(Clone, Copy, Debug)]
+#[derive(Clone, Debug)]
 pub(crate) struct Pair {
     pub baseline: usize,
     pub fixed: usize,
     pub kind: MatchKind,
+    /// The name the pair goes by when one side was a folded alias (identical code folding) of a
+    /// body the other side has on its own.
+    pub alias: Option<String>,
 }
 
 /// GCC clone and partial-inlining suffixes; the numbers after them shift between builds.
@@ -124,8 +127,54 @@ pub(crate) fn match_by_name(
                     baseline: b,
                     fixed: f,
                     kind,
+                    alias: None,
                 });
             }
+        }
+    }
+    // A body folded under several names on one side and split on the other: the split-off
+    // function pairs with the folded body it was an alias of.
+    let aliases_of = |functions: &[Function<'_>]| -> BTreeMap<String, usize> {
+        let mut map = BTreeMap::new();
+        for (idx, function) in functions.iter().enumerate() {
+            for alias in &function.aliases {
+                map.entry(alias.clone()).or_insert(idx);
+            }
+        }
+        map
+    };
+    let baseline_aliases = aliases_of(&baseline.functions);
+    for (f, left) in fixed_left.iter_mut().enumerate() {
+        if let Some(&b) = baseline_aliases
+            .get(&fixed.functions[f].name)
+            .filter(|_| *left)
+        {
+            *left = false;
+            baseline_left[b] = false;
+            let alias = Some(fixed.functions[f].name.clone());
+            pairs.push(Pair {
+                baseline: b,
+                fixed: f,
+                kind: MatchKind::ExactName,
+                alias,
+            });
+        }
+    }
+    let fixed_aliases = aliases_of(&fixed.functions);
+    for (b, left) in baseline_left.iter_mut().enumerate() {
+        if let Some(&f) = fixed_aliases
+            .get(&baseline.functions[b].name)
+            .filter(|_| *left)
+        {
+            *left = false;
+            fixed_left[f] = false;
+            let alias = Some(baseline.functions[b].name.clone());
+            pairs.push(Pair {
+                baseline: b,
+                fixed: f,
+                kind: MatchKind::ExactName,
+                alias,
+            });
         }
     }
     let unmatched = |left: &[bool]| {
@@ -219,6 +268,7 @@ pub(crate) fn match_by_body(
                 baseline: *b,
                 fixed: *f,
                 kind: MatchKind::IdenticalBody,
+                alias: None,
             }),
             _ => None,
         })

@@ -259,11 +259,11 @@ rules! {
     FOLDED_FUNCTION = Rule {
         id: "HP0502", name: "folded-function", title: "The changed body is shared with other names (identical code folding)",
         severity: Severity::Review, scope: Scope::Function,
-        checks: "The baseline function has aliases: other names whose body the linker folded into this one.",
+        checks: "The baseline function has aliases: other names whose body the compiler or linker folded into this one (several symbols at one address).",
         why: "Redirecting the body changes every alias too, which is right only if all of them should change.",
         remedy: "Check that every alias should get the new code and waive this finding, or build without ICF.",
         evidence: "the aliases",
-        fixtures: "none of the fixtures folds a changed function",
+        fixtures: "folded_function (ELF: gcc's -fipa-icf folds check_user_name and check_group_name); folded_function (PE: clang does not fold them) must not fire it",
     };
     UNRESOLVED_INDIRECT_BRANCH = Rule {
         id: "HP0601", name: "unresolved-indirect-branch", title: "An indirect jump the engine cannot follow",

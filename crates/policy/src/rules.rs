@@ -108,10 +108,10 @@ fn baseline_function<'a>(
     image: &'a Image<'a>,
     changed: &ChangedFunction,
 ) -> Option<&'a Function<'a>> {
-    image
-        .functions
-        .iter()
-        .find(|f| f.rva == changed.baseline_rva && f.name == changed.name)
+    image.functions.iter().find(|f| {
+        f.rva == changed.baseline_rva
+            && (f.name == changed.name || f.aliases.contains(&changed.name))
+    })
 }
 
 fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &mut Vec<Finding>) {
@@ -277,7 +277,7 @@ fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &m
                 &codes::FOLDED_FUNCTION,
                 Some(name),
                 format!(
-                    "the linker folded {} other function(s) into the body of {display}",
+                    "identical code folding gave the body of {display} {} other name(s) in the running code; redirecting it changes them too",
                     function.aliases.len()
                 ),
                 &[("aliases", function.aliases.join(", "))],
