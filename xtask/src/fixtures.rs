@@ -94,7 +94,7 @@ fn check_in(
                 .file_name()
                 .map(|n| n.to_string_lossy().into_owned())
                 .unwrap_or_default();
-            if name.ends_with(".cflags") || name.ends_with(".ldflags") {
+            if name.ends_with(".cflags") || name.ends_with(".ldflags") || name.ends_with(".rc") {
                 fs_err::copy(&path, rebuilt_dir.join(&name))?;
             }
         }
@@ -251,9 +251,23 @@ fn build_pe(
             .arg(cxx_include.join("x86_64-w64-mingw32"));
     }
     shell::run(compile.args(["-c", source, "-o", &object]))?;
+    // Windows resources: `<variant>.rc` compiled to a COFF object with mingw's windres.
+    let resources = format!("pe/{variant}.res.o");
+    let has_resources = case_dir.join(format!("{variant}.rc")).is_file();
+    if has_resources {
+        shell::run(
+            Command::new("x86_64-w64-mingw32-windres")
+                .current_dir(case_dir)
+                .arg(format!("{variant}.rc"))
+                .args(["-O", "coff", "-o", &resources]),
+        )?;
+    }
+    let mut link = Command::new(driver);
+    if has_resources {
+        link.arg(&resources);
+    }
     shell::run(
-        Command::new(driver)
-            .current_dir(case_dir)
+        link.current_dir(case_dir)
             .args([MINGW_TARGET, "-g", "-fuse-ld=lld"])
             .arg(format!("-L{}", toolchain.mingw_libgcc_dir.display()))
             .arg(&object)
@@ -265,6 +279,9 @@ fn build_pe(
             .args(extra_flags(case_dir, variant, "pe", "ldflags")?),
     )?;
     fs_err::remove_file(case_dir.join(&object))?;
+    if has_resources {
+        fs_err::remove_file(case_dir.join(&resources))?;
+    }
     Ok(())
 }
 

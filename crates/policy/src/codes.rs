@@ -326,7 +326,7 @@ rules! {
         why: "Resources are loaded from the mapped image; a patch does not replace them.",
         remedy: "Plan resource changes for the next baseline.",
         evidence: "SHA-256 of both `.rsrc` sections",
-        fixtures: "none of the fixtures has resources",
+        fixtures: "resources (PE: the VERSIONINFO changes); bounds_check (PE, no resources) and resources (ELF) must not fire it",
     };
     VTABLE_CHANGED = Rule {
         id: "HP1301", name: "vtable-or-rtti-changed", title: "A vtable or RTTI record changed",
