@@ -30,7 +30,7 @@ pub fn run(args: &[String]) -> Result<()> {
         shell::run(Command::new(&cargo).args(*step).current_dir(&root))?;
     }
     eprintln!("$ cargo test --workspace");
-    let (passed, failed) = run_tests(
+    let (passed, failed, status) = run_tests(
         Command::new(&cargo)
             .args(["test", "--workspace"])
             .current_dir(&root),
@@ -38,8 +38,8 @@ pub fn run(args: &[String]) -> Result<()> {
     // One closing line for the whole suite: cargo's own last line is that of the last test
     // binary (often a crate's empty doc tests), which says nothing about the run.
     println!("{passed} passed, {failed} failed");
-    if failed > 0 {
-        bail!("{failed} tests failed");
+    if failed > 0 || !status.success() {
+        bail!("cargo test --workspace failed with {status}");
     }
     Ok(())
 }
