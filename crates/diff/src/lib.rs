@@ -156,10 +156,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     // Renamed functions: identical bodies among what names could not pair.
     let no_renames = HashMap::new();
     let bodies = |image: &Image<'_>, left: &[usize]| -> HashMap<usize, String> {
-        let namer = Namer {
-            image,
-            renames: &no_renames,
-        };
+        let namer = Namer::new(image, &no_renames);
         left.par_iter()
             .map(|&idx| {
                 let listing = normalize(&image.functions[idx], &namer);
@@ -196,14 +193,8 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
             (f.name.clone(), matching::canonical_name(baseline_name))
         })
         .collect();
-    let baseline_namer = Namer {
-        image: baseline,
-        renames: &no_renames,
-    };
-    let fixed_namer = Namer {
-        image: fixed,
-        renames: &renames,
-    };
+    let baseline_namer = Namer::new(baseline, &no_renames);
+    let fixed_namer = Namer::new(fixed, &renames);
 
     let outcomes: Vec<Outcome> = pairs
         .par_iter()

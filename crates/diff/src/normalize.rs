@@ -29,6 +29,30 @@ pub(crate) struct Namer<'a> {
     pub image: &'a Image<'a>,
     /// Fixed-build function name to the name it is compared under.
     pub renames: &'a HashMap<String, String>,
+    /// Import slot (PE IAT entry) to `import:library!name`, looked up for every indirect call.
+    import_slots: HashMap<u64, String>,
+}
+
+impl<'a> Namer<'a> {
+    pub(crate) fn new(image: &'a Image<'a>, renames: &'a HashMap<String, String>) -> Self {
+        let import_slots = image
+            .imports
+            .iter()
+            .filter_map(|import| {
+                let name = format!(
+                    "import:{}!{}",
+                    import.library.to_ascii_lowercase(),
+                    import.name
+                );
+                Some((import.slot_rva?, name))
+            })
+            .collect();
+        Namer {
+            image,
+            renames,
+            import_slots,
+        }
+    }
 }
 
 impl Namer<'_> {
@@ -335,16 +359,8 @@ fn symbolize_at(
             offset => format!("${name}+{offset:#x}"),
         };
     }
-    if let Some(import) = image
-        .imports
-        .iter()
-        .find(|import| import.slot_rva == Some(rva))
-    {
-        return format!(
-            "import:{}!{}",
-            import.library.to_ascii_lowercase(),
-            import.name
-        );
+    if let Some(import) = namer.import_slots.get(&rva) {
+        return import.clone();
     }
     // A slot the loader fills (GOT entry, absolute pointer): what it will point at.
     let reloc_idx = image.relocations.partition_point(|r| r.rva < rva);
