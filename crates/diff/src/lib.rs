@@ -309,8 +309,10 @@ fn compare(
     if let Some(delta) = lines::line_only_delta(&old, &new, b, f, baseline, fixed) {
         return Outcome::LineOnly(delta);
     }
-    let causes = causes(&old, &new, f, fixed);
-    let first_difference = first_difference(&old, &new);
+    let alignment = align(&old, &new);
+    let causes = causes(&old, &new, &alignment, f, fixed);
+    let first_difference = first_difference(&old, &new, &alignment);
+    let fixed_listing = relabel(&new, &alignment);
     let kind = pair.kind;
     // A pair made through a folded alias goes by the alias: that is the function that changed.
     let (name, display_name) = match &pair.alias {
@@ -330,7 +332,7 @@ fn compare(
         causes,
         first_difference,
         baseline_listing: old.into_iter().map(|i| i.text).collect(),
-        fixed_listing: new.into_iter().map(|i| i.text).collect(),
+        fixed_listing,
     }))
 }
 
@@ -426,10 +428,10 @@ fn same_targets(
 fn causes(
     old: &[NormalizedInstruction],
     new: &[NormalizedInstruction],
+    alignment: &Alignment,
     f: &Function<'_>,
     fixed: &Image<'_>,
 ) -> Vec<Cause> {
-    let alignment = align(old, new);
     let mut instructions = false;
     let mut old_references = Vec::new();
     let mut new_references = Vec::new();
@@ -510,8 +512,8 @@ fn causes(
 fn first_difference(
     old: &[NormalizedInstruction],
     new: &[NormalizedInstruction],
+    alignment: &Alignment,
 ) -> Option<InstructionDifference> {
-    let alignment = align(old, new);
     let text_at =
         |list: &[NormalizedInstruction], idx: usize| list.get(idx).map(|i| (i.rva, i.text.clone()));
     for op in &alignment.ops {
@@ -608,4 +610,44 @@ fn add_signature_causes(
         }
         function.causes.sort();
     }
+}
+
+/// The fixed listing with each branch label renamed to the baseline label of the instruction it
+/// aligns with (`L7'` where there is none), so a unified diff shows the instructions that changed
+/// rather than every branch after an insertion.
+fn relabel(new: &[NormalizedInstruction], alignment: &Alignment) -> Vec<String> {
+    let to_baseline: HashMap<usize, usize> = alignment
+        .label_map
+        .iter()
+        .map(|(&old, &new)| (new, old))
+        .collect();
+    new.iter()
+        .map(|instruction| {
+            let text = &instruction.text;
+            let bytes = text.as_bytes();
+            let mut out = String::with_capacity(text.len());
+            let mut at = 0;
+            while at < text.len() {
+                let boundary =
+                    at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
+                let digits = text[at + 1..]
+                    .bytes()
+                    .take_while(u8::is_ascii_digit)
+                    .count();
+                if bytes[at] == b'L' && boundary && digits > 0 {
+                    let label: usize = text[at + 1..at + 1 + digits].parse().unwrap_or(usize::MAX);
+                    match to_baseline.get(&label) {
+                        Some(old) => out.push_str(&format!("L{old}")),
+                        None => out.push_str(&format!("L{label}'")),
+                    }
+                    at += 1 + digits;
+                } else {
+                    let next = text[at..].chars().next().map_or(1, char::len_utf8);
+                    out.push_str(&text[at..at + next]);
+                    at += next;
+                }
+            }
+            out
+        })
+        .collect()
 }
