@@ -48,11 +48,12 @@ fn pdbutil_procedures(pdb: &str) -> BTreeSet<(String, u64)> {
         if !(line.contains("| S_GPROC32 ") || line.contains("| S_LPROC32 ")) {
             continue;
         }
-        let name = line
-            .split('`')
-            .nth(1)
-            .expect("procedure name in backquotes")
-            .to_owned();
+        // Everything between the first and the last backquote: MSVC funclet names contain
+        // backquotes of their own (`` `f'::`1'::dtor$0 ``).
+        let (Some(first), Some(last)) = (line.find('`'), line.rfind('`')) else {
+            panic!("procedure name in backquotes: {line}")
+        };
+        let name = line[first + 1..last].to_owned();
         let detail = lines.next().expect("a procedure record has a detail line");
         let addr = detail
             .split("addr = ")
