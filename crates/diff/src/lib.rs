@@ -11,7 +11,7 @@ mod matching;
 mod normalize;
 
 pub use data::{DataChange, DataChangeKind, DataDiff, DataEntry, TypeChange};
-pub use matching::MatchKind;
+pub use matching::{MatchKind, canonical_name};
 
 use hotpatch_image::{Function, Image};
 use normalize::{Namer, NormalizedInstruction, normalize};

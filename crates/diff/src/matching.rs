@@ -54,7 +54,7 @@ const CLONE_SUFFIXES: &[&str] = &[
 
 /// The name without compiler-generated suffixes: `foo.isra.0` and `foo.constprop.3` become
 /// `foo`; a numbered static local `count.3` becomes `count`.
-pub(crate) fn canonical_name(name: &str) -> String {
+pub fn canonical_name(name: &str) -> String {
     let mut base = name;
     loop {
         let trimmed = match base.rfind('.') {

@@ -3,7 +3,7 @@
 
 use crate::codes::{self, Rule};
 use crate::{Finding, Policy, Subject};
-use hotpatch_diff::{ChangedFunction, DataChangeKind};
+use hotpatch_diff::{ChangedFunction, DataChangeKind, canonical_name};
 use hotpatch_image::{DataKind, Function, Image};
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -74,8 +74,9 @@ fn finding(
 
 pub(crate) fn evaluate(subject: &Subject<'_>, policy: &Policy) -> Vec<Finding> {
     let mut findings = Vec::new();
+    let symbols = SymbolSets::new(subject);
     for changed in &subject.diff.changed {
-        function_rules(subject, changed, &mut findings);
+        function_rules(subject, &symbols, changed, &mut findings);
     }
     for added in &subject.diff.added {
         findings.push(finding(
@@ -114,7 +115,51 @@ fn baseline_function<'a>(
     })
 }
 
-fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &mut Vec<Finding>) {
+/// Symbol sets every function rule consults, built once per binary rather than per changed
+/// function. Names are written as the normalized listings write them (`$` and the canonical
+/// name), so a reference test is a plain text match.
+struct SymbolSets {
+    /// Thread-local variables and the PE TLS index in the fixed build.
+    thread_locals: BTreeSet<String>,
+    /// Canonical names of every data symbol in the baseline.
+    baseline_data: BTreeSet<String>,
+    /// Function-scoped statics of the fixed build: (symbol name, `$canonical`).
+    fixed_static_locals: Vec<(String, String)>,
+}
+
+impl SymbolSets {
+    fn new(subject: &Subject<'_>) -> Self {
+        SymbolSets {
+            thread_locals: subject
+                .fixed
+                .data_symbols
+                .iter()
+                .filter(|d| d.kind == DataKind::ThreadLocal || d.name == "_tls_index")
+                .map(|d| format!("${}", d.name))
+                .collect(),
+            baseline_data: subject
+                .baseline
+                .data_symbols
+                .iter()
+                .map(|d| canonical_name(&d.name))
+                .collect(),
+            fixed_static_locals: subject
+                .fixed
+                .data_symbols
+                .iter()
+                .filter(|d| is_static_local(&d.name))
+                .map(|d| (d.name.clone(), canonical_name(&d.name)))
+                .collect(),
+        }
+    }
+}
+
+fn function_rules(
+    subject: &Subject<'_>,
+    symbols: &SymbolSets,
+    changed: &ChangedFunction,
+    findings: &mut Vec<Finding>,
+) {
     let name = changed.name.as_str();
     let display = changed.display_name.as_str();
     let listing = &changed.fixed_listing;
@@ -168,17 +213,13 @@ fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &m
         ));
     }
 
-    let thread_locals: BTreeSet<String> = subject
-        .fixed
-        .data_symbols
-        .iter()
-        .filter(|d| d.kind == DataKind::ThreadLocal || d.name == "_tls_index")
-        .map(|d| format!("${}", d.name))
-        .collect();
     let tls_access = listing.iter().find(|line| {
         line.contains("fs:")
             || line.contains("gs:")
-            || thread_locals.iter().any(|tls| references(line, tls))
+            || symbols
+                .thread_locals
+                .iter()
+                .any(|tls| references(line, tls))
     });
     if let Some(line) = tls_access {
         findings.push(finding(
@@ -326,23 +367,16 @@ fn function_rules(subject: &Subject<'_>, changed: &ChangedFunction, findings: &m
         ));
     }
 
-    let baseline_statics: BTreeSet<String> = subject
-        .baseline
-        .data_symbols
+    let untied: Vec<String> = symbols
+        .fixed_static_locals
         .iter()
-        .map(|d| canonical(&d.name))
-        .collect();
-    let untied: Vec<String> = subject
-        .fixed
-        .data_symbols
-        .iter()
-        .filter(|d| is_static_local(&d.name) && !baseline_statics.contains(&canonical(&d.name)))
-        .filter(|d| {
+        .filter(|(_, canonical)| !symbols.baseline_data.contains(canonical))
+        .filter(|(_, canonical)| {
             listing
                 .iter()
-                .any(|line| references(line, &format!("${}", canonical(&d.name))))
+                .any(|line| references(line, &format!("${canonical}")))
         })
-        .map(|d| d.name.clone())
+        .map(|(name, _)| name.clone())
         .collect();
     if !untied.is_empty() {
         findings.push(finding(
@@ -404,21 +438,17 @@ fn is_tail_jump(line: &str) -> bool {
     !operand.starts_with('L') && !operand.starts_with("jumptable") && !is_indirect_jump(line)
 }
 
-/// A function-scoped static: PDB writes `function::name`, GCC numbers them `name.N`.
+/// A function-scoped static: PDB writes `function::name`, GCC numbers them `name.N`. Versioned
+/// library symbols (`stdout@GLIBC_2.2.5`, copied in by the linker) end in numbers too; they are
+/// imports, not statics.
 fn is_static_local(name: &str) -> bool {
+    if name.contains('@') {
+        return false;
+    }
     name.contains("::")
         || name
             .rsplit_once('.')
             .is_some_and(|(_, n)| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
-}
-
-fn canonical(name: &str) -> String {
-    match name.rsplit_once('.') {
-        Some((base, n)) if !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()) => {
-            base.to_owned()
-        }
-        _ => name.to_owned(),
-    }
 }
 
 fn data_rules(subject: &Subject<'_>, findings: &mut Vec<Finding>) {
