@@ -97,7 +97,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                 if function.rules.is_empty() {
                     String::new()
                 } else {
-                    format!(" [{}]", function.rules.join(", "))
+                    format!(
+                        " [{}]",
+                        function
+                            .rules
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             )?;
         }

@@ -2,19 +2,19 @@
 //! edit above it only in those constants. Such a function is `line-only` when every differing
 //! immediate moved by the same amount as the function's own source lines did.
 
-use crate::normalize::NormalizedInstruction;
+use crate::code::Instruction;
 use hotpatch_image::{Function, Image};
 
 /// The line shift, when the two listings differ only in immediates that moved with the source.
 pub(crate) fn line_only_delta(
-    old: &[NormalizedInstruction],
-    new: &[NormalizedInstruction],
+    old: &[Instruction],
+    new: &[Instruction],
     b: &Function<'_>,
     f: &Function<'_>,
     baseline: &Image<'_>,
     fixed: &Image<'_>,
 ) -> Option<i64> {
-    if old.len() != new.len() || old.iter().zip(new).any(|(o, n)| o.shape != n.shape) {
+    if old.len() != new.len() || old.iter().zip(new).any(|(o, n)| o.shape() != n.shape()) {
         return None;
     }
     let (old_first, old_last) = line_span(baseline, b)?;
@@ -25,7 +25,7 @@ pub(crate) fn line_only_delta(
     }
     let mut differing = 0;
     for (o, n) in old.iter().zip(new) {
-        for (&old_value, &new_value) in o.immediates.iter().zip(&n.immediates) {
+        for (old_value, new_value) in o.immediates().into_iter().zip(n.immediates()) {
             if old_value == new_value {
                 continue;
             }
