@@ -68,6 +68,12 @@ pub struct FunctionMatch {
 /// A function in one build.
 #[derive(Clone, Debug, Serialize)]
 pub struct FunctionEntry {
+    /// Index into its image's `functions`.
+    #[serde(skip)]
+    pub index: usize,
+    /// The typed normalized code, for added functions (what the payload carries).
+    #[serde(skip)]
+    pub code: Vec<Instruction>,
     pub name: String,
     pub display_name: String,
     pub rva: u64,
@@ -294,6 +300,9 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     let matched_fixed: Vec<bool> = flags(fixed.functions.len(), pairs.iter().map(|p| p.fixed));
     result.removed = unmatched_entries(baseline, &matched_baseline);
     result.added = unmatched_entries(fixed, &matched_fixed);
+    result.added.par_iter_mut().for_each(|entry| {
+        entry.code = normalize(&fixed.functions[entry.index], &fixed_namer);
+    });
     (result.data, result.types) = data::diff(baseline, fixed, &baseline_namer, &fixed_namer);
 
     result
@@ -319,8 +328,11 @@ fn unmatched_entries(image: &Image<'_>, matched: &[bool]) -> Vec<FunctionEntry> 
         .functions
         .iter()
         .zip(matched)
-        .filter(|(function, matched)| !**matched && matching::reportable(function))
-        .map(|(function, _)| FunctionEntry {
+        .enumerate()
+        .filter(|(_, (function, matched))| !**matched && matching::reportable(function))
+        .map(|(index, (function, _))| FunctionEntry {
+            index,
+            code: Vec::new(),
             name: function.name.clone(),
             display_name: function.display_name.clone(),
             rva: function.rva,
