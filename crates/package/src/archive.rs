@@ -217,6 +217,7 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
         let comment_len = usize::from(reader.u16(at + 32)?);
         let external_attributes = reader.u32(at + 38)?;
         let local_offset = reader.u32(at + 42)? as usize;
+        let at_central = at;
         let name_start = at + CENTRAL_HEADER_LEN;
         let name_bytes = reader.slice(name_start, name_len)?;
         let next = name_start
@@ -276,12 +277,15 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
         if reader.u32(local_offset)? != LOCAL_HEADER_SIGNATURE {
             return Err(bad(&format!("local header of {name:?}")));
         }
-        let local_method = reader.u16(local_offset + 8)?;
-        let local_flags = reader.u16(local_offset + 6)?;
+        // Version needed, flags, method, time, date, CRC and both sizes: the 26 bytes after the
+        // signature, identical in both headers (the writer never defers sizes to a data
+        // descriptor).
+        let local_fields = reader.slice(local_offset + 4, 22)?;
+        let central_fields = reader.slice(at_central + 6, 22)?;
         let local_name_len = usize::from(reader.u16(local_offset + 26)?);
         let local_extra_len = usize::from(reader.u16(local_offset + 28)?);
         let local_name = reader.slice(local_offset + LOCAL_HEADER_LEN, local_name_len)?;
-        if local_method != method || local_name != name_bytes || local_flags & FLAG_ENCRYPTED != 0 {
+        if local_fields != central_fields || local_name != name_bytes {
             return Err(bad(&format!(
                 "local header of {name:?} disagrees with the central directory"
             )));
