@@ -380,6 +380,15 @@ rules! {
         evidence: "the symbols",
         fixtures: "cpp_exceptions (the catch clause's type info changes)",
     };
+    LIFT_UNSUPPORTED = Rule {
+        id: RuleId("HP1501"), name: "lift-unsupported", title: "The change cannot be lifted exactly into a payload",
+        severity: Severity::RebootRequired, scope: Scope::Function,
+        checks: "Detected by hotpatch-lift, which re-targets every typed reference of the new code into the baseline image: a reference it cannot re-target exactly (new writable or thread-local data, an import or pointer slot the baseline lacks, a jump table encoding it does not rewrite, read-only data holding relocated pointers, a 32-bit absolute address into the payload), or an entry with no room for a redirect.",
+        why: "A payload that might point at the wrong storage or code must never be emitted; only an exact payload may be applied to a running process.",
+        remedy: "Avoid the construct in the fix (reuse existing globals, keep imports), or plan the change for the next baseline.",
+        evidence: "the function, the instruction's RVA, the target it could not re-target and why",
+        fixtures: "new_global (handle_error uses the new writable global error_count, which the payload cannot hold); bounds_check must not fire it",
+    };
     PATCH_LIMIT_EXCEEDED = Rule {
         id: RuleId("HP1401"), name: "patch-limit-exceeded", title: "The patch is larger than the policy allows",
         severity: Severity::RebootRequired, scope: Scope::Binary,

@@ -101,6 +101,34 @@ pub struct Assessment {
     pub disabled_rules: Vec<String>,
 }
 
+/// Adds a finding that a later stage made (lifting: HP1501) to an assessment and recomputes the
+/// verdicts of the function it names and of the binary.
+pub fn add_stage_finding(
+    assessment: &mut Assessment,
+    rule: &'static Rule,
+    function: Option<&str>,
+    reason: String,
+    evidence: &[(&str, String)],
+) {
+    let finding = rules::finding(rule, function, reason, evidence);
+    if finding.blocks() {
+        assessment.verdict = Verdict::RebootRequired;
+        for verdict in &mut assessment.functions {
+            if Some(verdict.function.as_str()) == function {
+                verdict.verdict = Verdict::RebootRequired;
+                if !verdict.rules.contains(&rule.id) {
+                    verdict.rules.push(rule.id);
+                    verdict.rules.sort_unstable();
+                }
+            }
+        }
+    }
+    assessment.findings.push(finding);
+    assessment
+        .findings
+        .sort_by(|a, b| (&a.function, a.rule, &a.reason).cmp(&(&b.function, b.rule, &b.reason)));
+}
+
 /// Runs the catalogue over `subject` under `policy`.
 pub fn assess(subject: &Subject<'_>, policy: &Policy) -> Assessment {
     let mut findings = rules::evaluate(subject, policy);

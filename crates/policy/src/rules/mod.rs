@@ -24,6 +24,8 @@ pub(crate) enum Detector {
     Function(fn(&FunctionContext<'_>) -> Option<Finding>),
     /// Runs once per binary.
     Binary(fn(&BinaryContext<'_>) -> Vec<Finding>),
+    /// Fired by a later stage (lifting) through [`crate::add_stage_finding`].
+    LaterStage,
 }
 
 /// Every detector with the rule it fires. A test checks that each rule of the catalogue has
@@ -149,6 +151,7 @@ pub(crate) const DETECTORS: &[(&Rule, Detector)] = &[
         &crate::codes::VTABLE_CHANGED,
         Detector::Binary(data::vtable_changed),
     ),
+    (&crate::codes::LIFT_UNSUPPORTED, Detector::LaterStage),
     (
         &crate::codes::PATCH_LIMIT_EXCEEDED,
         Detector::Binary(binary::patch_limit_exceeded),
