@@ -246,7 +246,8 @@ fn decode_gap(gap: &[u8], gap_start: u64) -> Option<Vec<GapPiece>> {
 
 #[cfg(test)]
 mod tests {
-    use super::filler_len;
+    use super::{MappedSection, filler_len, measure_padding};
+    use crate::model::{Function, Linkage};
 
     /// gcc's `frame_dummy` (`endbr64; jmp register_tm_clones`) and the 7-byte `nopl` that
     /// aligns `strict_mode_enabled`, as in the ELF `too_short` baseline at 0x1170.
@@ -313,5 +314,52 @@ mod tests {
     #[test]
     fn an_empty_gap_has_no_padding() {
         assert_eq!(filler_len(&[], 0x1000), 0);
+    }
+
+    fn function(name: &str, rva: u64, size: u64) -> Function<'static> {
+        Function {
+            name: name.to_owned(),
+            display_name: name.to_owned(),
+            rva,
+            size,
+            section: ".text".to_owned(),
+            compile_unit: None,
+            linkage: Linkage::Global,
+            has_debug_info: false,
+            code: &[],
+            padding_before: 0,
+            first_instruction_len: None,
+            signature: None,
+            aliases: Vec::new(),
+        }
+    }
+
+    /// The ELF `too_short` baseline from `frame_dummy` to `strict_mode_enabled`:
+    /// `frame_dummy` has no size, so its code and the nopl behind it lie in one gap.
+    #[test]
+    fn a_symbol_without_size_does_not_hide_the_filler_behind_its_code() {
+        const TEXT: &[u8] = &[
+            0xf3, 0x0f, 0x1e, 0xfa, 0xe9, 0x77, 0xff, 0xff, 0xff, // frame_dummy at 0x1170
+            0x0f, 0x1f, 0x80, 0x00, 0x00, 0x00, 0x00, // nopl 0x0(%rax) at 0x1179
+            0x31, 0xc0, 0xc3, // strict_mode_enabled at 0x1180
+        ];
+        let mapped = [MappedSection {
+            name: ".text",
+            rva: 0x1170,
+            bytes: TEXT,
+        }];
+        let mut functions = vec![
+            function("frame_dummy", 0x1170, 0),
+            function("strict_mode_enabled", 0x1180, 3),
+        ];
+        measure_padding(&mut functions, &mapped);
+        assert_eq!(functions[1].padding_before, 7);
+        // A function that directly follows another's last byte has none.
+        let mut functions = vec![
+            function("frame_dummy", 0x1170, 0x10),
+            function("strict_mode_enabled", 0x1180, 3),
+        ];
+        measure_padding(&mut functions, &mapped);
+        assert_eq!(functions[1].padding_before, 0);
     }
 }
