@@ -107,7 +107,7 @@ fn limits_in_the_policy_make_a_patch_reboot_required() {
 
 #[test]
 fn a_waiver_accepts_a_finding_only_when_the_policy_makes_the_rule_waivable() {
-    let (base, fixed) = pair(&root().join("fixtures/too_short"), "elf");
+    let (base, fixed) = pair(&root().join("fixtures/too_short_unpadded"), "elf");
     let waiver = "[[waiver]]\nrule = \"HP0501\"\nbinary = \"fixed\"\nfunction = \"strict_mode_enabled\"\nreason = \"built with padding next time; accepted for this build\"\napproved_by = \"A. Reviewer\"\n";
     // Not waivable: the waiver is ignored.
     let policy = scratch_policy("not-waivable.toml", waiver);
