@@ -127,6 +127,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             pair.fixed.path.display(),
             assessment.verdict.as_str()
         )?;
+        if let Some(lifted) = &outcome.lifted {
+            writeln!(
+                out,
+                "  payload: {} bytes, {} patch site(s), {} relocation(s)",
+                lifted.payload.len(),
+                lifted.sites.len(),
+                lifted.relocations.len()
+            )?;
+        }
         for function in &assessment.functions {
             writeln!(
                 out,

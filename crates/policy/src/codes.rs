@@ -297,7 +297,7 @@ rules! {
         why: "The redirect would overwrite the next function's code.",
         remedy: "Build with hotpatch padding (`-fms-hotpatch`, `/FUNCTIONPADMIN`, `-fpatchable-function-entry`), or plan the change for the next baseline.",
         evidence: "size, padding before the entry, first instruction length",
-        fixtures: "too_short (ELF: no padding); too_short (PE: 12 bytes of int3 padding) must not fire it",
+        fixtures: "too_short_unpadded (a cold function with no filler before it); too_short (PE: 12 bytes of int3 padding; ELF: 7 bytes of nopl filler) must not fire it",
     };
     FOLDED_FUNCTION = Rule {
         id: RuleId("HP0502"), name: "folded-function", title: "The changed body is shared with other names (identical code folding)",
@@ -327,13 +327,13 @@ rules! {
         fixtures: "cpp_exceptions (load_limit); bounds_check must not fire it",
     };
     NEVER_RETURNS = Rule {
-        id: RuleId("HP0801"), name: "never-returns", title: "The changed function never returns",
+        id: RuleId("HP0801"), name: "endless-loop", title: "The changed function can stay active for the life of the process",
         severity: Severity::RebootRequired, scope: Scope::Function,
-        checks: "The changed function has no return instruction and no tail jump out of itself.",
-        why: "A function that never returns may be active on some thread's stack for the life of the process, where the redirect cannot reach it.",
-        remedy: "Move the fix into a callee that returns, or plan the change for the next baseline.",
-        evidence: "the function's last instruction",
-        fixtures: "never_returns (shutdown_process); bounds_check must not fire it",
+        checks: "The control-flow graph of the baseline or fixed code (branches, jump-table entries) has a loop reachable from the entry from which no way out of the function (a return, a tail call, an indirect jump that is not a jump table) can be reached. A function that merely never returns because each call ends the process or the frame (`exit`, `abort`, `longjmp`, a throw, a noreturn error routine) has no such loop and does not fire it. Until December 2026 this rule fired on any function without a return; docs/decisions.md says why that changed.",
+        why: "A call that enters such a loop stays on its thread's stack for the life of the process, running the old code: the redirect reaches only later calls, and the applier's stack check would refuse every attempt.",
+        remedy: "Move the fix into a function the loop calls, or plan the change for the next baseline; a loop the graph cannot see (an event loop behind an indirect call) can be named in the policy's `always_active` list (HP0303).",
+        evidence: "which build's code holds the loop, and its first instruction",
+        fixtures: "worker_loop (an endless service loop); never_returns (ends with exit()) and loop_with_exit must not fire it",
     };
     TOOLCHAIN_CHANGED = Rule {
         id: RuleId("HP0901"), name: "toolchain-changed", title: "The compiler or its options differ between the builds",
