@@ -1,6 +1,7 @@
 //! The `hotpatch` command line: argument handling, output and exit codes. The work itself lives
 //! in the library crates under `crates/`.
 
+mod build;
 mod check;
 mod diff;
 mod input;
@@ -18,7 +19,8 @@ pub mod exit {
     /// Usage error, or an input that cannot be read (missing, truncated, not a binary,
     /// debug information that does not match).
     pub const INPUT: u8 = 2;
-    /// `check`/`report`: finished, and something is reboot-required.
+    /// `check`/`report`: finished, and something is reboot-required; `build`: the package is
+    /// written, and the month needs a baseline.
     pub const REBOOT_REQUIRED: u8 = 10;
 }
 
@@ -45,6 +47,9 @@ enum Command {
     Report(report::Args),
     /// Print the eligibility rule catalogue.
     Rules(report::RulesArgs),
+    /// Build the signed, cumulative package of a monthly release from a baseline and a fixed
+    /// tree (exit 0: hotpatch month; 10: written, but the month needs a baseline).
+    Build(Box<build::Args>),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +68,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args, &mut stdout),
         Command::Report(args) => report::run(&args, &mut stdout),
         Command::Rules(args) => report::rules(&args, &mut stdout),
+        Command::Build(args) => build::run(&args, &mut stdout),
     };
     let result = result.and_then(|code| stdout.flush().map(|()| code).map_err(anyhow::Error::from));
     match result {
