@@ -1,5 +1,6 @@
 //! Integration tests of the `hotpatch` binary and its libraries against the committed fixtures.
 
+mod build;
 mod check;
 mod cli;
 mod diff;
