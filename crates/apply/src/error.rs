@@ -71,7 +71,8 @@ pub enum Error {
     #[error("target {target}: {what}")]
     Unsupported { target: String, what: &'static str },
     /// The package failed verification or a payload could not be resolved.
-    // PACKAGE-VARIANT
+    #[error(transparent)]
+    Package(#[from] hotpatch_package::Error),
     /// The state directory could not be read or written.
     #[error("state {path}: {source}")]
     State {
@@ -106,7 +107,14 @@ impl Error {
     /// The exit class this error belongs to.
     pub fn class(&self) -> Class {
         match self {
-            Error::NoSuchPackage { .. } => Class::Verification,
+            // Resolving a payload at the address found can fail on reach: that is a refusal to
+            // touch this process, not a verdict on the package.
+            Error::Package(
+                hotpatch_package::Error::RedirectOutOfReach { .. }
+                | hotpatch_package::Error::Rel32Overflow { .. }
+                | hotpatch_package::Error::AddressOverflow { .. },
+            ) => Class::Refused,
+            Error::Package(_) | Error::NoSuchPackage { .. } => Class::Verification,
             Error::Busy { .. }
             | Error::BytesMismatch { .. }
             | Error::NoNearbyAddress { .. }

@@ -7,5 +7,7 @@ pub mod error;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod marker;
+pub mod report;
+pub mod state;
 
 pub use error::Error;

@@ -2,8 +2,10 @@
 //! `/proc/PID/mem` and system calls injected into one of their own threads.
 
 pub mod identity;
+pub mod locate;
 pub mod maps;
 pub mod mem;
+pub mod patch;
 pub mod ptrace;
 pub mod remote;
 pub mod stack;

@@ -61,8 +61,16 @@ pub fn find_busy(
             }));
         }
         let stack_pointer = regs.rsp & !7;
-        let Some(stack) = maps.iter().find(|m| m.contains(stack_pointer)) else {
-            continue;
+        // A thread started after `maps` was read has a stack it does not list: read it again.
+        let stack = match maps.iter().find(|m| m.contains(stack_pointer)) {
+            Some(stack) => stack.clone(),
+            None => {
+                let fresh = super::maps::read(stopped.pid)?;
+                match fresh.into_iter().find(|m| m.contains(stack_pointer)) {
+                    Some(stack) => stack,
+                    None => continue,
+                }
+            }
         };
         let len = (stack.end - stack_pointer).min(STACK_SCAN_LIMIT) as usize;
         let bytes = memory.read_vec(stack_pointer, len)?;
