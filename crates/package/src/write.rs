@@ -1,0 +1,67 @@
+//! Writing a package: fill the manifest's entry list from the files, serialize it, sign the
+//! exact bytes, and lay everything into a deterministic zip.
+
+use crate::Error;
+use crate::archive::{self, ArchiveEntry, check_entry_name};
+use crate::keys::SecretKey;
+use crate::manifest::{Entry, Manifest};
+use crate::read::{Limits, MANIFEST_NAME, SIGNATURE_NAME, check_manifest};
+use sha2::{Digest, Sha256};
+use std::collections::BTreeMap;
+
+/// Builds the package bytes for `manifest` (its `entries` and `key_id` are filled here; any
+/// given values are replaced) and `files` (entry name to bytes: payloads and report files).
+///
+/// Targets are sorted by name, their sites by `baseline_rva` and relocations by `offset`.
+/// The result is refused unless [`crate::open`] would accept it under default limits, so the
+/// writer cannot emit what the reader refuses.
+/// Identical inputs give identical bytes: JSON from fixed field order, entries in name order,
+/// fixed timestamps and compression, and Ed25519 signatures are deterministic.
+pub fn write_package(
+    mut manifest: Manifest,
+    files: BTreeMap<String, Vec<u8>>,
+    signing_key: &SecretKey,
+) -> Result<Vec<u8>, Error> {
+    for name in files.keys() {
+        check_entry_name(name)?;
+        if name == MANIFEST_NAME || name == SIGNATURE_NAME {
+            return Err(Error::DuplicateEntry { name: name.clone() });
+        }
+    }
+    manifest.key_id = signing_key.key_id();
+    manifest.entries = files
+        .iter()
+        .map(|(name, data)| Entry {
+            name: name.clone(),
+            sha256: hex::encode(Sha256::digest(data)),
+            len: data.len() as u64,
+        })
+        .collect();
+    manifest.targets.sort_by(|a, b| a.name.cmp(&b.name));
+    for target in &mut manifest.targets {
+        target.sites.sort_by_key(|site| site.baseline_rva);
+        target
+            .relocations
+            .sort_by_key(|relocation| relocation.offset);
+    }
+    check_manifest(&manifest, &files, &Limits::default())?;
+
+    let mut manifest_bytes =
+        serde_json::to_vec_pretty(&manifest).map_err(|error| Error::Malformed {
+            what: MANIFEST_NAME.to_owned(),
+            reason: error.to_string(),
+        })?;
+    manifest_bytes.push(b'\n');
+    let signature = signing_key.sign(&manifest_bytes);
+
+    let mut entries = vec![
+        ArchiveEntry::file(MANIFEST_NAME, &manifest_bytes),
+        ArchiveEntry::file(SIGNATURE_NAME, &signature),
+    ];
+    entries.extend(
+        files
+            .iter()
+            .map(|(name, data)| ArchiveEntry::file(name, data)),
+    );
+    archive::write_archive(&entries)
+}
