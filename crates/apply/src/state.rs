@@ -53,6 +53,8 @@ pub struct InstalledTarget {
     pub name: String,
     pub sha256: String,
     pub build_id: Option<String>,
+    /// Whether the package replaces code in it (a process mapping it should carry a payload).
+    pub patched: bool,
 }
 
 /// An open, locked state directory.
@@ -113,10 +115,21 @@ impl StateDir {
     }
 
     /// Stores a package file under `packages/` and returns its name there.
-    pub fn store_package(&self, product_key: &str, sequence: u64, bytes: &[u8]) -> Result<String, Error> {
+    pub fn store_package(
+        &self,
+        product_key: &str,
+        sequence: u64,
+        bytes: &[u8],
+    ) -> Result<String, Error> {
         let safe: String = product_key
             .chars()
-            .map(|c| if c.is_ascii_alphanumeric() || c == '-' || c == '_' { c } else { '_' })
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' || c == '_' {
+                    c
+                } else {
+                    '_'
+                }
+            })
             .collect();
         let name = format!("{safe}-{sequence}.hpkg");
         self.write_atomically(&format!("packages/{name}"), bytes)?;
@@ -142,7 +155,9 @@ impl StateDir {
         drop(file);
         std::fs::rename(&temporary, &target).map_err(fail)?;
         let directory = target.parent().unwrap_or(&self.path);
-        File::open(directory).and_then(|d| d.sync_all()).map_err(fail)?;
+        File::open(directory)
+            .and_then(|d| d.sync_all())
+            .map_err(fail)?;
         Ok(())
     }
 }

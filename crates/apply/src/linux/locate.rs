@@ -102,7 +102,9 @@ pub fn find_images(
                 let end = maps
                     .iter()
                     .filter(|m| {
-                        m.device == mapping.device && m.inode == mapping.inode && m.start >= mapping.start
+                        m.device == mapping.device
+                            && m.inode == mapping.inode
+                            && m.start >= mapping.start
                     })
                     .map(|m| m.end)
                     .max()
@@ -146,7 +148,10 @@ const MARKER_SCAN_PAGES: u64 = 4096;
 /// (the kernel may merge a payload mapping with a neighbour), bounded per mapping.
 pub fn markers(memory: &ProcessMemory, maps: &[Mapping]) -> Result<Vec<Marker>, Error> {
     let mut markers = Vec::new();
-    for mapping in maps.iter().filter(|m| m.execute && m.read && m.path.is_none()) {
+    for mapping in maps
+        .iter()
+        .filter(|m| m.execute && m.read && m.path.is_none())
+    {
         let pages = ((mapping.end - mapping.start) / maps::PAGE).min(MARKER_SCAN_PAGES);
         for page in 0..pages {
             let address = mapping.start + page * maps::PAGE;

@@ -258,7 +258,9 @@ fn stage(
         .iter()
         .any(|s| s.original.len() != s.redirect.len())
     {
-        return Err(unsupported("original bytes do not match the redirect length"));
+        return Err(unsupported(
+            "original bytes do not match the redirect length",
+        ));
     }
     // Every field is fixed-width, so the header's length does not change once filled in.
     marker.code_offset = maps::round_up(marker.encode().len() as u64);
@@ -272,7 +274,8 @@ fn stage(
         .into_iter()
         .take(32)
     {
-        if let Some(mapped) = remote::mmap_fixed(pid, stopped.first(), instruction, candidate, len)? {
+        if let Some(mapped) = remote::mmap_fixed(pid, stopped.first(), instruction, candidate, len)?
+        {
             address = Some(mapped);
             break;
         }
@@ -283,7 +286,14 @@ fn stage(
         len,
     })?;
     marker.address = address;
-    let filled = fill_and_protect(memory, &mut stopped, instruction, &mut marker, target, payload);
+    let filled = fill_and_protect(
+        memory,
+        &mut stopped,
+        instruction,
+        &mut marker,
+        target,
+        payload,
+    );
     if let Err(error) = filled {
         let _ = remote::munmap(pid, stopped.first(), instruction, address, len);
         return Err(error);
@@ -304,9 +314,11 @@ fn fill_and_protect(
     let mut code = payload.to_vec();
     apply_relocations(&mut code, code_base, marker.bias, &target.relocations)?;
     for (record, site) in marker.sites.iter_mut().zip(&target.sites) {
-        let overflow = || Error::Package(hotpatch_package::Error::AddressOverflow {
-            address: marker.bias,
-        });
+        let overflow = || {
+            Error::Package(hotpatch_package::Error::AddressOverflow {
+                address: marker.bias,
+            })
+        };
         let site_address = marker
             .bias
             .checked_add(site.baseline_rva)
@@ -334,7 +346,11 @@ fn fill_and_protect(
 
 /// The byte changes that move the sites from what `previous` markers wrote (or the baseline)
 /// to `new_sites` (or back to the baseline for sites no longer replaced).
-fn plan_changes(pid: i32, new_sites: &[SiteRecord], previous: &[Marker]) -> Result<Vec<Change>, Error> {
+fn plan_changes(
+    pid: i32,
+    new_sites: &[SiteRecord],
+    previous: &[Marker],
+) -> Result<Vec<Change>, Error> {
     let mut by_address: BTreeMap<u64, Vec<&SiteRecord>> = BTreeMap::new();
     for site in previous.iter().flat_map(|m| &m.sites) {
         by_address.entry(site.write_address).or_default().push(site);
@@ -391,9 +407,10 @@ fn site_ranges(bias: u64, sites: &[SiteRecord]) -> Vec<ProtectedRange> {
         .iter()
         .map(|site| {
             let entry = bias.saturating_add(site.baseline_rva);
-            let end = entry
-                .saturating_add(site.baseline_size)
-                .max(site.write_address.saturating_add(site.redirect.len() as u64));
+            let end = entry.saturating_add(site.baseline_size).max(
+                site.write_address
+                    .saturating_add(site.redirect.len() as u64),
+            );
             ProtectedRange {
                 start: site.write_address.min(entry),
                 end,

@@ -3,6 +3,8 @@
 //! hand-built payloads (the lift does not exist yet, so the fixed code is assembled here).
 #![allow(dead_code)]
 
+pub mod package;
+
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -221,7 +223,11 @@ pub fn sha256_of(path: &Path) -> String {
 
 /// The GNU build-id of a file, read with readelf (an independent view).
 pub fn build_id_of(path: &Path) -> Option<String> {
-    let output = Command::new("readelf").arg("-n").arg(path).output().unwrap();
+    let output = Command::new("readelf")
+        .arg("-n")
+        .arg(path)
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     text.lines()
         .find_map(|l| l.trim().strip_prefix("Build ID: "))
@@ -250,10 +256,7 @@ pub fn load_address(pid: i32, path: &Path) -> u64 {
     let maps = std::fs::read_to_string(format!("/proc/{pid}/maps")).unwrap();
     for line in maps.lines() {
         let fields: Vec<&str> = line.split_whitespace().collect();
-        if fields.len() >= 6
-            && fields[2] == "00000000"
-            && Path::new(fields[5]) == canonical
-        {
+        if fields.len() >= 6 && fields[2] == "00000000" && Path::new(fields[5]) == canonical {
             let start = fields[0].split('-').next().unwrap();
             return u64::from_str_radix(start, 16).unwrap();
         }
