@@ -10,6 +10,8 @@ use serde::Serialize;
 pub enum Outcome {
     /// The redirects are in place (or, for rollback, the originals are back).
     Applied,
+    /// The baseline bytes are back and the payload is unmapped.
+    RolledBack,
     /// The process already runs this package: nothing was changed.
     AlreadyApplied,
     /// Nothing to do here, and nothing wrong.
@@ -69,6 +71,7 @@ impl TargetResult {
     pub fn line(&self) -> String {
         let what = match &self.outcome {
             Outcome::Applied => "applied".to_owned(),
+            Outcome::RolledBack => "rolled back to the baseline".to_owned(),
             Outcome::AlreadyApplied => "already applied".to_owned(),
             Outcome::Skipped { reason } => format!("skipped: {reason}"),
             Outcome::Refused { reason } => format!("refused: {reason}"),

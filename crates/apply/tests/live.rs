@@ -152,7 +152,7 @@ fn apply_observe_rollback(binary: &Path, patched_file: &Path, name: &str) {
     assert_eq!(carried(pid, &state), vec![2]);
 
     let out = rollback(pid, &state);
-    assert!(out.contains("applied"), "{out}");
+    assert!(out.contains("rolled back to the baseline"), "{out}");
     let rolled = program.latest();
     let old_again = program.wait_for("baseline results again", |c| c.old > rolled.old + 1_000_000);
     assert_eq!(old_again.wrong, 0);
@@ -190,6 +190,75 @@ fn patches_a_shared_library_in_a_running_process() {
     let dir = temp_dir("dso");
     let (binary, library) = support::build_with_library(&dir);
     apply_observe_rollback(&binary, &library, "lib/libcompute.so");
+}
+
+#[test]
+fn all_finds_every_process_that_maps_the_target() {
+    if !privileged() {
+        return;
+    }
+    let dir = temp_dir("all");
+    let state = dir.join("state");
+    let unique = format!(
+        "-Wl,--build-id=0x{:08x}{:016x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+    );
+    let (binary, library) = support::build_with_library_flags(&dir, &[&unique]);
+    let signer = Signer::new(&dir);
+    let first = Program::start(&binary, &["1"]);
+    let second = Program::start(&binary, &["1"]);
+    let all = |package: &Path| {
+        let (code, stdout, stderr) = applier(&[
+            "apply",
+            path(package),
+            "--trust",
+            path(&signer.trust_file),
+            "--all",
+            "--state-dir",
+            path(&state),
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+        stdout
+    };
+    let baseline = package::package(
+        &signer,
+        PackageKind::Baseline,
+        1,
+        1,
+        FAR_FUTURE,
+        vec![package::target(&library, "lib/libcompute.so", Fix::None)],
+    );
+    all(&package::save(&dir, "baseline.hpkg", &baseline));
+    let month1 = package::package(
+        &signer,
+        PackageKind::Hotpatch,
+        2,
+        1,
+        FAR_FUTURE,
+        vec![package::target(
+            &library,
+            "lib/libcompute.so",
+            Fix::Multiply,
+        )],
+    );
+    let out = all(&package::save(&dir, "month1.hpkg", &month1));
+    for program in [&first, &second] {
+        assert!(
+            out.contains(&format!("pid {} lib/libcompute.so: applied", program.pid())),
+            "{out}"
+        );
+        assert_eq!(carried(program.pid(), &state), vec![2]);
+        let c = program.latest();
+        assert_eq!(
+            program.wait_for("fixed", |n| n.new > c.new + 100_000).wrong,
+            0
+        );
+        rollback(program.pid(), &state);
+    }
 }
 
 #[test]
@@ -241,6 +310,28 @@ fn monthly_series_on_one_process() {
     assert!(out.contains("sequence 2") && out.contains("3"), "{out}");
     assert_eq!(snapshot(pid, &[(address, 16)]), before);
     assert_eq!(carried(pid, &state), vec![3]);
+
+    // Back to month 1 on purpose: rollback --to re-verifies the stored package.
+    let (code, stdout, stderr) = applier(&[
+        "rollback",
+        "--pid",
+        &pid.to_string(),
+        "--to",
+        "2",
+        "--trust",
+        path(&signer.trust_file),
+        "--state-dir",
+        path(&state),
+    ]);
+    assert_eq!(code, 0, "{stdout}{stderr}");
+    assert_eq!(carried(pid, &state), vec![2]);
+    let c = program.latest();
+    assert_eq!(
+        program
+            .wait_for("month 1 runs", |n| n.new > c.new + 1_000_000)
+            .wrong,
+        0
+    );
 
     rollback(pid, &state);
     assert!(carried(pid, &state).is_empty());
@@ -327,14 +418,10 @@ fn bad_packages_are_refused_and_memory_unchanged() {
         vec![package::target(&binary, "bin/target", Fix::TailCallHelper)],
     );
 
-    // Tampered: one payload byte changed inside the archive.
-    let mut tampered = good.clone();
-    let at = tampered
-        .windows(5)
-        .position(|w| w == [0xe9, 0, 0, 0, 0])
-        .or_else(|| tampered.len().checked_sub(200))
-        .unwrap();
-    tampered[at] ^= 0x01;
+    // Tampered: the payload's jump displacement changed, the archive otherwise intact.
+    let tampered = package::replace_entry(&good, "payloads/bin_target.bin", |payload| {
+        payload[1] ^= 0x40;
+    });
     let out = apply(
         &package::save(&dir, "tampered.hpkg", &tampered),
         &signer,
@@ -342,7 +429,22 @@ fn bad_packages_are_refused_and_memory_unchanged() {
         &state,
         3,
     );
-    assert!(out.contains("error:"), "{out}");
+    assert!(out.contains("payloads/bin_target.bin"), "{out}");
+    // Tampered manifest: the signature no longer holds.
+    let forged = package::replace_entry(&good, "manifest.json", |manifest| {
+        let text = String::from_utf8(manifest.clone()).unwrap();
+        *manifest = text
+            .replacen("\"expires_at\": ", "\"expires_at\": 9", 1)
+            .into_bytes();
+    });
+    let out = apply(
+        &package::save(&dir, "forged.hpkg", &forged),
+        &signer,
+        pid,
+        &state,
+        3,
+    );
+    assert!(out.contains("signature"), "{out}");
 
     // Signed by a key the applier does not trust.
     let stranger = Signer::new(&temp_dir("bad-stranger"));

@@ -126,6 +126,7 @@ pub fn apply(
     let took_effect = results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Applied | Outcome::AlreadyApplied));
+
     let nothing_wrong = !results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Refused { .. } | Outcome::Failed { .. }));

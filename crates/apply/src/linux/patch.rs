@@ -186,7 +186,7 @@ pub fn rollback_to_baseline(
     Ok(targets
         .into_iter()
         .map(|target| {
-            let mut result = TargetResult::new(pid, target, Outcome::Applied);
+            let mut result = TargetResult::new(pid, target, Outcome::RolledBack);
             fill_window(&mut result, &window);
             result
         })

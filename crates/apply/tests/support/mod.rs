@@ -63,9 +63,17 @@ pub fn build_executable(dir: &Path) -> PathBuf {
 
 /// The test program with compute() in `libcompute.so`; returns (program, library).
 pub fn build_with_library(dir: &Path) -> (PathBuf, PathBuf) {
+    build_with_library_flags(dir, &[])
+}
+
+/// The same with extra linker flags for the library (e.g. a unique build-id, so that no other
+/// test's process maps a file of the same identity).
+pub fn build_with_library_flags(dir: &Path, flags: &[&str]) -> (PathBuf, PathBuf) {
     let library = dir.join("libcompute.so");
     run(Command::new("gcc")
-        .args(["-O2", "-shared", "-fPIC", "-o"])
+        .args(["-O2", "-shared", "-fPIC"])
+        .args(flags)
+        .arg("-o")
         .arg(&library)
         .arg(programs().join("compute.c")));
     let out = dir.join("target-dso");

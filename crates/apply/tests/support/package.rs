@@ -142,3 +142,28 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     std::fs::write(&path, bytes).unwrap();
     path
 }
+
+/// The package with entry `name` changed by `edit`, re-zipped so that the archive itself
+/// stays valid (only the signed hashes can tell).
+pub fn replace_entry(package: &[u8], name: &str, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut found = false;
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).unwrap();
+        let entry_name = file.name().unwrap().into_owned();
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).unwrap();
+        if entry_name == name {
+            edit(&mut data);
+            found = true;
+        }
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file(entry_name, options).unwrap();
+        writer.write_all(&data).unwrap();
+    }
+    assert!(found, "{name} not in the package");
+    writer.finish().unwrap().into_inner()
+}
