@@ -19,7 +19,14 @@ fn model_functions(build: &Build, debug_only: bool) -> BTreeSet<(String, u64)> {
             &function["name"]
         };
         functions.insert((name.as_str().expect("name").to_owned(), rva));
-        for alias in function["aliases"].as_array().into_iter().flatten() {
+        // Folded names: readable ones beside the readable name, decorated ones beside the
+        // symbol name.
+        let aliases = if debug_only {
+            &function["alias_display_names"]
+        } else {
+            &function["aliases"]
+        };
+        for alias in aliases.as_array().into_iter().flatten() {
             functions.insert((alias.as_str().expect("alias").to_owned(), rva));
         }
     }

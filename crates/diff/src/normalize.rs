@@ -608,5 +608,7 @@ pub(crate) fn no_function() -> Function<'static> {
         padding_before: 0,
         first_instruction_len: None,
         aliases: Vec::new(),
+        alias_display_names: Vec::new(),
+        parent: None,
     }
 }

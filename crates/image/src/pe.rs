@@ -5,6 +5,7 @@
 //! Without a PDB the functions are the image's exports and `.pdata` ranges, marked as having no
 //! debug information. mingw-built images also carry DWARF from runtime objects; the PDB rules.
 
+mod names;
 mod pdb;
 mod types;
 
@@ -131,7 +132,78 @@ pub(crate) fn load<'data>(
     add_public_data(&mut image, &publics);
     read_initializer_tables(&mut image, &publics, &mapped);
     finish(&mut image, &mapped);
+    link_funclets(&mut image, &mut diagnostics);
     Ok(Loaded { image, diagnostics })
+}
+
+/// Ties each MSVC exception funclet (`dtor$N`, `catch$N`, `filt$N`, `fin$N`) to the function it
+/// belongs to, by the parent's readable name in the funclet's own name: MSVC writes no
+/// `S_SEPCODE` for them, and the linker places them apart from their parent (`.text$x`).
+/// Overloads share a readable name, so a parent in the funclet's own module is preferred; a
+/// parent that stays ambiguous or is missing leaves the funclet without one and raises a
+/// diagnostic on it, so it is never patched on its own.
+fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    use std::collections::BTreeMap;
+    // Readable name -> (module, decorated name of the body) for every function and ICF alias.
+    let mut bodies: BTreeMap<&str, Vec<(Option<&str>, &str)>> = BTreeMap::new();
+    for function in &image.functions {
+        let module = function.compile_unit.as_deref();
+        let names = std::iter::once(&function.display_name).chain(&function.alias_display_names);
+        for display_name in names {
+            bodies
+                .entry(display_name.as_str())
+                .or_default()
+                .push((module, function.name.as_str()));
+        }
+    }
+    let mut parents: Vec<(usize, Result<String, String>)> = Vec::new();
+    for (idx, function) in image.functions.iter().enumerate() {
+        let Some(parent_name) = names::funclet_parent(&function.display_name) else {
+            continue;
+        };
+        let candidates = bodies.get(parent_name).map(Vec::as_slice).unwrap_or(&[]);
+        let same_module: Vec<&str> = candidates
+            .iter()
+            .filter(|(module, _)| *module == function.compile_unit.as_deref())
+            .map(|(_, name)| *name)
+            .collect();
+        let unique = |names: Vec<&str>| -> Option<String> {
+            let mut names = names;
+            names.sort_unstable();
+            names.dedup();
+            match names.as_slice() {
+                [only] => Some((*only).to_owned()),
+                _ => None,
+            }
+        };
+        let all: Vec<&str> = candidates.iter().map(|(_, name)| *name).collect();
+        let outcome = match unique(same_module).or_else(|| unique(all)) {
+            Some(parent) => Ok(parent),
+            None if candidates.is_empty() => Err(format!(
+                "exception funclet {} names the parent {parent_name}, which is not a function of the image",
+                function.display_name
+            )),
+            None => Err(format!(
+                "exception funclet {} names the parent {parent_name}, which {} functions share",
+                function.display_name,
+                candidates.len()
+            )),
+        };
+        parents.push((idx, outcome));
+    }
+    for (idx, outcome) in parents {
+        let Some(function) = image.functions.get_mut(idx) else {
+            continue;
+        };
+        match outcome {
+            Ok(parent) => function.parent = Some(parent),
+            Err(message) => diagnostics.push(Diagnostic {
+                location: "pdb procedures".into(),
+                message,
+                function: Some(function.name.clone()),
+            }),
+        }
+    }
 }
 
 fn read_sections<'data>(file: &PeFile64<'data>) -> (Vec<Section>, Vec<MappedSection<'data>>) {
@@ -478,7 +550,7 @@ fn add_undescribed_functions(
             .unwrap_or(next_start.saturating_sub(rva));
         known.insert(rva);
         image.functions.push(Function {
-            display_name: name.clone(),
+            display_name: names::readable(&name),
             name,
             rva,
             size,
@@ -491,6 +563,8 @@ fn add_undescribed_functions(
             padding_before: 0,
             first_instruction_len: None,
             aliases: Vec::new(),
+            alias_display_names: Vec::new(),
+            parent: None,
         });
     }
 }
