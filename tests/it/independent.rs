@@ -2,7 +2,7 @@
 //! tools: `llvm-pdbutil dump --symbols` for PDBs, `readelf -s` for ELF.
 
 use crate::support::{Build, builds, inspect_json, path_str, tool};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 /// (name, RVA) of every function the model describes, folded names included.
 fn model_functions(build: &Build, debug_only: bool) -> BTreeSet<(String, u64)> {
@@ -130,4 +130,193 @@ fn elf_functions_match_readelf() {
         );
         assert_eq!(actual, expected, "{}: model vs readelf -s", build.label());
     }
+}
+
+/// Builds of the prebuilt MSVC cases (`fixtures/msvc_*`).
+fn msvc_builds() -> Vec<Build> {
+    let msvc: Vec<Build> = builds()
+        .into_iter()
+        .filter(|b| b.format == "pe" && b.case.starts_with("msvc_"))
+        .collect();
+    assert!(!msvc.is_empty(), "no fixtures/msvc_* case");
+    msvc
+}
+
+/// The parent an MSVC funclet names, read from `llvm-pdbutil`'s spelling of the procedure:
+/// `` `parent'::`1'::dtor$0 `` or `parent$filt$0`.
+fn funclet_parent_of(name: &str) -> Option<String> {
+    if let Some(rest) = name.strip_prefix('`') {
+        let end = rest.rfind("'::`")?;
+        let suffix = &rest[end..];
+        let is_funclet = ["dtor$", "catch$", "filt$", "fin$"]
+            .iter()
+            .any(|kind| suffix.contains(kind));
+        return is_funclet.then(|| rest[..end].to_owned());
+    }
+    ["$filt$", "$fin$"]
+        .iter()
+        .find_map(|kind| name.split_once(kind).map(|(parent, _)| parent.to_owned()))
+}
+
+#[test]
+fn msvc_funclets_name_their_parent() {
+    let mut funclets = 0;
+    for build in msvc_builds() {
+        let pdb = build.pdb.clone().expect("PE builds have a PDB");
+        let json = inspect_json(&build);
+        let functions = json["functions"].as_array().expect("functions");
+        for (name, _) in pdbutil_procedures(path_str(&pdb)) {
+            let Some(parent_display) = funclet_parent_of(&name) else {
+                continue;
+            };
+            funclets += 1;
+            let funclet = functions
+                .iter()
+                .find(|f| f["display_name"] == name.as_str())
+                .unwrap_or_else(|| panic!("{}: funclet {name} is a function", build.label()));
+            let parent = funclet["parent"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{}: {name} has no parent", build.label()));
+            let parent_function = functions
+                .iter()
+                .find(|f| f["name"] == parent)
+                .unwrap_or_else(|| panic!("{}: parent {parent} is a function", build.label()));
+            let parent_names: Vec<&str> = std::iter::once(&parent_function["display_name"])
+                .chain(
+                    parent_function["alias_display_names"]
+                        .as_array()
+                        .into_iter()
+                        .flatten(),
+                )
+                .filter_map(|n| n.as_str())
+                .collect();
+            assert!(
+                parent_names.contains(&parent_display.as_str()),
+                "{}: {name} has parent {parent} ({parent_names:?}), expected {parent_display}",
+                build.label()
+            );
+        }
+        // Ordinary functions have none.
+        for function in functions {
+            let display = function["display_name"].as_str().expect("display_name");
+            if funclet_parent_of(display).is_none() {
+                assert!(
+                    function.get("parent").is_none(),
+                    "{}: {display} is no funclet but has a parent",
+                    build.label()
+                );
+            }
+        }
+    }
+    assert!(funclets > 0, "the MSVC fixtures have funclets");
+}
+
+/// `LF_MFUNC_ID` records (index -> (member name, class type index)) from `llvm-pdbutil dump --ids`.
+fn pdbutil_member_function_ids(pdb: &str) -> BTreeMap<String, (String, String)> {
+    let dump = tool("llvm-pdbutil", &["dump", "--ids", pdb]);
+    let mut ids = BTreeMap::new();
+    let mut lines = dump.lines();
+    while let Some(line) = lines.next() {
+        if !line.contains("| LF_MFUNC_ID ") {
+            continue;
+        }
+        let index = line.split('|').next().expect("index").trim().to_owned();
+        let detail = lines.next().expect("a detail line");
+        let name = detail
+            .split("name = ")
+            .nth(1)
+            .and_then(|rest| rest.split(", type = ").next())
+            .expect("name field");
+        let class = detail
+            .split("class type = ")
+            .nth(1)
+            .expect("class type field")
+            .trim();
+        ids.insert(index, (name.to_owned(), class.to_owned()));
+    }
+    ids
+}
+
+/// Class, structure and union names by type index, from `llvm-pdbutil dump --types`.
+fn pdbutil_class_names(pdb: &str) -> BTreeMap<String, String> {
+    let dump = tool("llvm-pdbutil", &["dump", "--types", pdb]);
+    dump.lines()
+        .filter(|line| {
+            ["| LF_CLASS ", "| LF_STRUCTURE ", "| LF_UNION "]
+                .iter()
+                .any(|kind| line.contains(kind))
+        })
+        .filter_map(|line| {
+            let index = line.split('|').next()?.trim().to_owned();
+            let (first, last) = (line.find('`')?, line.rfind('`')?);
+            Some((index, line.get(first + 1..last)?.to_owned()))
+        })
+        .collect()
+}
+
+#[test]
+fn msvc_member_inlinees_are_qualified_with_their_class() {
+    let mut checked = 0;
+    for build in msvc_builds() {
+        let pdb = build.pdb.clone().expect("PE builds have a PDB");
+        let pdb = path_str(&pdb);
+        let ids = pdbutil_member_function_ids(pdb);
+        let classes = pdbutil_class_names(pdb);
+        let symbols = tool("llvm-pdbutil", &["dump", "--symbols", pdb]);
+        let used: BTreeSet<&str> = symbols
+            .lines()
+            .filter_map(|line| line.trim().strip_prefix("inlinee = "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        let json = inspect_json(&build);
+        let inlinees: BTreeSet<&str> = json["inline_sites"]
+            .as_array()
+            .expect("inline_sites")
+            .iter()
+            .filter_map(|site| site["inlinee"].as_str())
+            .collect();
+        for inlinee in &inlinees {
+            assert!(
+                !inlinee.contains("{ctor}") && !inlinee.contains("{dtor}"),
+                "{}: unqualified inlinee {inlinee}",
+                build.label()
+            );
+        }
+        for index in used {
+            let Some((member, class_index)) = ids.get(index) else {
+                continue;
+            };
+            let class = classes
+                .get(class_index)
+                .unwrap_or_else(|| panic!("{}: class {class_index} of {index}", build.label()));
+            // The class's own name: its last `::` component outside template arguments, with
+            // its own template arguments cut off.
+            let mut depth = 0i32;
+            let mut last_component = 0;
+            for (idx, ch) in class.char_indices() {
+                match ch {
+                    '<' => depth += 1,
+                    '>' => depth -= 1,
+                    ':' if depth == 0 && class[idx..].starts_with("::") => last_component = idx + 2,
+                    _ => {}
+                }
+            }
+            let short = class[last_component..]
+                .split('<')
+                .next()
+                .expect("class name component");
+            let expected = match member.as_str() {
+                "{ctor}" => format!("{class}::{short}"),
+                "{dtor}" => format!("{class}::~{short}"),
+                _ => format!("{class}::{member}"),
+            };
+            assert!(
+                inlinees.contains(expected.as_str()),
+                "{}: inlinee {index} should be named {expected}",
+                build.label()
+            );
+            checked += 1;
+        }
+    }
+    assert!(checked > 0, "the MSVC fixtures inline member functions");
 }

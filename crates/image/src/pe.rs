@@ -573,6 +573,24 @@ fn add_undescribed_functions(
 /// listed with size 0 so that references to them have a name that survives address shifts.
 fn add_public_data(image: &mut Image<'_>, publics: &[pdb::Public]) {
     let known: std::collections::BTreeSet<u64> = image.data_symbols.iter().map(|d| d.rva).collect();
+    // The linker defines `__ImageBase` at RVA 0, the DOS header of every PE image; code reads it
+    // (the CRT's `__scrt_is_nonwritable_in_current_image` checks the `MZ` signature there), but
+    // MSVC's PDB has no public for it and no section holds the headers.
+    // It spans the headers, which end where the first section begins: code reads fields of it
+    // (`e_lfanew` at +0x3c).
+    let headers_size = image.sections.iter().map(|s| s.rva).min().unwrap_or(0);
+    if !known.contains(&0) && publics.iter().all(|p| p.rva != 0) {
+        image.data_symbols.push(DataSymbol {
+            name: "__ImageBase".into(),
+            rva: 0,
+            size: headers_size,
+            section: "(headers)".into(),
+            kind: DataKind::ReadOnly,
+            linkage: Linkage::Global,
+            compile_unit: None,
+            type_name: None,
+        });
+    }
     for public in publics
         .iter()
         .filter(|p| !p.code && !known.contains(&p.rva))

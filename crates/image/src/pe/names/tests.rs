@@ -1,3 +1,7 @@
+//! Tests of the MSVC name helpers on names taken from real MSVC PDBs (debugpy's
+//! run_code_on_dllmain_amd64, fixtures/msvc_*): undecoration, public matching under ICF, funclet
+//! parents and member inlinee qualification.
+
 use super::*;
 
 #[test]
