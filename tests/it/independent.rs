@@ -47,9 +47,14 @@ fn pdb_section_addresses(pdb: &str) -> Vec<u64> {
 
 /// (name, RVA) of every `S_GPROC32`/`S_LPROC32` record, from `llvm-pdbutil dump --symbols`.
 fn pdbutil_procedures(pdb: &str) -> BTreeSet<(String, u64)> {
+    pdbutil_procedures_in_order(pdb).into_iter().collect()
+}
+
+/// The same records in the order of the dump: module by module, in symbol stream order.
+fn pdbutil_procedures_in_order(pdb: &str) -> Vec<(String, u64)> {
     let sections = pdb_section_addresses(pdb);
     let dump = tool("llvm-pdbutil", &["dump", "--symbols", pdb]);
-    let mut procedures = BTreeSet::new();
+    let mut procedures = Vec::new();
     let mut lines = dump.lines();
     while let Some(line) = lines.next() {
         if !(line.contains("| S_GPROC32 ") || line.contains("| S_LPROC32 ")) {
@@ -73,7 +78,7 @@ fn pdbutil_procedures(pdb: &str) -> BTreeSet<(String, u64)> {
         let section: usize = section.parse().expect("section number");
         let offset: u64 = offset.parse().expect("offset");
         let base = sections.get(section - 1).copied().expect("section exists");
-        procedures.insert((name, base + offset));
+        procedures.push((name, base + offset));
     }
     procedures
 }
@@ -165,14 +170,25 @@ fn msvc_funclets_name_their_parent() {
         let pdb = build.pdb.clone().expect("PE builds have a PDB");
         let json = inspect_json(&build);
         let functions = json["functions"].as_array().expect("functions");
-        for (name, _) in pdbutil_procedures(path_str(&pdb)) {
+        // The procedure a funclet follows in its module's symbol stream is its parent.
+        let mut previous: Option<(String, u64)> = None;
+        for (name, rva) in pdbutil_procedures_in_order(path_str(&pdb)) {
             let Some(parent_display) = funclet_parent_of(&name) else {
+                previous = Some((name, rva));
                 continue;
             };
+            let (previous_name, previous_rva) =
+                previous.clone().expect("a funclet follows its parent");
+            assert_eq!(
+                previous_name,
+                parent_display,
+                "{}: {name} follows another procedure",
+                build.label()
+            );
             funclets += 1;
             let funclet = functions
                 .iter()
-                .find(|f| f["display_name"] == name.as_str())
+                .find(|f| f["display_name"] == name.as_str() && f["rva"] == rva)
                 .unwrap_or_else(|| panic!("{}: funclet {name} is a function", build.label()));
             let parent = funclet["parent"]
                 .as_str()
@@ -193,6 +209,12 @@ fn msvc_funclets_name_their_parent() {
             assert!(
                 parent_names.contains(&parent_display.as_str()),
                 "{}: {name} has parent {parent} ({parent_names:?}), expected {parent_display}",
+                build.label()
+            );
+            assert_eq!(
+                parent_function["rva"],
+                previous_rva,
+                "{}: {name} has the parent body at another address",
                 build.label()
             );
         }

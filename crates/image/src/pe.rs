@@ -137,17 +137,26 @@ pub(crate) fn load<'data>(
 }
 
 /// Ties each MSVC exception funclet (`dtor$N`, `catch$N`, `filt$N`, `fin$N`) to the function it
-/// belongs to, by the parent's readable name in the funclet's own name: MSVC writes no
-/// `S_SEPCODE` for them, and the linker places them apart from their parent (`.text$x`).
-/// Overloads share a readable name, so a parent in the funclet's own module is preferred; a
-/// parent that stays ambiguous or is missing leaves the funclet without one and raises a
-/// diagnostic on it, so it is never patched on its own.
+/// belongs to. MSVC writes no `S_SEPCODE` for them and the linker places them apart from their
+/// parent (`.text$x`); but the compiler writes a funclet's record right after its parent's in the
+/// module's symbol stream, and the PDB reader takes that procedure when it has the name the
+/// funclet names. Here that name becomes the name of the body that holds it (identical code
+/// folding may have made it an alias). Funclets the stream order did not settle get a parent by
+/// readable name, preferring one in the funclet's own module; a parent that stays ambiguous
+/// (overloads) or is missing leaves the funclet without one and raises a diagnostic on it, so it
+/// is never patched on its own.
 fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
     use std::collections::BTreeMap;
+    // Decorated name (own or alias) -> the name of the body that holds it.
+    let mut body_of: BTreeMap<&str, &str> = BTreeMap::new();
     // Readable name -> (module, decorated name of the body) for every function and ICF alias.
     let mut bodies: BTreeMap<&str, Vec<(Option<&str>, &str)>> = BTreeMap::new();
     for function in &image.functions {
         let module = function.compile_unit.as_deref();
+        body_of.insert(function.name.as_str(), function.name.as_str());
+        for alias in &function.aliases {
+            body_of.insert(alias.as_str(), function.name.as_str());
+        }
         let names = std::iter::once(&function.display_name).chain(&function.alias_display_names);
         for display_name in names {
             bodies
@@ -161,6 +170,14 @@ fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
         let Some(parent_name) = names::funclet_parent(&function.display_name) else {
             continue;
         };
+        if let Some(body) = function
+            .parent
+            .as_deref()
+            .and_then(|parent| body_of.get(parent))
+        {
+            parents.push((idx, Ok((*body).to_owned())));
+            continue;
+        }
         let candidates = bodies.get(parent_name).map(Vec::as_slice).unwrap_or(&[]);
         let same_module: Vec<&str> = candidates
             .iter()
@@ -197,11 +214,14 @@ fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
         };
         match outcome {
             Ok(parent) => function.parent = Some(parent),
-            Err(message) => diagnostics.push(Diagnostic {
-                location: "pdb procedures".into(),
-                message,
-                function: Some(function.name.clone()),
-            }),
+            Err(message) => {
+                function.parent = None;
+                diagnostics.push(Diagnostic {
+                    location: "pdb procedures".into(),
+                    message,
+                    function: Some(function.name.clone()),
+                });
+            }
         }
     }
 }

@@ -188,6 +188,9 @@ fn read_module_symbols(
     // The procedure an inline site belongs to: its start offset (inlinee line offsets are relative
     // to it) and RVA.
     let mut current_procedure: Option<(pdb2::PdbInternalSectionOffset, u64)> = None;
+    // MSVC writes a function's exception funclets right after it in the module's symbol stream:
+    // the last procedure that is no funclet, by readable and decorated name.
+    let mut last_non_funclet: Option<(String, String)> = None;
     let mut symbols = module_info.symbols()?;
     while let Some(symbol) = symbols.next()? {
         let Ok(data) = symbol.parse() else { continue };
@@ -200,6 +203,18 @@ fn read_module_symbols(
                 current_procedure = Some((procedure.offset, rva));
                 let display_name = procedure.name.to_string().into_owned();
                 let name = procedure_public_name(context.public_names.get(&rva), &display_name);
+                // Overloads share a readable name, so the funclet's own name cannot tell them
+                // apart; the procedure it follows can.
+                let parent = match names::funclet_parent(&display_name) {
+                    Some(parent_name) => last_non_funclet
+                        .as_ref()
+                        .filter(|(last_display, _)| last_display == parent_name)
+                        .map(|(_, last_name)| last_name.clone()),
+                    None => {
+                        last_non_funclet = Some((display_name.clone(), name.clone()));
+                        None
+                    }
+                };
                 let section = image
                     .section_at(rva)
                     .map(|s| s.name.clone())
@@ -223,7 +238,7 @@ fn read_module_symbols(
                     first_instruction_len: None,
                     aliases: Vec::new(),
                     alias_display_names: Vec::new(),
-                    parent: None,
+                    parent,
                 });
             }
             pdb2::SymbolData::InlineSite(site) => {
