@@ -197,6 +197,9 @@ pub struct BinaryReport {
     pub fixed_size: Option<u64>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload: Option<PayloadReport>,
+    /// The package entry holding this binary's HTML audit report (binaries with changes).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_report: Option<String>,
     /// Changed, added and line-only functions.
     pub functions: Vec<FunctionReport>,
     /// Every finding that is not informational, and every informational one the policy made.
@@ -251,6 +254,8 @@ pub struct FindingReport {
 struct Built {
     report: BinaryReport,
     target: Option<(Target, Vec<u8>)>,
+    /// The HTML audit report of a binary with changes (`report/binaries/<name>.html`).
+    audit_html: Option<String>,
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
@@ -302,6 +307,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     // A baseline is installed with a restart: it carries no payload, only the series' start.
     let mut targets = Vec::new();
     let mut files: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+    for binary in &mut binaries {
+        if let Some(html) = binary.audit_html.take() {
+            let entry = format!("report/binaries/{}.html", binary.report.name);
+            binary.report.audit_report = Some(entry.clone());
+            files.insert(entry, html.into_bytes());
+        }
+    }
     if args.kind == Kind::Hotpatch {
         for binary in &mut binaries {
             let Some((mut target, payload)) = binary.target.take() else {
@@ -637,10 +649,12 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
                     fixed_sha256,
                     fixed_size,
                     payload: None,
+                    audit_report: None,
                     functions: Vec::new(),
                     findings: Vec::new(),
                 },
                 target: None,
+                audit_html: None,
             });
         }
     };
@@ -712,6 +726,8 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
             waived: finding.waived.is_some(),
         })
         .collect();
+    let audit_html = (status != Status::Unchanged)
+        .then(|| crate::report::release_html(name, &base.image, &fixed.image, &outcome));
     let format = match fixed.image.format {
         hotpatch_image::Format::Pe => "pe",
         hotpatch_image::Format::Elf => "elf",
@@ -754,10 +770,12 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
             fixed_sha256: Some(fixed.image.identity.sha256.clone()),
             fixed_size: Some(fixed.image.identity.file_size),
             payload,
+            audit_report: None,
             functions,
             findings,
         },
         target,
+        audit_html,
     })
 }
 
@@ -892,6 +910,9 @@ fn markdown(report: &ReleaseReport) -> String {
             continue;
         }
         let _ = writeln!(md, "\n## `{}`: {}\n", binary.name, binary.status.as_str());
+        if let Some(entry) = &binary.audit_report {
+            let _ = writeln!(md, "Audit report: `{entry}`.\n");
+        }
         if let Some(payload) = &binary.payload {
             let _ = writeln!(
                 md,

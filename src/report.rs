@@ -95,6 +95,26 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     Ok(exit_code(outcome.assessment.verdict))
 }
 
+/// The self-contained HTML audit report of one binary of a release (`hotpatch build` puts it
+/// into the package). Both builds are named by `name`, the binary's path relative to its release
+/// tree, so the page does not depend on where the trees were.
+pub fn release_html(
+    name: &str,
+    base: &Image<'_>,
+    fixed: &Image<'_>,
+    outcome: &crate::check::Outcome,
+) -> String {
+    let path = std::path::Path::new(name);
+    html(&Report {
+        schema: "hotpatch-report/1",
+        baseline: summary(path, base),
+        fixed: summary(path, fixed),
+        assessment: &outcome.assessment,
+        diff: &outcome.diff,
+        names: ReadableNames::new(base, fixed),
+    })
+}
+
 pub fn rules(args: &RulesArgs, out: &mut dyn Write) -> Result<u8> {
     if args.json {
         serde_json::to_writer_pretty(&mut *out, hotpatch_policy::CATALOGUE)?;

@@ -207,10 +207,19 @@ fn build_packages_both_formats_and_the_package_verifies() {
         ),
     ];
     entries.extend(package.entries.iter().map(|(n, d)| (n.clone(), d.clone())));
+    let names: Vec<&str> = entries.iter().map(|(name, _)| name.as_str()).collect();
     assert_eq!(
-        entries.len(),
-        6,
-        "manifest, signature, 2 payloads, 2 reports"
+        names,
+        [
+            "manifest.json",
+            "manifest.sig",
+            "payloads/000.bin",
+            "payloads/001.bin",
+            "report/binaries/bounds_check/app.exe.html",
+            "report/binaries/bounds_check/app.html",
+            "report/release.json",
+            "report/release.md",
+        ]
     );
     open(&stored_zip(&entries)).expect("the entries repacked unchanged still verify");
     for index in 0..entries.len() {
@@ -458,6 +467,10 @@ fn a_reboot_required_binary_makes_a_baseline_month_unless_left_out() {
         markdown.contains("| `tls/app` | reboot-required | - |") && markdown.contains("HP0201"),
         "the report names the rule: {markdown}"
     );
+
+    let audit = String::from_utf8(package.entries["report/binaries/tls/app.html"].clone())
+        .expect("the HTML audit report of the reboot-required binary");
+    assert!(audit.contains("HP0201"), "{audit}");
 
     // The policy may leave such binaries out: the month stays a hotpatch month.
     let policy = dir.join("release.toml");
