@@ -99,7 +99,8 @@ pub enum Kind {
 pub enum Status {
     /// Eligible, with code to patch: it has a target and a payload in the package.
     Hotpatched,
-    /// No code to patch (identical, or changes that need no new code).
+    /// No code to patch: identical, changes that need no new code, or only new functions that
+    /// no replaced function calls.
     Unchanged,
     /// A rule stands against the change: not packaged.
     RebootRequired,
@@ -671,7 +672,9 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
         .filter(|_| assessment.verdict == Verdict::HotpatchEligible);
     let status = match lifted {
         _ if assessment.verdict == Verdict::RebootRequired => Status::RebootRequired,
-        Some(lifted) if !lifted.payload.is_empty() => Status::Hotpatched,
+        // New code that no patch site leads to (an added function nothing changed calls) is
+        // never reached in a running process: there is nothing to patch.
+        Some(lifted) if !lifted.sites.is_empty() => Status::Hotpatched,
         _ => Status::Unchanged,
     };
     let packaged = if status == Status::Hotpatched {
@@ -726,7 +729,7 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
             waived: finding.waived.is_some(),
         })
         .collect();
-    let audit_html = (status != Status::Unchanged)
+    let audit_html = (status != Status::Unchanged || !assessment.functions.is_empty())
         .then(|| crate::report::release_html(name, &base.image, &fixed.image, &outcome));
     let format = match fixed.image.format {
         hotpatch_image::Format::Pe => "pe",
