@@ -30,4 +30,4 @@ pub use read::{
 pub use relocate::{apply_relocations, redirect_bytes};
 pub use sequence::check_sequence;
 pub use trust::{Trust, TrustFile, TrustedKey};
-pub use write::write_package;
+pub use write::{DEFAULT_VALIDITY_SECONDS, issue_time, write_package};

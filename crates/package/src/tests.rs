@@ -1013,3 +1013,14 @@ fn trust_file_with_a_key_id_that_does_not_match_is_refused() {
         Err(Error::Malformed { .. })
     ));
 }
+
+#[test]
+fn issue_time_prefers_the_flag_then_source_date_epoch_then_now() {
+    assert_eq!(issue_time(Some(7), Some("9"), 11).expect("flag"), 7);
+    assert_eq!(issue_time(None, Some("9\n"), 11).expect("env"), 9);
+    assert_eq!(issue_time(None, None, 11).expect("now"), 11);
+    assert!(matches!(
+        issue_time(None, Some("yesterday"), 11),
+        Err(Error::Malformed { ref what, .. }) if what == "SOURCE_DATE_EPOCH"
+    ));
+}
