@@ -597,6 +597,34 @@ fn truncated_archive_is_refused() {
     assert!(matches!(error, Error::BadArchive { .. }), "{error}");
 }
 
+#[test]
+fn bytes_hidden_between_entries_and_the_central_directory_are_refused() {
+    let bytes = package();
+    let end = bytes.len() - 22;
+    let central_offset =
+        u32::from_le_bytes(bytes[end + 16..end + 20].try_into().expect("4")) as usize;
+    // 16 bytes of junk before the central directory, with the end record moved to match: every
+    // entry still reads, but something unaccounted for travels in the file.
+    let mut padded = bytes[..central_offset].to_vec();
+    padded.extend_from_slice(&[0xAA; 16]);
+    padded.extend_from_slice(&bytes[central_offset..]);
+    let new_end = padded.len() - 22;
+    padded[new_end + 16..new_end + 20]
+        .copy_from_slice(&((central_offset + 16) as u32).to_le_bytes());
+    let error = open_now(&padded).expect_err("gap");
+    assert!(
+        matches!(error, Error::BadArchive { ref reason } if reason.contains("between")),
+        "{error}"
+    );
+    // An entry whose central record points back into the previous entry (overlap).
+    let mut overlapping = bytes.clone();
+    let first_central = central_offset;
+    let second_central = first_central + 46 + "manifest.json".len();
+    overlapping[second_central + 42..second_central + 46].copy_from_slice(&0u32.to_le_bytes());
+    let error = open_now(&overlapping).expect_err("overlap");
+    assert!(matches!(error, Error::BadArchive { .. }), "{error}");
+}
+
 // --- validity window and sequence -----------------------------------------------------------
 
 #[test]
