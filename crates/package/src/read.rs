@@ -48,10 +48,10 @@ impl Default for Limits {
             max_entries: 4096,
             max_entry_bytes: 64 * MIB,
             max_total_bytes: 512 * MIB,
-            max_manifest_bytes: 16 * MIB,
+            max_manifest_bytes: 64 * MIB,
             max_targets: 4096,
             max_sites: 100_000,
-            max_relocations: 2_000_000,
+            max_relocations: 1_000_000,
             clock_skew_seconds: 300,
         }
     }
