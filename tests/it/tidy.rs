@@ -109,3 +109,26 @@ fn layering_holds() {
         }
     }
 }
+
+#[test]
+fn policy_decides_on_typed_code_not_listing_text() {
+    // The listings are rendered for people; the policy reads the typed code (control flow and
+    // typed references), so no string in an operand can fire a rule.
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/policy/src"), &mut files);
+    assert!(!files.is_empty());
+    for file in files {
+        let text = fs_err::read_to_string(&file).unwrap();
+        for banned in ["_listing", "first_difference.", ".render_with("] {
+            let hits: Vec<&str> = text
+                .lines()
+                .filter(|line| line.contains(banned) && !line.trim_start().starts_with("//"))
+                .collect();
+            assert!(
+                hits.is_empty() || (banned == "first_difference." && file.ends_with("change.rs")),
+                "{} reads listing text ({banned}): {hits:?}",
+                file.display()
+            );
+        }
+    }
+}
