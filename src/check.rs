@@ -20,10 +20,12 @@ pub struct Args {
     pub json: bool,
 }
 
-/// Everything one assessment produced, for `check` and `report`.
+/// Everything one assessment produced, for `check`, `report` and `build`.
 pub struct Outcome {
     pub diff: Diff,
     pub assessment: Assessment,
+    /// The payload, when the policy found the change eligible and lifting succeeded.
+    pub lifted: Option<hotpatch_lift::Lifted>,
 }
 
 pub fn read_policy(path: Option<&Path>) -> Result<Policy> {
@@ -56,8 +58,46 @@ pub fn assess(pair: &Pair, base: &Loaded<'_>, fixed: &Loaded<'_>, policy: &Polic
         diff: &diff,
         diagnostics: &diagnostics,
     };
-    let assessment = hotpatch_policy::assess(&subject, policy);
-    Outcome { diff, assessment }
+    let mut assessment = hotpatch_policy::assess(&subject, policy);
+    let lifted = lift(&base.image, &fixed.image, &diff, &mut assessment);
+    Outcome {
+        diff,
+        assessment,
+        lifted,
+    }
+}
+
+/// Lifts an eligible change; what cannot be lifted exactly becomes an HP1501 finding, so the
+/// verdict says what `build` would do.
+fn lift(
+    baseline: &hotpatch_image::Image<'_>,
+    fixed: &hotpatch_image::Image<'_>,
+    diff: &Diff,
+    assessment: &mut Assessment,
+) -> Option<hotpatch_lift::Lifted> {
+    if assessment.verdict != Verdict::HotpatchEligible {
+        return None;
+    }
+    match hotpatch_lift::lift(baseline, fixed, diff) {
+        Ok(lifted) => Some(lifted),
+        Err(problems) => {
+            for problem in problems {
+                let function = problem.function().to_owned();
+                hotpatch_policy::add_stage_finding(
+                    assessment,
+                    &hotpatch_policy::codes::LIFT_UNSUPPORTED,
+                    diff.changed
+                        .iter()
+                        .find(|c| c.display_name == function)
+                        .map(|c| c.name.as_str())
+                        .or(Some(function.as_str())),
+                    problem.to_string(),
+                    &problem.evidence(),
+                );
+            }
+            None
+        }
+    }
 }
 
 pub fn exit_code(verdict: Verdict) -> u8 {
@@ -87,6 +127,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             pair.fixed.path.display(),
             assessment.verdict.as_str()
         )?;
+        if let Some(lifted) = &outcome.lifted {
+            writeln!(
+                out,
+                "  payload: {} bytes, {} patch site(s), {} relocation(s)",
+                lifted.payload.len(),
+                lifted.sites.len(),
+                lifted.relocations.len()
+            )?;
+        }
         for function in &assessment.functions {
             writeln!(
                 out,
@@ -97,7 +146,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                 if function.rules.is_empty() {
                     String::new()
                 } else {
-                    format!(" [{}]", function.rules.join(", "))
+                    format!(
+                        " [{}]",
+                        function
+                            .rules
+                            .iter()
+                            .map(|r| r.as_str())
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    )
                 }
             )?;
         }

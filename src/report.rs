@@ -177,7 +177,12 @@ fn markdown(report: &Report<'_>) -> String {
                 function.function,
                 function.change,
                 function.verdict.as_str(),
-                function.rules.join(", ")
+                function
+                    .rules
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         md.push('\n');
@@ -300,7 +305,12 @@ fn html(report: &Report<'_>) -> String {
                 "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
                 escape(&function.function),
                 function.change,
-                function.rules.join(", ")
+                function
+                    .rules
+                    .iter()
+                    .map(|r| r.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
             );
         }
         page.push_str("</table>\n");

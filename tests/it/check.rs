@@ -107,8 +107,8 @@ fn limits_in_the_policy_make_a_patch_reboot_required() {
 
 #[test]
 fn a_waiver_accepts_a_finding_only_when_the_policy_makes_the_rule_waivable() {
-    let (base, fixed) = pair(&root().join("fixtures/too_short"), "elf");
-    let waiver = "[[waiver]]\nrule = \"HP0501\"\nbinary = \"fixed\"\nfunction = \"strict_mode_enabled\"\nreason = \"built with padding next time; accepted for this build\"\napproved_by = \"A. Reviewer\"\n";
+    let (base, fixed) = pair(&root().join("fixtures/global_initializer"), "elf");
+    let waiver = "[[waiver]]\nrule = \"HP0102\"\nbinary = \"fixed\"\nreason = \"the new retry count only matters after a restart; reviewed\"\napproved_by = \"A. Reviewer\"\n";
     // Not waivable: the waiver is ignored.
     let policy = scratch_policy("not-waivable.toml", waiver);
     let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
@@ -123,7 +123,7 @@ fn a_waiver_accepts_a_finding_only_when_the_policy_makes_the_rule_waivable() {
     // Waivable: the finding is accepted and the waiver is shown.
     let policy = scratch_policy(
         "waivable.toml",
-        &format!("[rules]\nwaivable = [\"HP0501\"]\n\n{waiver}"),
+        &format!("[rules]\nwaivable = [\"HP0102\"]\n\n{waiver}"),
     );
     let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
     assert_eq!(code, 0, "{json}");
@@ -131,19 +131,37 @@ fn a_waiver_accepts_a_finding_only_when_the_policy_makes_the_rule_waivable() {
         .as_array()
         .unwrap()
         .iter()
-        .find(|f| f["rule"] == "HP0501")
-        .expect("HP0501 listed");
+        .find(|f| f["rule"] == "HP0102")
+        .expect("HP0102 listed");
     assert_eq!(finding["waived"]["approved_by"], "A. Reviewer");
     // A waiver for another binary does not apply.
     let policy = scratch_policy(
         "other-binary.toml",
         &format!(
-            "[rules]\nwaivable = [\"HP0501\"]\n\n{}",
+            "[rules]\nwaivable = [\"HP0102\"]\n\n{}",
             waiver.replace("binary = \"fixed\"", "binary = \"other.exe\"")
         ),
     );
     let (code, _) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
     assert_eq!(code, 10);
+}
+
+#[test]
+fn a_waiver_cannot_make_room_for_a_redirect() {
+    // too_short_unpadded: strict_mode_enabled is 3 bytes with no filler before it. A reviewer may
+    // waive HP0501, but the lifter still has nowhere to write the jump, so HP1501 keeps the
+    // verdict reboot-required.
+    let (base, fixed) = pair(&root().join("fixtures/too_short_unpadded"), "elf");
+    let policy = scratch_policy(
+        "waive-too-short.toml",
+        "[rules]\nwaivable = [\"HP0501\"]\n\n[[waiver]]\nrule = \"HP0501\"\nbinary = \"fixed\"\nfunction = \"strict_mode_enabled\"\nreason = \"reviewed\"\napproved_by = \"A. Reviewer\"\n",
+    );
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 10);
+    assert_eq!(
+        blocking_rules(&json),
+        BTreeSet::from(["HP0501".to_owned(), "HP1501".to_owned()])
+    );
 }
 
 #[test]

@@ -82,7 +82,18 @@ fn layering_holds() {
             "policy depends on {format_crate}"
         );
     }
-    for library in ["crates/image", "crates/diff", "crates/policy"] {
+    // The applier links the package crate: it stays free of the build side's readers and of
+    // the other hotpatch crates.
+    let package = dependencies("crates/package/Cargo.toml");
+    for heavy in ["hotpatch-", "object", "pdb2", "gimli", "iced-x86", "rayon"] {
+        assert!(!package.contains(heavy), "package depends on {heavy}");
+    }
+    for library in [
+        "crates/image",
+        "crates/diff",
+        "crates/policy",
+        "crates/package",
+    ] {
         let mut files = Vec::new();
         rust_files(&root().join(library).join("src"), &mut files);
         // Unit tests (`tests.rs`) may build and read programs; library code may not.
@@ -95,6 +106,29 @@ fn layering_holds() {
                     file.display()
                 );
             }
+        }
+    }
+}
+
+#[test]
+fn policy_decides_on_typed_code_not_listing_text() {
+    // The listings are rendered for people; the policy reads the typed code (control flow and
+    // typed references), so no string in an operand can fire a rule.
+    let mut files = Vec::new();
+    rust_files(&root().join("crates/policy/src"), &mut files);
+    assert!(!files.is_empty());
+    for file in files {
+        let text = fs_err::read_to_string(&file).unwrap();
+        for banned in ["_listing", "first_difference.", ".render_with("] {
+            let hits: Vec<&str> = text
+                .lines()
+                .filter(|line| line.contains(banned) && !line.trim_start().starts_with("//"))
+                .collect();
+            assert!(
+                hits.is_empty() || (banned == "first_difference." && file.ends_with("change.rs")),
+                "{} reads listing text ({banned}): {hits:?}",
+                file.display()
+            );
         }
     }
 }

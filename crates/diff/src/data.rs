@@ -166,7 +166,7 @@ fn initial_value(image: &Image<'_>, symbol: &DataSymbol, namer: &Namer<'_>) -> O
             return None;
         }
     }
-    render_bytes(image, symbol.rva, symbol.size, namer, 0)
+    render_bytes(image, symbol.rva, symbol.size, namer, 0).map(|(text, _)| text)
 }
 
 /// Types with the same name and a different set of layouts.

@@ -5,16 +5,19 @@
 //! (`normalize.rs`), tells apart changes that only move `__LINE__` constants (`lines.rs`), and
 //! compares data symbols and type layouts (`data.rs`). It knows nothing of policy.
 
+pub mod code;
 mod data;
 mod lines;
 mod matching;
 mod normalize;
 
+pub use code::{Instruction, Reference, Target};
 pub use data::{DataChange, DataChangeKind, DataDiff, DataEntry, TypeChange};
 pub use matching::{MatchKind, canonical_name};
 
+use code::Labels;
 use hotpatch_image::{Function, Image};
-use normalize::{Namer, NormalizedInstruction, normalize};
+use normalize::{ImageIndex, Namer, normalize};
 use rayon::prelude::*;
 use serde::Serialize;
 use std::collections::HashMap;
@@ -48,11 +51,29 @@ pub struct Diff {
     pub data: DataDiff,
     /// Aggregate types whose layout differs.
     pub types: Vec<TypeChange>,
+    /// Every matched pair of functions (changed or not), for lifting: a reference of new code
+    /// to a fixed-build function goes to its baseline match.
+    #[serde(skip)]
+    pub matches: Vec<FunctionMatch>,
+}
+
+/// A matched pair, by index into each image's `functions`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct FunctionMatch {
+    pub baseline: usize,
+    pub fixed: usize,
+    pub kind: MatchKind,
 }
 
 /// A function in one build.
 #[derive(Clone, Debug, Serialize)]
 pub struct FunctionEntry {
+    /// Index into its image's `functions`.
+    #[serde(skip)]
+    pub index: usize,
+    /// The typed normalized code, for added functions (what the payload carries).
+    #[serde(skip)]
+    pub code: Vec<Instruction>,
     pub name: String,
     pub display_name: String,
     pub rva: u64,
@@ -62,6 +83,12 @@ pub struct FunctionEntry {
 /// A function whose code changed.
 #[derive(Clone, Debug, Serialize)]
 pub struct ChangedFunction {
+    /// Index of the function in the baseline image's `functions`.
+    #[serde(skip)]
+    pub baseline_index: usize,
+    /// Index of the function in the fixed image's `functions`.
+    #[serde(skip)]
+    pub fixed_index: usize,
     /// The baseline name (decorated).
     pub name: String,
     pub display_name: String,
@@ -78,7 +105,14 @@ pub struct ChangedFunction {
     /// The first pair of normalized instructions that differ.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_difference: Option<InstructionDifference>,
-    /// Normalized disassembly of both builds, for `--disasm` and reports.
+    /// The typed normalized code of both builds: what the policy decides on and the lifter
+    /// re-targets.
+    #[serde(skip)]
+    pub baseline_code: Vec<Instruction>,
+    #[serde(skip)]
+    pub fixed_code: Vec<Instruction>,
+    /// Normalized disassembly of both builds rendered from the typed code, for `--disasm` and
+    /// reports; the fixed listing's labels are renamed to the baseline labels they align with.
     #[serde(skip)]
     pub baseline_listing: Vec<String>,
     #[serde(skip)]
@@ -153,30 +187,34 @@ pub struct LineOnly {
 pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     let (mut pairs, baseline_left, fixed_left) = matching::match_by_name(baseline, fixed);
 
+    let (baseline_index, fixed_index) =
+        rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(fixed));
+
     // Renamed functions: identical bodies among what names could not pair.
     let no_renames = HashMap::new();
-    let bodies = |image: &Image<'_>, left: &[usize]| -> HashMap<usize, String> {
-        let namer = Namer::new(image, &no_renames);
-        left.par_iter()
-            .map(|&idx| {
-                let listing = normalize(&image.functions[idx], &namer);
-                (
-                    idx,
-                    listing
-                        .into_iter()
-                        .map(|i| i.text)
-                        .collect::<Vec<_>>()
-                        .join("\n"),
-                )
-            })
-            .filter(|(_, body)| !body.is_empty())
-            .collect()
-    };
+    let bodies =
+        |image: &Image<'_>, index: &ImageIndex, left: &[usize]| -> HashMap<usize, String> {
+            let namer = Namer::new(image, &no_renames, index);
+            left.par_iter()
+                .map(|&idx| {
+                    let listing = normalize(&image.functions[idx], &namer);
+                    (
+                        idx,
+                        listing
+                            .iter()
+                            .map(Instruction::render)
+                            .collect::<Vec<_>>()
+                            .join("\n"),
+                    )
+                })
+                .filter(|(_, body)| !body.is_empty())
+                .collect()
+        };
     let body_pairs = matching::match_by_body(
         &baseline_left,
         &fixed_left,
-        &bodies(baseline, &baseline_left),
-        &bodies(fixed, &fixed_left),
+        &bodies(baseline, &baseline_index, &baseline_left),
+        &bodies(fixed, &fixed_index, &fixed_left),
     );
     pairs.extend(body_pairs);
 
@@ -193,8 +231,8 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
             (f.name.clone(), matching::canonical_name(baseline_name))
         })
         .collect();
-    let baseline_namer = Namer::new(baseline, &no_renames);
-    let fixed_namer = Namer::new(fixed, &renames);
+    let baseline_namer = Namer::new(baseline, &no_renames, &baseline_index);
+    let fixed_namer = Namer::new(fixed, &renames, &fixed_index);
 
     let outcomes: Vec<Outcome> = pairs
         .par_iter()
@@ -204,6 +242,15 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
             compare(b, f, pair, baseline, fixed, &baseline_namer, &fixed_namer)
         })
         .collect();
+    let mut matches: Vec<FunctionMatch> = pairs
+        .iter()
+        .map(|pair| FunctionMatch {
+            baseline: pair.baseline,
+            fixed: pair.fixed,
+            kind: pair.kind,
+        })
+        .collect();
+    matches.sort();
 
     let mut result = Diff {
         schema: SCHEMA,
@@ -215,6 +262,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         unchanged: 0,
         data: DataDiff::default(),
         types: Vec::new(),
+        matches,
     };
     for (pair, outcome) in pairs.iter().zip(outcomes) {
         let (b, f) = (
@@ -239,7 +287,11 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
                 name: b.name.clone(),
                 line_delta,
             }),
-            Outcome::Changed(changed) => result.changed.push(*changed),
+            Outcome::Changed(mut changed) => {
+                changed.baseline_index = pair.baseline;
+                changed.fixed_index = pair.fixed;
+                result.changed.push(*changed)
+            }
         }
     }
     add_signature_causes(&mut result.changed, &pairs, baseline, fixed);
@@ -248,6 +300,9 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     let matched_fixed: Vec<bool> = flags(fixed.functions.len(), pairs.iter().map(|p| p.fixed));
     result.removed = unmatched_entries(baseline, &matched_baseline);
     result.added = unmatched_entries(fixed, &matched_fixed);
+    result.added.par_iter_mut().for_each(|entry| {
+        entry.code = normalize(&fixed.functions[entry.index], &fixed_namer);
+    });
     (result.data, result.types) = data::diff(baseline, fixed, &baseline_namer, &fixed_namer);
 
     result
@@ -273,8 +328,11 @@ fn unmatched_entries(image: &Image<'_>, matched: &[bool]) -> Vec<FunctionEntry> 
         .functions
         .iter()
         .zip(matched)
-        .filter(|(function, matched)| !**matched && matching::reportable(function))
-        .map(|(function, _)| FunctionEntry {
+        .enumerate()
+        .filter(|(_, (function, matched))| !**matched && matching::reportable(function))
+        .map(|(index, (function, _))| FunctionEntry {
+            index,
+            code: Vec::new(),
             name: function.name.clone(),
             display_name: function.display_name.clone(),
             rva: function.rva,
@@ -302,8 +360,9 @@ fn compare(
 ) -> Outcome {
     let old = normalize(b, baseline_namer);
     let new = normalize(f, fixed_namer);
-    let texts_equal = old.len() == new.len() && old.iter().zip(&new).all(|(o, n)| o.text == n.text);
-    if texts_equal {
+    let old_text: Vec<String> = old.iter().map(Instruction::render).collect();
+    let new_text: Vec<String> = new.iter().map(Instruction::render).collect();
+    if old_text == new_text {
         return Outcome::Unchanged;
     }
     if let Some(delta) = lines::line_only_delta(&old, &new, b, f, baseline, fixed) {
@@ -311,7 +370,7 @@ fn compare(
     }
     let alignment = align(&old, &new);
     let causes = causes(&old, &new, &alignment, f, fixed);
-    let first_difference = first_difference(&old, &new, &alignment);
+    let first_difference = first_difference(&old, &new, &old_text, &new_text, &alignment);
     let fixed_listing = relabel(&new, &alignment);
     let kind = pair.kind;
     // A pair made through a folded alias goes by the alias: that is the function that changed.
@@ -320,6 +379,8 @@ fn compare(
         None => (b.name.clone(), b.display_name.clone()),
     };
     Outcome::Changed(Box::new(ChangedFunction {
+        baseline_index: pair.baseline,
+        fixed_index: pair.fixed,
         fixed_name: (f.name != name).then(|| f.name.clone()),
         name,
         display_name,
@@ -331,7 +392,9 @@ fn compare(
         confidence: kind.confidence(),
         causes,
         first_difference,
-        baseline_listing: old.into_iter().map(|i| i.text).collect(),
+        baseline_code: old,
+        fixed_code: new,
+        baseline_listing: old_text,
         fixed_listing,
     }))
 }
@@ -344,9 +407,9 @@ struct Alignment {
     label_map: HashMap<usize, usize>,
 }
 
-fn align(old: &[NormalizedInstruction], new: &[NormalizedInstruction]) -> Alignment {
-    let old_keys: Vec<String> = old.iter().map(|i| blank_labels(&i.text)).collect();
-    let new_keys: Vec<String> = new.iter().map(|i| blank_labels(&i.text)).collect();
+fn align(old: &[Instruction], new: &[Instruction]) -> Alignment {
+    let old_keys: Vec<String> = old.iter().map(|i| i.render_with(&Labels::Blank)).collect();
+    let new_keys: Vec<String> = new.iter().map(|i| i.render_with(&Labels::Blank)).collect();
     let ops = similar::capture_diff_slices(similar::Algorithm::Myers, &old_keys, &new_keys);
     let mut label_map = HashMap::new();
     // Equal runs pair up, and so do replaced runs of equal length: a branch to an instruction
@@ -373,48 +436,9 @@ fn align(old: &[NormalizedInstruction], new: &[NormalizedInstruction]) -> Alignm
     Alignment { ops, label_map }
 }
 
-/// `jmp L12` and `jumptable[L3,L4]` with the indices removed.
-fn blank_labels(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    let mut chars = text.chars().peekable();
-    let mut previous: Option<char> = None;
-    while let Some(c) = chars.next() {
-        out.push(c);
-        let starts_label = c == 'L' && !previous.is_some_and(|p| p.is_alphanumeric() || p == '_');
-        if starts_label && chars.peek().is_some_and(char::is_ascii_digit) {
-            while chars.peek().is_some_and(char::is_ascii_digit) {
-                chars.next();
-            }
-        }
-        previous = Some(c);
-    }
-    out
-}
-
-/// The instruction indices a normalized text branches to (`L12` → 12).
-fn labels(text: &str) -> Vec<usize> {
-    let bytes = text.as_bytes();
-    let mut found = Vec::new();
-    for (at, _) in text.match_indices('L') {
-        let boundary = at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
-        let digits: String = text[at + 1..]
-            .chars()
-            .take_while(char::is_ascii_digit)
-            .collect();
-        if boundary && !digits.is_empty() {
-            found.extend(digits.parse::<usize>().ok());
-        }
-    }
-    found
-}
-
 /// Whether two aligned instructions with equal blanked text branch to corresponding places.
-fn same_targets(
-    o: &NormalizedInstruction,
-    n: &NormalizedInstruction,
-    label_map: &HashMap<usize, usize>,
-) -> bool {
-    let (old_labels, new_labels) = (labels(&o.text), labels(&n.text));
+fn same_targets(o: &Instruction, n: &Instruction, label_map: &HashMap<usize, usize>) -> bool {
+    let (old_labels, new_labels) = (o.labels(), n.labels());
     old_labels.len() == new_labels.len()
         && old_labels
             .iter()
@@ -426,8 +450,8 @@ fn same_targets(
 /// the references; anything else (including a branch that now goes elsewhere) is an instruction
 /// change; differences inside inlined ranges also name the inlinee.
 fn causes(
-    old: &[NormalizedInstruction],
-    new: &[NormalizedInstruction],
+    old: &[Instruction],
+    new: &[Instruction],
     alignment: &Alignment,
     f: &Function<'_>,
     fixed: &Image<'_>,
@@ -460,9 +484,9 @@ fn causes(
                 for k in 0..old_len {
                     let (o, n) = (&old[old_index + k], &new[new_index + k]);
                     differing_fixed_rvas.push(n.rva);
-                    if o.skeleton == n.skeleton && labels(&o.text).is_empty() {
-                        old_references.push(o.text.clone());
-                        new_references.push(n.text.clone());
+                    if o.same_skeleton(n) && o.labels().is_empty() && n.labels().is_empty() {
+                        old_references.push(o.render());
+                        new_references.push(n.render());
                     } else {
                         instructions = true;
                     }
@@ -510,12 +534,15 @@ fn causes(
 /// The first difference in the alignment (not merely the first position where the listings
 /// differ, which after an insertion is usually a shifted label).
 fn first_difference(
-    old: &[NormalizedInstruction],
-    new: &[NormalizedInstruction],
+    old: &[Instruction],
+    new: &[Instruction],
+    old_text: &[String],
+    new_text: &[String],
     alignment: &Alignment,
 ) -> Option<InstructionDifference> {
-    let text_at =
-        |list: &[NormalizedInstruction], idx: usize| list.get(idx).map(|i| (i.rva, i.text.clone()));
+    let side = |list: &[Instruction], text: &[String], idx: usize| {
+        Some((list.get(idx)?.rva, text.get(idx)?.clone()))
+    };
     for op in &alignment.ops {
         let (old_idx, new_idx) = match *op {
             similar::DiffOp::Equal {
@@ -542,8 +569,8 @@ fn first_difference(
                 ..
             } => (Some(old_index), Some(new_index)),
         };
-        let old_side = old_idx.and_then(|i| text_at(old, i));
-        let new_side = new_idx.and_then(|i| text_at(new, i));
+        let old_side = old_idx.and_then(|i| side(old, old_text, i));
+        let new_side = new_idx.and_then(|i| side(new, new_text, i));
         return Some(InstructionDifference {
             baseline_rva: old_side.as_ref().map(|(rva, _)| *rva),
             fixed_rva: new_side.as_ref().map(|(rva, _)| *rva),
@@ -559,7 +586,7 @@ fn first_difference(
 }
 
 /// Adds the signature causes: a changed function whose own type changed, and one that calls
-/// (or tail-calls) a function whose type changed. Names in listings are baseline names.
+/// (or tail-calls) a function whose type changed. Names in the fixed code are baseline names.
 fn add_signature_causes(
     changed: &mut [ChangedFunction],
     pairs: &[matching::Pair],
@@ -592,14 +619,16 @@ fn add_signature_causes(
             });
         }
         let mut callees: Vec<String> = function
-            .fixed_listing
+            .fixed_code
             .iter()
-            .filter_map(|line| {
-                line.strip_prefix("call ")
-                    .or_else(|| line.strip_prefix("jmp "))
+            .filter(|i| matches!(i.flow, code::Flow::Call | code::Flow::Jump))
+            .flat_map(|i| i.references())
+            .filter_map(|reference| match &reference.target {
+                Target::Function {
+                    name, offset: 0, ..
+                } if changed_types.contains_key(name) => Some(name.clone()),
+                _ => None,
             })
-            .filter(|target| changed_types.contains_key(*target))
-            .map(str::to_owned)
             .collect();
         callees.sort();
         callees.dedup();
@@ -615,39 +644,13 @@ fn add_signature_causes(
 /// The fixed listing with each branch label renamed to the baseline label of the instruction it
 /// aligns with (`L7'` where there is none), so a unified diff shows the instructions that changed
 /// rather than every branch after an insertion.
-fn relabel(new: &[NormalizedInstruction], alignment: &Alignment) -> Vec<String> {
+fn relabel(new: &[Instruction], alignment: &Alignment) -> Vec<String> {
     let to_baseline: HashMap<usize, usize> = alignment
         .label_map
         .iter()
         .map(|(&old, &new)| (new, old))
         .collect();
     new.iter()
-        .map(|instruction| {
-            let text = &instruction.text;
-            let bytes = text.as_bytes();
-            let mut out = String::with_capacity(text.len());
-            let mut at = 0;
-            while at < text.len() {
-                let boundary =
-                    at == 0 || !(bytes[at - 1].is_ascii_alphanumeric() || bytes[at - 1] == b'_');
-                let digits = text[at + 1..]
-                    .bytes()
-                    .take_while(u8::is_ascii_digit)
-                    .count();
-                if bytes[at] == b'L' && boundary && digits > 0 {
-                    let label: usize = text[at + 1..at + 1 + digits].parse().unwrap_or(usize::MAX);
-                    match to_baseline.get(&label) {
-                        Some(old) => out.push_str(&format!("L{old}")),
-                        None => out.push_str(&format!("L{label}'")),
-                    }
-                    at += 1 + digits;
-                } else {
-                    let next = text[at..].chars().next().map_or(1, char::len_utf8);
-                    out.push_str(&text[at..at + next]);
-                    at += next;
-                }
-            }
-            out
-        })
+        .map(|instruction| instruction.render_with(&Labels::Mapped(&to_baseline)))
         .collect()
 }

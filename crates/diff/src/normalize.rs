@@ -1,66 +1,20 @@
-//! Normalized disassembly: each instruction as text in which every address is replaced by what
-//! it points at (a function or data symbol plus offset, the contents of an unnamed constant, the
-//! targets of a jump table, or an instruction index inside the same function). Two builds of an
-//! unchanged function give the same text however far the linker moved things.
+//! Normalization: decodes a function with iced-x86 and turns every address operand into a typed
+//! [`Reference`] naming what it points at (a function or data symbol plus offset, an import
+//! slot, a stub, the bounded content of an unnamed constant, the entries of a jump table, or an
+//! instruction index inside the same function). Two builds of an unchanged function give equal
+//! instructions however far the linker moved things.
 
-use hotpatch_image::{Function, Image};
-use iced_x86::{Decoder, DecoderOptions, Instruction, Mnemonic, OpKind, Register};
+use crate::code::{
+    Constant, ConstantContent, Encoding, Flow, Instruction, JumpTable, Labels, Memory, Operand,
+    Reference, TableBound, TableEncoding, TableEntry, Target, Unresolved, Value,
+};
+use hotpatch_image::{DataKind, Function, Image};
+use iced_x86::{
+    ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, Mnemonic,
+    OpKind, Register,
+};
+use rayon::prelude::*;
 use std::collections::HashMap;
-
-/// One instruction, normalized.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub(crate) struct NormalizedInstruction {
-    /// RVA in its own build.
-    pub rva: u64,
-    /// The full normalized text.
-    pub text: String,
-    /// The text with immediates replaced by `#`: equal shapes differ at most in constants.
-    pub shape: String,
-    /// The text with references replaced by `@`: equal skeletons differ at most in what they
-    /// point at.
-    pub skeleton: String,
-    /// The immediate operands, in order.
-    pub immediates: Vec<i64>,
-}
-
-/// How symbol names are written in normalized text; the fixed build's names are mapped to the
-/// baseline names of their matches, so renames do not show in callers.
-pub(crate) struct Namer<'a> {
-    pub image: &'a Image<'a>,
-    /// Fixed-build function name to the name it is compared under.
-    pub renames: &'a HashMap<String, String>,
-    /// Import slot (PE IAT entry) to `import:library!name`, looked up for every indirect call.
-    import_slots: HashMap<u64, String>,
-}
-
-impl<'a> Namer<'a> {
-    pub(crate) fn new(image: &'a Image<'a>, renames: &'a HashMap<String, String>) -> Self {
-        let import_slots = image
-            .imports
-            .iter()
-            .filter_map(|import| {
-                let name = format!(
-                    "import:{}!{}",
-                    import.library.to_ascii_lowercase(),
-                    import.name
-                );
-                Some((import.slot_rva?, name))
-            })
-            .collect();
-        Namer {
-            image,
-            renames,
-            import_slots,
-        }
-    }
-}
-
-impl Namer<'_> {
-    fn function_name(&self, function: &Function<'_>) -> String {
-        let name = crate::matching::canonical_name(&function.name);
-        self.renames.get(&function.name).cloned().unwrap_or(name)
-    }
-}
 
 /// How far a C string is searched for its NUL.
 const MAX_STRING_SCAN: u64 = 64 * 1024;
@@ -68,29 +22,157 @@ const MAX_STRING_SCAN: u64 = 64 * 1024;
 const MAX_STRING_SHOWN: usize = 96;
 /// Read-only data up to this size compares with its relocated pointers resolved.
 const MAX_RENDERED_DATA: u64 = 64 * 1024;
-/// The bytes of an unnamed constant of unknown size that are compared.
-const MAX_CONSTANT_WINDOW: u64 = 64;
+/// The most bytes of an unnamed constant of unknown size that are compared.
+const MAX_CONSTANT_WINDOW: u64 = 256;
 /// Jump tables longer than this are not followed.
-const MAX_JUMP_TABLE: usize = 1024;
+const MAX_JUMP_TABLE: u64 = 4096;
+/// How many instructions before an indexed jump the guarding compare is looked for.
+const GUARD_WINDOW: usize = 12;
 
-/// Decodes and normalizes `function`; `None` when it has no code bytes.
-pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<NormalizedInstruction> {
-    let (instructions, index_of) = decode(function);
-    instructions
-        .iter()
-        .map(|instruction| normalize_instruction(instruction, function, namer, &index_of))
+/// Facts about one image that every function's normalization consults, computed once.
+pub(crate) struct ImageIndex {
+    /// Import slot (PE IAT entry, GOT slot of an import) to (library, name).
+    import_slots: HashMap<u64, (String, String)>,
+    /// Sorted addresses where one object starts: every address code refers to outside
+    /// executable sections, data symbols, relocation targets. An unnamed constant or a jump
+    /// table never extends past the next one.
+    boundaries: Vec<u64>,
+}
+
+impl ImageIndex {
+    pub(crate) fn new(image: &Image<'_>) -> Self {
+        let import_slots = image
+            .imports
+            .iter()
+            .filter_map(|import| {
+                Some((
+                    import.slot_rva?,
+                    (import.library.to_ascii_lowercase(), import.name.clone()),
+                ))
+            })
+            .collect();
+        let mut boundaries: Vec<u64> = image
+            .functions
+            .par_iter()
+            .flat_map_iter(|function| referenced_addresses(function, image))
+            .collect();
+        boundaries.extend(image.data_symbols.iter().map(|d| d.rva));
+        boundaries.extend(image.functions.iter().map(|f| f.rva));
+        boundaries.extend(
+            image
+                .relocations
+                .iter()
+                .filter_map(|r| slot_target(image, r.rva)),
+        );
+        boundaries.sort_unstable();
+        boundaries.dedup();
+        ImageIndex {
+            import_slots,
+            boundaries,
+        }
+    }
+
+    /// The first boundary strictly after `rva`.
+    fn next_boundary(&self, rva: u64) -> Option<u64> {
+        let idx = self.boundaries.partition_point(|&b| b <= rva);
+        self.boundaries.get(idx).copied()
+    }
+}
+
+/// The addresses a function's code refers to by RIP-relative or absolute operands.
+fn referenced_addresses(function: &Function<'_>, image: &Image<'_>) -> Vec<u64> {
+    let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
+    let mut found = Vec::new();
+    let mut instruction = Decoded::default();
+    while decoder.can_decode() {
+        decoder.decode_out(&mut instruction);
+        if instruction.is_ip_rel_memory_operand() {
+            found.push(instruction.ip_rel_memory_address());
+        }
+        for operand in 0..instruction.op_count() {
+            if is_immediate(instruction.op_kind(operand))
+                && let Some(rva) = absolute_reference(instruction.immediate(operand), image)
+            {
+                found.push(rva);
+            }
+        }
+    }
+    found
+}
+
+/// How symbol names are written; the fixed build's names are mapped to the baseline names of
+/// their matches, so renames do not show in callers.
+pub(crate) struct Namer<'a> {
+    pub image: &'a Image<'a>,
+    /// Fixed-build function name to the name it is compared under.
+    pub renames: &'a HashMap<String, String>,
+    index: &'a ImageIndex,
+}
+
+impl<'a> Namer<'a> {
+    pub(crate) fn new(
+        image: &'a Image<'a>,
+        renames: &'a HashMap<String, String>,
+        index: &'a ImageIndex,
+    ) -> Self {
+        Namer {
+            image,
+            renames,
+            index,
+        }
+    }
+
+    fn function_name(&self, function: &Function<'_>) -> String {
+        let name = crate::matching::canonical_name(&function.name);
+        self.renames.get(&function.name).cloned().unwrap_or(name)
+    }
+}
+
+/// The function being normalized: its bounds and its instruction indices.
+struct Scope<'f> {
+    function: &'f Function<'f>,
+    index_of: &'f HashMap<u64, usize>,
+}
+
+impl Scope<'_> {
+    fn contains(&self, rva: u64) -> bool {
+        rva >= self.function.rva && rva < self.function.end()
+    }
+
+    fn local(&self, rva: u64) -> Option<Target> {
+        if let Some(&index) = self.index_of.get(&rva) {
+            return Some(Target::Label { index });
+        }
+        self.contains(rva).then(|| Target::InsideInstruction {
+            offset: rva - self.function.rva,
+        })
+    }
+}
+
+/// Decodes and normalizes `function`.
+pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<Instruction> {
+    let (decoded, offsets, index_of) = decode(function);
+    let scope = Scope {
+        function,
+        index_of: &index_of,
+    };
+    (0..decoded.len())
+        .map(|at| normalize_instruction(&decoded, &offsets[at], at, &scope, namer))
         .collect()
 }
 
-/// The instructions of `function`, without alignment filler (nop, int3), which moves with
-/// addresses.
+/// The instructions of `function`, without alignment filler (nop, int3 between code), which
+/// moves with addresses.
 ///
 /// Branch targets inside the function are written as instruction indices, which survive changes
 /// in instruction length and alignment padding; the returned map gives each address its index,
 /// and a branch to dropped filler (a loop aligned with nops) the index of what follows it.
-pub(crate) fn decode(function: &Function<'_>) -> (Vec<Instruction>, HashMap<u64, usize>) {
+/// The constant offsets (where displacements and immediates sit) come with each instruction,
+/// since iced-x86 computes them from the decoder's state right after decoding.
+fn decode(function: &Function<'_>) -> (Vec<Decoded>, Vec<ConstantOffsets>, HashMap<u64, usize>) {
     let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
     let mut instructions = Vec::with_capacity(function.code.len() / 4);
+    let mut offsets = Vec::with_capacity(function.code.len() / 4);
     let mut index_of = HashMap::new();
     let mut filler = Vec::new();
     while decoder.can_decode() {
@@ -103,74 +185,173 @@ pub(crate) fn decode(function: &Function<'_>) -> (Vec<Instruction>, HashMap<u64,
             index_of.insert(ip, instructions.len());
         }
         index_of.insert(instruction.ip(), instructions.len());
+        offsets.push(decoder.get_constant_offsets(&instruction));
         instructions.push(instruction);
     }
+    // Trailing int3 after the last instruction is padding; a trailing int3 that a branch reaches
+    // (a trap after a noreturn call) still gets an index past the end, which reads as "end".
     for ip in filler {
         index_of.insert(ip, instructions.len());
     }
-    (instructions, index_of)
+    (instructions, offsets, index_of)
 }
 
+/// Mnemonics compilers do not emit for C and C++ code: the mark of inline assembly.
+const SYSTEM_MNEMONICS: &[Mnemonic] = &[
+    Mnemonic::Cpuid,
+    Mnemonic::Rdtsc,
+    Mnemonic::Rdtscp,
+    Mnemonic::Syscall,
+    Mnemonic::Sysenter,
+    Mnemonic::Int,
+    Mnemonic::Into,
+    Mnemonic::Cli,
+    Mnemonic::Sti,
+    Mnemonic::Hlt,
+    Mnemonic::In,
+    Mnemonic::Out,
+    Mnemonic::Insb,
+    Mnemonic::Outsb,
+    Mnemonic::Rdmsr,
+    Mnemonic::Wrmsr,
+    Mnemonic::Lgdt,
+    Mnemonic::Lidt,
+    Mnemonic::Invlpg,
+    Mnemonic::Xgetbv,
+    Mnemonic::Xsetbv,
+    Mnemonic::Rdrand,
+    Mnemonic::Rdseed,
+    Mnemonic::Ud2,
+    Mnemonic::Lfence,
+    Mnemonic::Mfence,
+    Mnemonic::Sfence,
+];
+
 fn normalize_instruction(
-    instruction: &Instruction,
-    function: &Function<'_>,
+    decoded: &[Decoded],
+    offsets: &ConstantOffsets,
+    at: usize,
+    scope: &Scope<'_>,
     namer: &Namer<'_>,
-    index_of: &HashMap<u64, usize>,
-) -> NormalizedInstruction {
-    let mut text = String::new();
-    let mut shape = String::new();
-    let mut skeleton = String::new();
-    let mut immediates = Vec::new();
-    let head = if instruction.is_invalid() {
-        format!("(bad) {:02x?}", bytes_of(instruction, function))
-    } else {
-        let mut head = format!("{:?}", instruction.mnemonic()).to_lowercase();
-        if instruction.has_rep_prefix() {
-            head = format!("rep {head}");
-        }
-        if instruction.has_repne_prefix() {
-            head = format!("repne {head}");
-        }
-        if instruction.has_lock_prefix() {
-            head = format!("lock {head}");
-        }
-        head
-    };
-    text.push_str(&head);
-    shape.push_str(&head);
-    skeleton.push_str(&head);
+) -> Instruction {
+    let instruction = &decoded[at];
+    let function = scope.function;
+    let len = instruction.len() as u8;
+    if instruction.is_invalid() {
+        return Instruction {
+            rva: instruction.ip(),
+            len,
+            mnemonic: "(bad)".into(),
+            prefixes: Vec::new(),
+            operands: Vec::new(),
+            flow: Flow::Invalid,
+            system: false,
+            undecodable: bytes_of(instruction, function).to_vec(),
+        };
+    }
+    let mut prefixes = Vec::new();
+    if instruction.has_lock_prefix() {
+        prefixes.push("lock");
+    }
+    if instruction.has_repne_prefix() {
+        prefixes.push("repne");
+    }
+    if instruction.has_rep_prefix() {
+        prefixes.push("rep");
+    }
+    let mut operands = Vec::with_capacity(instruction.op_count() as usize);
     for operand in 0..instruction.op_count() {
-        let separator = if operand == 0 { " " } else { ", " };
-        text.push_str(separator);
-        shape.push_str(separator);
-        skeleton.push_str(separator);
-        match instruction.op_kind(operand) {
-            OpKind::Register => {
-                let register = register_name(instruction.op_register(operand));
-                text.push_str(&register);
-                shape.push_str(&register);
-                skeleton.push_str(&register);
-            }
+        let kind = instruction.op_kind(operand);
+        let normalized = match kind {
+            OpKind::Register => Operand::Register {
+                name: register_name(instruction.op_register(operand)),
+            },
             OpKind::NearBranch16 | OpKind::NearBranch32 | OpKind::NearBranch64 => {
-                let target = instruction.near_branch_target();
-                let reference = match index_of.get(&target) {
-                    Some(index) => format!("L{index}"),
-                    None if target >= function.rva && target < function.end() => {
-                        format!("L?+{:#x}", target - function.rva)
+                let target_rva = instruction.near_branch_target();
+                let target = scope
+                    .local(target_rva)
+                    .unwrap_or_else(|| resolve(target_rva, namer, 0, None));
+                let (field_offset, field_width) = branch_field(offsets, instruction);
+                Operand::Branch {
+                    reference: Reference {
+                        field_offset,
+                        field_width,
+                        encoding: if field_width == 1 {
+                            Encoding::Rel8Branch
+                        } else {
+                            Encoding::Rel32Branch
+                        },
+                        rva: target_rva,
+                        target,
+                    },
+                }
+            }
+            OpKind::Memory => Operand::Memory(memory_operand(decoded, at, offsets, scope, namer)),
+            kind if is_immediate(kind) => {
+                let value = instruction.immediate(operand);
+                match absolute_reference(value, namer.image) {
+                    Some(rva) => {
+                        let (field_offset, field_width) = immediate_field(offsets, operand);
+                        Operand::Immediate {
+                            value: Value::Address {
+                                reference: Reference {
+                                    field_offset,
+                                    field_width,
+                                    encoding: if field_width == 8 {
+                                        Encoding::Absolute64
+                                    } else {
+                                        Encoding::Absolute32
+                                    },
+                                    rva,
+                                    target: resolve(rva, namer, 0, None),
+                                },
+                            },
+                        }
                     }
-                    None => symbolize(target, function, namer, index_of),
-                };
-                text.push_str(&reference);
-                shape.push_str(&reference);
-                skeleton.push('@');
+                    None => Operand::Immediate {
+                        value: Value::Constant {
+                            value: value as i64,
+                        },
+                    },
+                }
             }
-            OpKind::Memory => {
-                let memory = memory_operand(instruction, function, namer, index_of);
-                text.push_str(&memory.0);
-                shape.push_str(&memory.0);
-                skeleton.push_str(&memory.1);
-            }
-            OpKind::Immediate8
+            other => Operand::Other {
+                name: format!("{other:?}"),
+            },
+        };
+        operands.push(normalized);
+    }
+    let flow = match instruction.flow_control() {
+        FlowControl::Next | FlowControl::XbeginXabortXend => Flow::Next,
+        FlowControl::Return => Flow::Return,
+        FlowControl::UnconditionalBranch => Flow::Jump,
+        FlowControl::ConditionalBranch => Flow::ConditionalJump,
+        FlowControl::Call => Flow::Call,
+        FlowControl::IndirectBranch => Flow::IndirectJump,
+        FlowControl::IndirectCall => Flow::IndirectCall,
+        FlowControl::Interrupt | FlowControl::Exception => Flow::Trap,
+    };
+    let flow = if instruction.mnemonic() == Mnemonic::Hlt {
+        Flow::Trap
+    } else {
+        flow
+    };
+    Instruction {
+        rva: instruction.ip(),
+        len,
+        mnemonic: format!("{:?}", instruction.mnemonic()).to_lowercase(),
+        prefixes,
+        operands,
+        flow,
+        system: SYSTEM_MNEMONICS.contains(&instruction.mnemonic()),
+        undecodable: Vec::new(),
+    }
+}
+
+fn is_immediate(kind: OpKind) -> bool {
+    matches!(
+        kind,
+        OpKind::Immediate8
             | OpKind::Immediate8_2nd
             | OpKind::Immediate16
             | OpKind::Immediate32
@@ -178,45 +359,46 @@ fn normalize_instruction(
             | OpKind::Immediate8to16
             | OpKind::Immediate8to32
             | OpKind::Immediate8to64
-            | OpKind::Immediate32to64 => {
-                let value = instruction.immediate(operand) as i64;
-                match absolute_reference(value as u64, namer.image) {
-                    Some(rva) => {
-                        let reference = symbolize(rva, function, namer, index_of);
-                        text.push_str(&reference);
-                        shape.push_str(&reference);
-                        skeleton.push('@');
-                    }
-                    None => {
-                        immediates.push(value);
-                        text.push_str(&format!("{value:#x}"));
-                        shape.push('#');
-                        skeleton.push_str(&format!("{value:#x}"));
-                    }
-                }
-            }
-            other => {
-                let kind = format!("{other:?}");
-                text.push_str(&kind);
-                shape.push_str(&kind);
-                skeleton.push_str(&kind);
-            }
-        }
-    }
-    NormalizedInstruction {
-        rva: instruction.ip(),
-        text,
-        shape,
-        skeleton,
-        immediates,
+            | OpKind::Immediate32to64
+    )
+}
+
+fn branch_field(offsets: &ConstantOffsets, instruction: &Decoded) -> (u8, u8) {
+    if offsets.has_immediate() {
+        (
+            offsets.immediate_offset() as u8,
+            offsets.immediate_size() as u8,
+        )
+    } else {
+        // Branch displacements are the last bytes of the instruction.
+        let width = match instruction.op0_kind() {
+            OpKind::NearBranch16 => 2,
+            _ if instruction.len() == 2 => 1,
+            _ => 4,
+        };
+        ((instruction.len() as u8).saturating_sub(width), width)
     }
 }
 
-fn bytes_of<'a>(instruction: &Instruction, function: &'a Function<'_>) -> &'a [u8] {
-    let start = (instruction.ip() - function.rva) as usize;
+fn immediate_field(offsets: &ConstantOffsets, operand: u32) -> (u8, u8) {
+    if operand > 0 && offsets.has_immediate2() {
+        (
+            offsets.immediate_offset2() as u8,
+            offsets.immediate_size2() as u8,
+        )
+    } else {
+        (
+            offsets.immediate_offset() as u8,
+            offsets.immediate_size() as u8,
+        )
+    }
+}
+
+fn bytes_of<'a>(instruction: &Decoded, function: &'a Function<'_>) -> &'a [u8] {
+    let start = instruction.ip().saturating_sub(function.rva) as usize;
     function
         .code
-        .get(start..start + instruction.len())
+        .get(start..start.saturating_add(instruction.len()))
         .unwrap_or(&[])
 }
 
@@ -224,60 +406,97 @@ fn register_name(register: Register) -> String {
     format!("{register:?}").to_lowercase()
 }
 
-/// (text, skeleton) of a memory operand.
 fn memory_operand(
-    instruction: &Instruction,
-    function: &Function<'_>,
+    decoded: &[Decoded],
+    at: usize,
+    offsets: &ConstantOffsets,
+    scope: &Scope<'_>,
     namer: &Namer<'_>,
-    index_of: &HashMap<u64, usize>,
-) -> (String, String) {
+) -> Memory {
+    let instruction = &decoded[at];
     let size = format!("{:?}", instruction.memory_size()).to_lowercase();
+    let access_bytes = Some(instruction.memory_size().size() as u64).filter(|&size| size > 0);
     let segment = match instruction.segment_prefix() {
-        Register::None => String::new(),
-        register => format!("{}:", register_name(register)),
+        Register::None => None,
+        register => Some(register_name(register)),
     };
+    let field = (
+        offsets.displacement_offset() as u8,
+        offsets.displacement_size() as u8,
+    );
     if instruction.is_ip_rel_memory_operand() {
-        let target = instruction.ip_rel_memory_address();
-        let access_size = Some(instruction.memory_size().size() as u64).filter(|&size| size > 0);
-        let reference = symbolize_at(target, function, namer, index_of, 0, access_size);
-        return (
-            format!("{size} {segment}[{reference}]"),
-            format!("{size} {segment}[@]"),
-        );
+        let rva = instruction.ip_rel_memory_address();
+        let target = resolve_data_operand(rva, decoded, at, scope, namer, access_bytes);
+        return Memory {
+            size,
+            access_bytes,
+            segment,
+            base: None,
+            index: None,
+            scale: 1,
+            displacement: Value::Address {
+                reference: Reference {
+                    field_offset: field.0,
+                    field_width: field.1,
+                    encoding: Encoding::RipRelative,
+                    rva,
+                    target,
+                },
+            },
+        };
     }
-    let mut parts = Vec::new();
-    if instruction.memory_base() != Register::None {
-        parts.push(register_name(instruction.memory_base()));
+    let base = Some(instruction.memory_base())
+        .filter(|&r| r != Register::None)
+        .map(register_name);
+    let index = Some(instruction.memory_index())
+        .filter(|&r| r != Register::None)
+        .map(register_name);
+    let raw = instruction.memory_displacement64();
+    // A displacement that lands in the image is an absolute address (non-PIE code): with
+    // registers, an array or table base.
+    let displacement = match absolute_reference(raw, namer.image).filter(|_| segment.is_none()) {
+        Some(rva) => Value::Address {
+            reference: Reference {
+                field_offset: field.0,
+                field_width: field.1,
+                encoding: Encoding::Absolute32,
+                rva,
+                target: resolve_data_operand(rva, decoded, at, scope, namer, None),
+            },
+        },
+        None => Value::Constant { value: raw as i64 },
+    };
+    Memory {
+        size,
+        access_bytes,
+        segment,
+        base,
+        index,
+        scale: instruction.memory_index_scale(),
+        displacement,
     }
-    if instruction.memory_index() != Register::None {
-        parts.push(format!(
-            "{}*{}",
-            register_name(instruction.memory_index()),
-            instruction.memory_index_scale()
-        ));
+}
+
+/// A data operand may be a jump table: those are recognized with the instructions around it,
+/// which bound the table by its guarding compare.
+fn resolve_data_operand(
+    rva: u64,
+    decoded: &[Decoded],
+    at: usize,
+    scope: &Scope<'_>,
+    namer: &Namer<'_>,
+    access_bytes: Option<u64>,
+) -> Target {
+    let image = namer.image;
+    let plain = resolve(rva, namer, 0, access_bytes);
+    let anonymous = matches!(
+        plain,
+        Target::Constant(_) | Target::Unresolved { .. } | Target::InsideInstruction { .. }
+    );
+    if anonymous && let Some(table) = jump_table(rva, decoded, at, scope, image, namer.index) {
+        return Target::JumpTable(table);
     }
-    let displacement = instruction.memory_displacement64();
-    let no_registers = parts.is_empty();
-    // A displacement with no registers that lands in the image is an absolute address (non-PIE
-    // code); with registers it is an offset, or an array base in non-PIE code.
-    match absolute_reference(displacement, namer.image).filter(|_| segment.is_empty()) {
-        Some(rva) => {
-            let reference = symbolize(rva, function, namer, index_of);
-            parts.push(reference);
-            let text = format!("{size} [{}]", parts.join("+"));
-            let mut skeleton_parts = parts.clone();
-            skeleton_parts.pop();
-            skeleton_parts.push("@".into());
-            (text, format!("{size} [{}]", skeleton_parts.join("+")))
-        }
-        None => {
-            if displacement != 0 || no_registers {
-                parts.push(format!("{:#x}", displacement as i64));
-            }
-            let text = format!("{size} {segment}[{}]", parts.join("+"));
-            (text.clone(), text)
-        }
-    }
+    plain
 }
 
 /// The RVA an absolute address in code stands for, if it points into the image. Only images
@@ -305,103 +524,122 @@ fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
     image.section_at(rva).map(|_| rva)
 }
 
-/// What the address `rva` points at, independent of where the linker put it.
-pub(crate) fn symbolize(
-    rva: u64,
-    current: &Function<'_>,
-    namer: &Namer<'_>,
-    index_of: &HashMap<u64, usize>,
-) -> String {
-    symbolize_at(rva, current, namer, index_of, 0, None)
+/// The index of the function containing `rva`.
+fn function_index_at(image: &Image<'_>, rva: u64) -> Option<usize> {
+    let idx = image.functions.partition_point(|f| f.rva <= rva);
+    let idx = idx.checked_sub(1)?;
+    let candidate = image.functions.get(idx)?;
+    (rva < candidate.end() || (candidate.size == 0 && rva == candidate.rva)).then_some(idx)
 }
 
-/// `depth` counts pointer slots followed, so a cycle of slots cannot recurse forever.
-fn symbolize_at(
-    rva: u64,
-    current: &Function<'_>,
-    namer: &Namer<'_>,
-    index_of: &HashMap<u64, usize>,
-    depth: u32,
-    access_size: Option<u64>,
-) -> String {
+/// What the address `rva` points at, independent of where the linker put it. `depth` counts
+/// pointer slots followed, so a cycle of slots cannot recurse forever.
+fn resolve(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
     let image = namer.image;
-    if let Some(function) = image.function_at(rva) {
-        let name = namer.function_name(function);
-        return match rva - function.rva {
-            0 => name,
-            offset => format!("{name}+{offset:#x}"),
+    if let Some(index) = function_index_at(image, rva) {
+        let function = &image.functions[index];
+        // Import thunks that the debug information counts into the function before them.
+        if rva != function.rva
+            && depth < 2
+            && let Some(slot) = stub_slot(rva, image)
+        {
+            return Target::Stub {
+                slot: Box::new(resolve(slot, namer, depth + 1, None)),
+            };
+        }
+        return Target::Function {
+            index,
+            name: namer.function_name(function),
+            offset: rva - function.rva,
         };
     }
     let data_idx = image.data_symbols.partition_point(|d| d.rva <= rva);
-    let containing = data_idx
-        .checked_sub(1)
-        .and_then(|idx| image.data_symbols.get(idx));
-    if let Some(data) = containing.filter(|data| rva < data.rva + data.size.max(1)) {
-        let mut name = crate::matching::canonical_name(&data.name);
+    if let Some(index) = data_idx.checked_sub(1)
+        && let Some(data) = image.data_symbols.get(index)
+        && rva < data.rva.saturating_add(data.size.max(1))
+    {
         // Read-only data compares by content too: a changed constant table changes every
         // function that reads it, which must then be replaced to see the new copy. Writable data
         // is storage and compares by name alone.
         // Past MAX_RENDERED_DATA the raw bytes are hashed: a relocated pointer in them then
         // differs on every rebuild, a false change rather than a missed one.
-        if data.kind == hotpatch_image::DataKind::ReadOnly && data.size > 0 {
-            let content = if data.size <= MAX_RENDERED_DATA {
+        let content = if data.kind == DataKind::ReadOnly && data.size > 0 {
+            if data.size <= MAX_RENDERED_DATA {
                 render_bytes(image, data.rva, data.size, namer, depth)
-                    .map(|text| fnv1a(text.as_bytes()))
+                    .map(|(text, _)| fnv1a(text.as_bytes()))
             } else {
                 image.bytes_at(data.rva, data.size).map(fnv1a)
-            };
-            if let Some(hash) = content {
-                name = format!("{name}#{hash:016x}");
             }
-        }
-        return match rva - data.rva {
-            0 => format!("${name}"),
-            offset => format!("${name}+{offset:#x}"),
+        } else {
+            None
+        };
+        return Target::Data {
+            index,
+            name: crate::matching::canonical_name(&data.name),
+            offset: rva - data.rva,
+            data_kind: data.kind,
+            content,
         };
     }
-    if let Some(import) = namer.import_slots.get(&rva) {
-        return import.clone();
+    if let Some((library, name)) = namer.index.import_slots.get(&rva) {
+        return Target::Import {
+            library: library.clone(),
+            name: name.clone(),
+        };
     }
     // A slot the loader fills (GOT entry, absolute pointer): what it will point at.
     let reloc_idx = image.relocations.partition_point(|r| r.rva < rva);
     if let Some(relocation) = image.relocations.get(reloc_idx).filter(|r| r.rva == rva) {
         if let Some(symbol) = &relocation.symbol {
-            return format!("slot:{symbol}{:+}", relocation.addend);
+            return Target::SymbolSlot {
+                symbol: symbol.clone(),
+                addend: relocation.addend,
+            };
         }
         if let Some(target) = slot_target(image, rva).filter(|&target| target != rva && depth < 2) {
-            let pointee = symbolize_at(target, current, namer, index_of, depth + 1, None);
+            let pointee = resolve(target, namer, depth + 1, None);
             // An unnamed table behind a pointer (runtime lists of RVAs) moves with every build
             // and cannot be told apart by content; the data diff reports the slot's own value.
-            if pointee.starts_with("const:") {
-                return "slot:const".into();
-            }
-            return format!("slot:{pointee}");
+            let pointee = match pointee {
+                Target::Constant(_) => Target::Constant(Constant {
+                    len: 0,
+                    content: ConstantContent::Bytes {
+                        rendered: String::new(),
+                    },
+                }),
+                other => other,
+            };
+            return Target::Slot {
+                pointee: Box::new(pointee),
+            };
         }
     }
     let Some(section) = image.section_at(rva) else {
-        return format!("abs:{rva:#x}");
+        return Target::Unresolved {
+            why: Unresolved::OutsideImage,
+        };
     };
     if section.executable {
-        // Jump tables may sit in code sections (clang for COFF puts them after the function).
-        if let Some(table) = jump_table(rva, current, image, index_of) {
-            return table;
-        }
         if let Some(slot) = stub_slot(rva, image).filter(|_| depth < 2) {
-            return format!(
-                "stub:{}",
-                symbolize_at(slot, current, namer, index_of, depth + 1, None)
-            );
+            return Target::Stub {
+                slot: Box::new(resolve(slot, namer, depth + 1, None)),
+            };
         }
-        return format!("code:{}", section.name);
+        return Target::Unresolved {
+            why: Unresolved::Code {
+                section: section.name.clone(),
+            },
+        };
     }
     if !section.writable {
-        if let Some(table) = jump_table(rva, current, image, index_of) {
-            return table;
-        }
-        return constant(rva, image, namer, depth, access_size);
+        return constant(rva, namer, depth, access_bytes);
     }
-    // Unnamed writable data (compiler temporaries, GOT slots): only the section is stable.
-    format!("data:{}", section.name)
+    // Unnamed writable data (compiler temporaries): only the section is known.
+    Target::Unresolved {
+        why: Unresolved::Data {
+            section: section.name.clone(),
+        },
+    }
 }
 
 /// The slot an import stub jumps through: a PLT entry (`endbr64; bnd jmp [rip+slot]`, or the
@@ -422,100 +660,187 @@ fn stub_slot(rva: u64, image: &Image<'_>) -> Option<u64> {
     None
 }
 
-/// A table of 32-bit entries at `rva` whose targets all lie inside `current` (relative to the
-/// table, as clang and gcc emit for PIC code, or image-relative, as MSVC does).
+/// The number of entries the compare guarding the indexed jump allows: compilers emit
+/// `cmp reg, N-1; ja default` (or `jae` with `N`) before loading from a table of `N` entries.
+fn guarded_entries(decoded: &[Decoded], at: usize) -> Option<u64> {
+    let start = at.saturating_sub(GUARD_WINDOW);
+    let window = decoded.get(start..at)?;
+    for (k, instruction) in window.iter().enumerate().rev() {
+        let inclusive = match instruction.mnemonic() {
+            Mnemonic::Ja => true,
+            Mnemonic::Jae => false,
+            _ => continue,
+        };
+        // The compare that sets the flags for this branch, just before it.
+        let compare = window[..k].iter().rev().take(3).find(|i| {
+            i.mnemonic() == Mnemonic::Cmp && i.op_count() == 2 && is_immediate(i.op1_kind())
+        })?;
+        let limit = compare.immediate(1);
+        return Some(if inclusive {
+            limit.checked_add(1)?
+        } else {
+            limit
+        });
+    }
+    None
+}
+
+/// A table of entries at `rva` whose targets all lie inside the function: 32-bit entries relative
+/// to the table (gcc and clang PIC code) or image-relative (MSVC, clang for COFF), or 64-bit
+/// absolute pointers (non-PIE code). The length comes from the guarding compare when there is
+/// one, and never runs past the next referenced address or symbol.
 fn jump_table(
     rva: u64,
-    current: &Function<'_>,
+    decoded: &[Decoded],
+    at: usize,
+    scope: &Scope<'_>,
     image: &Image<'_>,
-    index_of: &HashMap<u64, usize>,
-) -> Option<String> {
-    let inside = |target: u64| target >= current.rva && target < current.end();
-    for relative in [true, false] {
-        let mut targets = Vec::new();
-        for slot in 0..MAX_JUMP_TABLE as u64 {
-            let Some(bytes) = image.bytes_at(rva + slot * 4, 4) else {
+    index: &ImageIndex,
+) -> Option<JumpTable> {
+    let guard = guarded_entries(decoded, at).filter(|n| (1..=MAX_JUMP_TABLE).contains(n));
+    let section_end = image
+        .section_at(rva)
+        .map(|s| s.rva.saturating_add(s.virtual_size.max(s.file_size)))?;
+    let limit = index
+        .next_boundary(rva)
+        .unwrap_or(section_end)
+        .min(section_end);
+    let base = image.identity.pe.as_ref().map(|pe| pe.image_base);
+    let encodings: &[(TableEncoding, u64)] = &[
+        (TableEncoding::TableRelative, 4),
+        (TableEncoding::ImageRelative, 4),
+        (TableEncoding::Absolute, 8),
+    ];
+    for &(encoding, width) in encodings {
+        let entry_target = |slot: u64| -> Option<u64> {
+            let at = rva.checked_add(slot.checked_mul(width)?)?;
+            let bytes = image.bytes_at(at, width)?;
+            Some(match encoding {
+                TableEncoding::TableRelative => {
+                    let entry = i32::from_le_bytes(bytes.try_into().ok()?);
+                    rva.wrapping_add(entry as i64 as u64)
+                }
+                TableEncoding::ImageRelative => u32::from_le_bytes(bytes.try_into().ok()?) as u64,
+                TableEncoding::Absolute => {
+                    let value = u64::from_le_bytes(bytes.try_into().ok()?);
+                    match base {
+                        Some(base) => value.checked_sub(base)?,
+                        None => slot_target(image, at).unwrap_or(value),
+                    }
+                }
+            })
+        };
+        let (count, bound) = match guard {
+            Some(n) => (n, TableBound::GuardingCompare),
+            None => (
+                (limit.saturating_sub(rva) / width).min(MAX_JUMP_TABLE),
+                TableBound::NextBoundary,
+            ),
+        };
+        let mut entries = Vec::new();
+        for slot in 0..count {
+            let Some(target) = entry_target(slot).filter(|&t| scope.contains(t)) else {
                 break;
             };
-            let entry = i32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]);
-            let target = if relative {
-                rva.wrapping_add(entry as i64 as u64)
-            } else {
-                entry as u32 as u64
-            };
-            if !inside(target) {
-                break;
-            }
-            targets.push(target);
+            entries.push(match scope.index_of.get(&target) {
+                Some(&index) => TableEntry::Label { index },
+                None => TableEntry::InsideInstruction {
+                    offset: target - scope.function.rva,
+                },
+            });
         }
-        if targets.len() >= 2 {
-            let labels: Vec<String> = targets
-                .iter()
-                .map(|t| match index_of.get(t) {
-                    Some(index) => format!("L{index}"),
-                    None => format!("L?+{:#x}", t - current.rva),
-                })
-                .collect();
-            return Some(format!("jumptable[{}]", labels.join(",")));
+        let complete = match bound {
+            TableBound::GuardingCompare => entries.len() as u64 == count,
+            TableBound::NextBoundary => entries.len() >= 2,
+        };
+        if complete && !entries.is_empty() {
+            return Some(JumpTable {
+                entry_width: width as u8,
+                encoding,
+                entries,
+                bound,
+            });
         }
     }
     None
 }
 
 /// An unnamed read-only constant, by content. A load of known size compares exactly the bytes
-/// it reads; an address taken (`lea`) of a C string compares the whole string; anything else
-/// compares the bytes up to `MAX_CONSTANT_WINDOW`, clamped to the end of the section. Relocated
-/// pointers inside are written as what they point at.
-fn constant(
-    rva: u64,
-    image: &Image<'_>,
-    namer: &Namer<'_>,
-    depth: u32,
-    access_size: Option<u64>,
-) -> String {
+/// it reads; an address taken (`lea`) compares the bytes up to the next referenced address or
+/// symbol (at most `MAX_CONSTANT_WINDOW`, never past the section), cut after a NUL where the
+/// bytes before it are a C string. Relocated pointers inside are written as what they point at.
+fn constant(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
+    let image = namer.image;
     let section_end = image
         .section_at(rva)
-        .map(|section| section.rva + section.virtual_size)
+        .map(|section| section.rva.saturating_add(section.virtual_size))
         .unwrap_or(rva);
     let available = section_end.saturating_sub(rva);
-    if let Some(size) = access_size {
-        return match render_bytes(image, rva, size.min(available), namer, depth) {
-            Some(text) => format!("const{size}:{text}"),
-            None => "const:outside-file".into(),
+    if let Some(size) = access_bytes {
+        let len = size.min(available);
+        return match render_bytes(image, rva, len, namer, depth) {
+            Some((rendered, false)) => Target::Constant(Constant {
+                len,
+                content: ConstantContent::Bytes { rendered },
+            }),
+            _ => Target::Unresolved {
+                why: Unresolved::ConstantContent,
+            },
         };
     }
-    if let Some(text) = c_string(image, rva, available) {
-        return text;
+    let boundary = namer
+        .index
+        .next_boundary(rva)
+        .map_or(available, |next| next - rva)
+        .min(available);
+    if let Some(text) = c_string(image, rva, boundary) {
+        return Target::Constant(text);
     }
-    let window = available.min(MAX_CONSTANT_WINDOW);
+    let window = boundary.min(MAX_CONSTANT_WINDOW);
     match render_bytes(image, rva, window, namer, depth) {
-        Some(text) => format!("const:{text}"),
-        None => "const:outside-file".into(),
+        Some((rendered, false)) => Target::Constant(Constant {
+            len: window,
+            content: ConstantContent::Bytes { rendered },
+        }),
+        _ => Target::Unresolved {
+            why: Unresolved::ConstantContent,
+        },
     }
 }
 
-/// The C string at `rva`, if the bytes up to the next NUL are text: short strings verbatim, long
-/// ones as a prefix, their length and a hash of all of it, so an edit anywhere shows.
-fn c_string(image: &Image<'_>, rva: u64, available: u64) -> Option<String> {
-    let bytes = image.bytes_at(rva, available.min(MAX_STRING_SCAN))?;
+/// The C string at `rva`, if the bytes up to the next NUL (before `limit`) are text: short
+/// strings verbatim, long ones as a prefix, their length and a hash of all of it.
+fn c_string(image: &Image<'_>, rva: u64, limit: u64) -> Option<Constant> {
+    let scan = limit.min(MAX_STRING_SCAN);
+    let bytes = image.bytes_at(rva, scan)?;
     let end = bytes.iter().position(|&b| b == 0)?;
     let text = &bytes[..end];
+    // Text, including terminal escape sequences (ESC) that colour codes use.
     if !text
         .iter()
-        .all(|b| b.is_ascii_graphic() || b.is_ascii_whitespace())
+        .all(|&b| b.is_ascii_graphic() || b.is_ascii_whitespace() || b == 0x1b || b >= 0x80)
     {
         return None;
     }
+    let len = end as u64 + 1;
     let text = String::from_utf8_lossy(text);
     if text.len() <= MAX_STRING_SHOWN {
-        return Some(format!("str:{text:?}"));
+        return Some(Constant {
+            len,
+            content: ConstantContent::Text {
+                text: text.into_owned(),
+            },
+        });
     }
     let prefix: String = text.chars().take(MAX_STRING_SHOWN).collect();
-    Some(format!(
-        "str:{prefix:?}...+len={}#{:016x}",
-        text.len(),
-        fnv1a(text.as_bytes())
-    ))
+    Some(Constant {
+        len,
+        content: ConstantContent::LongText {
+            prefix,
+            len: text.len() as u64,
+            hash: fnv1a(text.as_bytes()),
+        },
+    })
 }
 
 /// FNV-1a: a short, stable content key for long strings (not a security measure).
@@ -527,36 +852,43 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// The bytes `[rva, rva + len)` as hex, except that each 8-byte slot the loader relocates is
 /// written as `<what it points at>`: pointers move with every rebuild, their targets do not.
+/// The flag says whether some slot pointed at nothing the engine can name.
 pub(crate) fn render_bytes(
     image: &Image<'_>,
     rva: u64,
     len: u64,
     namer: &Namer<'_>,
     depth: u32,
-) -> Option<String> {
+) -> Option<(String, bool)> {
     use std::fmt::Write;
     let bytes = image.bytes_at(rva, len)?;
+    let end = rva.checked_add(len)?;
     let start = image.relocations.partition_point(|r| r.rva < rva);
     let slots: Vec<u64> = image.relocations[start..]
         .iter()
-        .take_while(|r| r.rva < rva + len)
+        .take_while(|r| r.rva < end)
         .map(|r| r.rva - rva)
         .filter(|offset| offset + 8 <= len)
         .collect();
-    let none = no_function();
     let mut text = String::with_capacity(bytes.len() * 2);
+    let mut unresolved = false;
     let mut offset = 0u64;
     while offset < len {
         if slots.contains(&offset) && depth < 2 {
-            let target = slot_target(image, rva + offset);
-            let _ = match target {
-                Some(target) => write!(
-                    text,
-                    "<{}>",
-                    symbolize_at(target, &none, namer, &HashMap::new(), depth + 1, None)
-                ),
-                None => write!(text, "<?>"),
-            };
+            let target = slot_target(image, rva + offset)
+                .map(|target| resolve(target, namer, depth + 1, None));
+            match target {
+                Some(target) => {
+                    unresolved |= target.is_unresolved();
+                    text.push('<');
+                    crate::code::render_target(&mut text, &target, &Labels::Plain);
+                    text.push('>');
+                }
+                None => {
+                    unresolved = true;
+                    text.push_str("<?>");
+                }
+            }
             offset += 8;
         } else {
             let _ = write!(
@@ -567,12 +899,12 @@ pub(crate) fn render_bytes(
             offset += 1;
         }
     }
-    Some(text)
+    Some((text, unresolved))
 }
 
 /// Where the relocated pointer slot at `rva` points: ELF RELA keeps the target in the addend,
 /// PE stores the VA in place.
-fn slot_target(image: &Image<'_>, rva: u64) -> Option<u64> {
+pub(crate) fn slot_target(image: &Image<'_>, rva: u64) -> Option<u64> {
     let idx = image.relocations.partition_point(|r| r.rva < rva);
     let relocation = image.relocations.get(idx).filter(|r| r.rva == rva)?;
     let base = image
@@ -589,24 +921,5 @@ fn slot_target(image: &Image<'_>, rva: u64) -> Option<u64> {
             .map(u64::from_le_bytes)?
             .checked_sub(base),
         addend => Some(addend as u64),
-    }
-}
-
-/// A function that contains no address, for symbolizing from data.
-pub(crate) fn no_function() -> Function<'static> {
-    Function {
-        name: String::new(),
-        display_name: String::new(),
-        rva: u64::MAX,
-        size: 0,
-        section: String::new(),
-        compile_unit: None,
-        linkage: hotpatch_image::Linkage::Static,
-        has_debug_info: false,
-        signature: None,
-        code: &[],
-        padding_before: 0,
-        first_instruction_len: None,
-        aliases: Vec::new(),
     }
 }

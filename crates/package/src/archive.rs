@@ -196,6 +196,10 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
     let mut entries = Vec::with_capacity(usize::from(count));
     let mut total: u64 = 0;
     let mut at = central_offset;
+    // Entries must lie back to back from offset 0, in central directory order, up to the
+    // central directory: no gap to hide data in, and no two entries sharing bytes (overlapping
+    // entries are how small archives expand quadratically).
+    let mut next_local_offset = 0usize;
     for _ in 0..count {
         if at
             .checked_add(CENTRAL_HEADER_LEN)
@@ -217,6 +221,7 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
         let comment_len = usize::from(reader.u16(at + 32)?);
         let external_attributes = reader.u32(at + 38)?;
         let local_offset = reader.u32(at + 42)? as usize;
+        let at_central = at;
         let name_start = at + CENTRAL_HEADER_LEN;
         let name_bytes = reader.slice(name_start, name_len)?;
         let next = name_start
@@ -271,17 +276,25 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             });
         }
 
+        if local_offset != next_local_offset {
+            return Err(bad(&format!(
+                "entry {name:?} starts at {local_offset:#x}, not right after the previous entry ({next_local_offset:#x})"
+            )));
+        }
         // The local header must agree with the central directory, so that every zip reader sees
         // the same bytes under the same name.
         if reader.u32(local_offset)? != LOCAL_HEADER_SIGNATURE {
             return Err(bad(&format!("local header of {name:?}")));
         }
-        let local_method = reader.u16(local_offset + 8)?;
-        let local_flags = reader.u16(local_offset + 6)?;
+        // Version needed, flags, method, time, date, CRC and both sizes: the 26 bytes after the
+        // signature, identical in both headers (the writer never defers sizes to a data
+        // descriptor).
+        let local_fields = reader.slice(local_offset + 4, 22)?;
+        let central_fields = reader.slice(at_central + 6, 22)?;
         let local_name_len = usize::from(reader.u16(local_offset + 26)?);
         let local_extra_len = usize::from(reader.u16(local_offset + 28)?);
         let local_name = reader.slice(local_offset + LOCAL_HEADER_LEN, local_name_len)?;
-        if local_method != method || local_name != name_bytes || local_flags & FLAG_ENCRYPTED != 0 {
+        if local_fields != central_fields || local_name != name_bytes {
             return Err(bad(&format!(
                 "local header of {name:?} disagrees with the central directory"
             )));
@@ -292,14 +305,10 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             .and_then(|s| s.checked_add(local_extra_len))
             .ok_or_else(|| bad("local header offset overflows"))?;
         let compressed = reader.slice(data_start, compressed_len as usize)?;
-        if data_start
+        next_local_offset = data_start
             .checked_add(compressed_len as usize)
-            .is_none_or(|e| e > central_offset)
-        {
-            return Err(bad(&format!(
-                "data of {name:?} runs into the central directory"
-            )));
-        }
+            .filter(|&e| e <= central_offset)
+            .ok_or_else(|| bad(&format!("data of {name:?} runs into the central directory")))?;
         let data = match method {
             METHOD_STORED => compressed.to_vec(),
             METHOD_DEFLATE => inflate_capped(compressed, declared, &name)?,
@@ -321,6 +330,11 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             return Err(bad(&format!("CRC-32 of {name:?}")));
         }
         entries.push(RawEntry { name, data });
+    }
+    if next_local_offset != central_offset || at != central_end || central_end != end {
+        return Err(bad(
+            "bytes between the entries, the central directory and its end record",
+        ));
     }
     Ok(entries)
 }

@@ -36,11 +36,54 @@ pub enum Scope {
     Binary,
 }
 
+/// A rule's stable ID, `HP` and four digits. Only the catalogue below constructs one, so an ID
+/// that is not in the catalogue cannot exist.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct RuleId(&'static str);
+
+impl RuleId {
+    pub fn as_str(self) -> &'static str {
+        self.0
+    }
+
+    /// The catalogue entry of this ID.
+    pub fn rule(self) -> &'static Rule {
+        CATALOGUE
+            .iter()
+            .find(|rule| rule.id == self)
+            .unwrap_or(&UNMODELED_INSTRUCTION)
+    }
+}
+
+impl std::fmt::Display for RuleId {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.0)
+    }
+}
+
+impl Serialize for RuleId {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.0)
+    }
+}
+
+impl PartialEq<str> for RuleId {
+    fn eq(&self, other: &str) -> bool {
+        self.0 == other
+    }
+}
+
+impl PartialEq<&str> for RuleId {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == *other
+    }
+}
+
 /// One rule of the catalogue.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Rule {
     /// The stable ID, `HP` and four digits.
-    pub id: &'static str,
+    pub id: RuleId,
     /// What was found, in kebab case.
     pub name: &'static str,
     pub title: &'static str,
@@ -68,7 +111,7 @@ macro_rules! rules {
 
 rules! {
     UNMODELED_INSTRUCTION = Rule {
-        id: "HP0001", name: "unmodeled-instruction", title: "Changed code holds bytes that do not decode",
+        id: RuleId("HP0001"), name: "unmodeled-instruction", title: "Changed code holds bytes that do not decode",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The normalized disassembly of the changed function contains an instruction iced-x86 cannot decode (data in code, or a truncated body).",
         why: "What the engine cannot decode it cannot relocate or prove safe.",
@@ -77,7 +120,7 @@ rules! {
         fixtures: "tests/it/check.rs writes an undecodable byte over bounds_check's lookup_user; bounds_check itself must not fire it",
     };
     UNRESOLVED_REFERENCE = Rule {
-        id: "HP0002", name: "unresolved-reference", title: "Changed code points at something the engine cannot name",
+        id: RuleId("HP0002"), name: "unresolved-reference", title: "Changed code points at something the engine cannot name",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "An address operand of the changed function resolves to no function, data symbol, import, relocated slot, constant or jump table: it is written `abs:`, `code:`, `data:` or `L?` in the normalized disassembly.",
         why: "Patched code must reach the original storage and code; an address that cannot be tied to a symbol cannot be relocated into the payload.",
@@ -86,7 +129,7 @@ rules! {
         fixtures: "tests/it/check.rs makes bounds_check's lookup_user call into the filler after it; bounds_check itself must not fire it",
     };
     INCOMPLETE_DEBUG_INFO = Rule {
-        id: "HP0003", name: "incomplete-debug-info", title: "The debug information could be read only in part",
+        id: RuleId("HP0003"), name: "incomplete-debug-info", title: "The debug information could be read only in part",
         severity: Severity::Review, scope: Scope::Binary,
         checks: "The reader reported diagnostics (a malformed PDB module, a DWARF unit that failed to parse, a malformed table).",
         why: "Facts the rules rely on (functions, types, lines) may be missing, so a verdict could be wrong.",
@@ -95,7 +138,7 @@ rules! {
         fixtures: "tests/it/check.rs pairs the stripped bounds_check with a damaged debug file (a fuzz regression); bounds_check must not fire it",
     };
     FUNCTION_REPLACED = Rule {
-        id: "HP0010", name: "function-replaced", title: "A changed function is replaced as a whole",
+        id: RuleId("HP0010"), name: "function-replaced", title: "A changed function is replaced as a whole",
         severity: Severity::Info, scope: Scope::Function,
         checks: "Each changed function; the patch redirects its entry to the new code.",
         why: "Recorded so the audit lists every function the patch replaces, with its cause.",
@@ -104,7 +147,7 @@ rules! {
         fixtures: "bounds_check (lookup_user)",
     };
     FUNCTION_ADDED = Rule {
-        id: "HP0011", name: "function-added", title: "A new function ships in the payload",
+        id: RuleId("HP0011"), name: "function-added", title: "A new function ships in the payload",
         severity: Severity::Info, scope: Scope::Function,
         checks: "A function only in the fixed build.",
         why: "New code is carried in the payload and reached only from replaced functions.",
@@ -113,7 +156,7 @@ rules! {
         fixtures: "added_helper (validate_header), address_shift (debug_state_id)",
     };
     LINE_ONLY = Rule {
-        id: "HP0012", name: "line-only-change", title: "Only `__LINE__` constants moved",
+        id: RuleId("HP0012"), name: "line-only-change", title: "Only `__LINE__` constants moved",
         severity: Severity::Info, scope: Scope::Function,
         checks: "A function whose only differences are immediates that moved by exactly as many lines as the function did in its source file.",
         why: "Behaviour is unchanged except for line numbers in messages; the function is not replaced.",
@@ -122,7 +165,7 @@ rules! {
         fixtures: "line_only (warn_slow); bounds_check must not fire it",
     };
     DATA_LAYOUT_CHANGED = Rule {
-        id: "HP0101", name: "data-layout-changed", title: "The layout of a struct, union or class changed",
+        id: RuleId("HP0101"), name: "data-layout-changed", title: "The layout of a struct, union or class changed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A type with the same name has a different layout fingerprint (size, field names, offsets, field types) in the two builds (PDB TPI, DWARF).",
         why: "Objects that already exist in the running process keep the old layout; new code would read and write them with the new one.",
@@ -131,7 +174,7 @@ rules! {
         fixtures: "struct_layout; bounds_check must not fire it",
     };
     WRITABLE_DATA_CHANGED = Rule {
-        id: "HP0102", name: "writable-initial-value-changed", title: "The initial value of writable data changed",
+        id: RuleId("HP0102"), name: "writable-initial-value-changed", title: "The initial value of writable data changed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A writable global or static present in both builds has different initial bytes (pointers compared by what they point at).",
         why: "Mutable data stays in the base image and has been running with its old value; a patch cannot re-initialize it.",
@@ -140,7 +183,7 @@ rules! {
         fixtures: "global_initializer; new_global must not fire it",
     };
     DATA_RESIZED = Rule {
-        id: "HP0103", name: "data-resized-or-retyped", title: "Existing data changed size or type",
+        id: RuleId("HP0103"), name: "data-resized-or-retyped", title: "Existing data changed size or type",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A global or static present in both builds has another size or type name.",
         why: "New code must use the original storage, which keeps its old size and type.",
@@ -149,7 +192,7 @@ rules! {
         fixtures: "struct_layout (sessions); bounds_check must not fire it",
     };
     READ_ONLY_CONSTANT_CHANGED = Rule {
-        id: "HP0104", name: "read-only-constant-changed", title: "A named read-only constant changed",
+        id: RuleId("HP0104"), name: "read-only-constant-changed", title: "A named read-only constant changed",
         severity: Severity::Info, scope: Scope::Binary,
         checks: "A read-only data symbol present in both builds has different contents.",
         why: "Constants may change: the payload carries the new copy and patched code points at it.",
@@ -158,7 +201,7 @@ rules! {
         fixtures: "named_constant (size_limits); string_literal (an unnamed string) must not fire it",
     };
     DATA_ADDED = Rule {
-        id: "HP0105", name: "data-added", title: "New data ships in the payload",
+        id: RuleId("HP0105"), name: "data-added", title: "New data ships in the payload",
         severity: Severity::Info, scope: Scope::Binary,
         checks: "A global or static only in the fixed build.",
         why: "New globals may be added; the payload allocates them, initialized.",
@@ -167,7 +210,7 @@ rules! {
         fixtures: "new_global (error_count)",
     };
     TLS_ACCESSED = Rule {
-        id: "HP0201", name: "tls-accessed", title: "Changed code uses thread-local storage",
+        id: RuleId("HP0201"), name: "tls-accessed", title: "Changed code uses thread-local storage",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function addresses memory through the fs or gs segment, or references a thread-local variable or the TLS index.",
         why: "TLS offsets and the TLS index belong to the base image's TLS block; code in a payload cannot be given a TLS block of its own in running threads.",
@@ -176,7 +219,7 @@ rules! {
         fixtures: "tls (enter_scope); bounds_check must not fire it",
     };
     TLS_CHANGED = Rule {
-        id: "HP0202", name: "tls-layout-changed", title: "The thread-local storage block changed",
+        id: RuleId("HP0202"), name: "tls-layout-changed", title: "The thread-local storage block changed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "The TLS template or block size differs, or a thread-local variable was added or removed.",
         why: "Running threads already have TLS blocks of the old size and layout.",
@@ -185,7 +228,7 @@ rules! {
         fixtures: "tls_added (error_count); tls (changes code that uses TLS, not the block) must not fire it",
     };
     INITIALIZER_CHANGED = Rule {
-        id: "HP0301", name: "initializer-changed", title: "Code that already ran once changed",
+        id: RuleId("HP0301"), name: "initializer-changed", title: "Code that already ran once changed",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function is the target of an initializer table slot (`.init_array`, `.ctors`, `.CRT$XC*`/`.CRT$XI*`) or a TLS callback.",
         why: "Initializers ran when the process started; replacing them changes nothing in a running process, and whatever they set up keeps the old state.",
@@ -194,7 +237,7 @@ rules! {
         fixtures: "constructor (init_crc_table); bounds_check must not fire it",
     };
     ALWAYS_ACTIVE = Rule {
-        id: "HP0303", name: "always-active-function-changed", title: "A function that is always on a stack changed",
+        id: RuleId("HP0303"), name: "always-active-function-changed", title: "A function that is always on a stack changed",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function is the entry point or a program entry (`main`, `wmain`, `WinMain`, `wWinMain`, `DllMain`, `mainCRTStartup`, `_start`).",
         why: "Its activation began before the patch and never returns to be re-entered, so the old code keeps running; if callees now assume the new code (register allocation across functions), the old activation breaks.",
@@ -203,7 +246,7 @@ rules! {
         fixtures: "struct_layout and static_local (ELF: gcc's IPA register allocation changes main); bounds_check must not fire it",
     };
     EXPORT_ADDED = Rule {
-        id: "HP0401", name: "export-added", title: "A new export",
+        id: RuleId("HP0401"), name: "export-added", title: "A new export",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A name in the fixed build's export table (PE) or dynamic symbol table (ELF) that the baseline does not export.",
         why: "Other modules bind exports at load time; a running process cannot gain an export.",
@@ -212,7 +255,7 @@ rules! {
         fixtures: "new_export (PE); new_export (ELF, a PIE exports nothing) must not fire it",
     };
     EXPORT_REMOVED = Rule {
-        id: "HP0402", name: "export-removed", title: "An export was removed",
+        id: RuleId("HP0402"), name: "export-removed", title: "An export was removed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A name the baseline exports that the fixed build does not.",
         why: "Modules already bound to it keep calling it; its removal cannot take effect in a running process.",
@@ -221,7 +264,7 @@ rules! {
         fixtures: "new_export reversed (the mirror diff)",
     };
     NEW_IMPORT = Rule {
-        id: "HP0403", name: "new-import", title: "A new import dependency",
+        id: RuleId("HP0403"), name: "new-import", title: "A new import dependency",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A library or imported symbol the fixed build needs that the baseline does not import.",
         why: "The loader resolved imports when the process started; a new dependency would have to be loaded and bound by the applier, which it does not do.",
@@ -230,7 +273,7 @@ rules! {
         fixtures: "none of the fixtures adds one; string_literal must not fire it",
     };
     EXPORTED_SIGNATURE_CHANGED = Rule {
-        id: "HP0404", name: "exported-signature-changed", title: "An exported function's signature changed",
+        id: RuleId("HP0404"), name: "exported-signature-changed", title: "An exported function's signature changed",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "A changed function whose type (return and parameter types, from PDB procedure types or DWARF) differs between the builds, and which the image exports.",
         why: "Other modules call the export with the old arguments; the new code would read arguments they never pass.",
@@ -239,7 +282,7 @@ rules! {
         fixtures: "signature_change (PE: checksum_block is exported); bounds_check must not fire it",
     };
     SIGNATURE_CHANGED = Rule {
-        id: "HP0405", name: "signature-changed", title: "A function's signature changed",
+        id: RuleId("HP0405"), name: "signature-changed", title: "A function's signature changed",
         severity: Severity::Review, scope: Scope::Function,
         checks: "A changed function whose type differs between the builds and which is not exported.",
         why: "Every caller must be replaced together with it; a caller the patch leaves alone, or a call through a function pointer, passes the old arguments.",
@@ -248,16 +291,16 @@ rules! {
         fixtures: "signature_change (ELF: the PIE exports nothing); bounds_check must not fire it",
     };
     FUNCTION_TOO_SHORT = Rule {
-        id: "HP0501", name: "function-too-short", title: "The function is too short for a redirect",
+        id: RuleId("HP0501"), name: "function-too-short", title: "The function is too short for a redirect",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The baseline function is shorter than the 5 bytes of a `jmp rel32`, and there are fewer than 5 bytes of filler before its entry or its first instruction is shorter than the 2 bytes of a short jump into that padding.",
         why: "The redirect would overwrite the next function's code.",
         remedy: "Build with hotpatch padding (`-fms-hotpatch`, `/FUNCTIONPADMIN`, `-fpatchable-function-entry`), or plan the change for the next baseline.",
         evidence: "size, padding before the entry, first instruction length",
-        fixtures: "too_short (ELF: no padding); too_short (PE: 12 bytes of int3 padding) must not fire it",
+        fixtures: "too_short_unpadded (a cold function with no filler before it); too_short (PE: 12 bytes of int3 padding; ELF: 7 bytes of nopl filler) must not fire it",
     };
     FOLDED_FUNCTION = Rule {
-        id: "HP0502", name: "folded-function", title: "The changed body is shared with other names (identical code folding)",
+        id: RuleId("HP0502"), name: "folded-function", title: "The changed body is shared with other names (identical code folding)",
         severity: Severity::Review, scope: Scope::Function,
         checks: "The baseline function has aliases: other names whose body the compiler or linker folded into this one (several symbols at one address).",
         why: "Redirecting the body changes every alias too, which is right only if all of them should change.",
@@ -266,7 +309,7 @@ rules! {
         fixtures: "folded_function (ELF: gcc's -fipa-icf folds check_user_name and check_group_name); folded_function (PE: clang does not fold them) must not fire it",
     };
     UNRESOLVED_INDIRECT_BRANCH = Rule {
-        id: "HP0601", name: "unresolved-indirect-branch", title: "An indirect jump the engine cannot follow",
+        id: RuleId("HP0601"), name: "unresolved-indirect-branch", title: "An indirect jump the engine cannot follow",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function jumps through a register or memory that is neither a resolved jump table nor an import slot.",
         why: "The engine cannot prove where control goes, so it cannot prove the jump's targets move with the new code.",
@@ -275,7 +318,7 @@ rules! {
         fixtures: "switch_table must not fire it (its jump table resolves)",
     };
     EXCEPTION_HANDLING_CHANGED = Rule {
-        id: "HP0701", name: "exception-handling-changed", title: "Changed code throws, catches or unwinds",
+        id: RuleId("HP0701"), name: "exception-handling-changed", title: "Changed code throws, catches or unwinds",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function calls the C++ or SEH exception runtime (`__cxa_throw`, `__cxa_begin_catch`, `_Unwind_Resume`, `__CxxFrameHandler*`, `__C_specific_handler`).",
         why: "Its unwind and handler tables (`.eh_frame`/`.gcc_except_table`, `.pdata`/`.xdata`) would have to be registered for the payload, which the applier does not do.",
@@ -284,16 +327,16 @@ rules! {
         fixtures: "cpp_exceptions (load_limit); bounds_check must not fire it",
     };
     NEVER_RETURNS = Rule {
-        id: "HP0801", name: "never-returns", title: "The changed function never returns",
+        id: RuleId("HP0801"), name: "endless-loop", title: "The changed function can stay active for the life of the process",
         severity: Severity::RebootRequired, scope: Scope::Function,
-        checks: "The changed function has no return instruction and no tail jump out of itself.",
-        why: "A function that never returns may be active on some thread's stack for the life of the process, where the redirect cannot reach it.",
-        remedy: "Move the fix into a callee that returns, or plan the change for the next baseline.",
-        evidence: "the function's last instruction",
-        fixtures: "never_returns (shutdown_process); bounds_check must not fire it",
+        checks: "The control-flow graph of the baseline or fixed code (branches, jump-table entries) has a loop reachable from the entry from which no way out of the function (a return, a tail call, an indirect jump that is not a jump table) can be reached. A function that merely never returns because each call ends the process or the frame (`exit`, `abort`, `longjmp`, a throw, a noreturn error routine) has no such loop and does not fire it. Until December 2026 this rule fired on any function without a return; docs/decisions.md says why that changed.",
+        why: "A call that enters such a loop stays on its thread's stack for the life of the process, running the old code: the redirect reaches only later calls, and the applier's stack check would refuse every attempt.",
+        remedy: "Move the fix into a function the loop calls, or plan the change for the next baseline; a loop the graph cannot see (an event loop behind an indirect call) can be named in the policy's `always_active` list (HP0303).",
+        evidence: "which build's code holds the loop, and its first instruction",
+        fixtures: "worker_loop (an endless service loop); never_returns (ends with exit()) and loop_with_exit must not fire it",
     };
     TOOLCHAIN_CHANGED = Rule {
-        id: "HP0901", name: "toolchain-changed", title: "The compiler or its options differ between the builds",
+        id: RuleId("HP0901"), name: "toolchain-changed", title: "The compiler or its options differ between the builds",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "The set of producers differs: DWARF `DW_AT_producer` (gcc records its options there), PDB `S_COMPILE3` version and flags, and the command lines PDB `S_ENVBLOCK` records (MSVC compilers, every linker), without the names of the build's own files.",
         why: "Code generated under other options (calling conventions, register allocation across functions, stack protection) may not interoperate with the running code.",
@@ -302,7 +345,7 @@ rules! {
         fixtures: "compiler_flags (ELF: -fno-omit-frame-pointer shows in DW_AT_producer; clang records no options in a PDB, so the PE case cannot fire it); bounds_check must not fire it",
     };
     STATIC_LOCAL_UNTIED = Rule {
-        id: "HP1001", name: "static-local-untied", title: "A static local in changed code has no original storage",
+        id: RuleId("HP1001"), name: "static-local-untied", title: "A static local in changed code has no original storage",
         severity: Severity::Review, scope: Scope::Function,
         checks: "The changed function references a function-scoped static (PDB `f::x`, GCC `x.N`) that the baseline does not have.",
         why: "If it replaces state the old code kept elsewhere, the new code starts from a fresh value instead of the running state.",
@@ -311,7 +354,7 @@ rules! {
         fixtures: "new_static_local (warnings_left); static_local must not fire it (count is tied to its original storage)",
     };
     INLINE_ASSEMBLY = Rule {
-        id: "HP1101", name: "inline-assembly", title: "Changed code holds instructions compilers do not emit for C",
+        id: RuleId("HP1101"), name: "inline-assembly", title: "Changed code holds instructions compilers do not emit for C",
         severity: Severity::Review, scope: Scope::Function,
         checks: "The changed function contains system or timing instructions (`cpuid`, `rdtsc`, `syscall`, `int n`, `cli`, `in`, `out`, `rdmsr`, ...), the mark of inline assembly.",
         why: "Hand-written code may depend on its exact placement or on state the engine does not model.",
@@ -320,7 +363,7 @@ rules! {
         fixtures: "inline_asm (cycle_stamp); bounds_check must not fire it",
     };
     RESOURCES_CHANGED = Rule {
-        id: "HP1201", name: "resources-changed", title: "PE resources changed",
+        id: RuleId("HP1201"), name: "resources-changed", title: "PE resources changed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "The contents of the `.rsrc` section differ.",
         why: "Resources are loaded from the mapped image; a patch does not replace them.",
@@ -329,7 +372,7 @@ rules! {
         fixtures: "resources (PE: the VERSIONINFO changes); bounds_check (PE, no resources) and resources (ELF) must not fire it",
     };
     VTABLE_CHANGED = Rule {
-        id: "HP1301", name: "vtable-or-rtti-changed", title: "A vtable or RTTI record changed",
+        id: RuleId("HP1301"), name: "vtable-or-rtti-changed", title: "A vtable or RTTI record changed",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "A vtable or RTTI symbol (`_ZTV`, `_ZTI`, `_ZTS`, `??_7`, `??_R`) was added, removed or changed.",
         why: "Existing objects point at the old vtables; dispatch through them ignores a new one.",
@@ -337,8 +380,17 @@ rules! {
         evidence: "the symbols",
         fixtures: "cpp_exceptions (the catch clause's type info changes)",
     };
+    LIFT_UNSUPPORTED = Rule {
+        id: RuleId("HP1501"), name: "lift-unsupported", title: "The change cannot be lifted exactly into a payload",
+        severity: Severity::RebootRequired, scope: Scope::Function,
+        checks: "Detected by hotpatch-lift, which re-targets every typed reference of the new code into the baseline image: a reference it cannot re-target exactly (new writable or thread-local data, an import or pointer slot the baseline lacks, a jump table encoding it does not rewrite, read-only data holding relocated pointers, a 32-bit absolute address into the payload), or an entry with no room for a redirect.",
+        why: "A payload that might point at the wrong storage or code must never be emitted; only an exact payload may be applied to a running process.",
+        remedy: "Avoid the construct in the fix (reuse existing globals, keep imports), or plan the change for the next baseline.",
+        evidence: "the function, the instruction's RVA, the target it could not re-target and why",
+        fixtures: "new_global (handle_error uses the new writable global error_count, which the payload cannot hold); bounds_check must not fire it",
+    };
     PATCH_LIMIT_EXCEEDED = Rule {
-        id: "HP1401", name: "patch-limit-exceeded", title: "The patch is larger than the policy allows",
+        id: RuleId("HP1401"), name: "patch-limit-exceeded", title: "The patch is larger than the policy allows",
         severity: Severity::RebootRequired, scope: Scope::Binary,
         checks: "The number of replaced and added functions, or their code size, exceeds the policy file's `[limits]`.",
         why: "Release policy: large patches carry more risk than a planned baseline.",
@@ -350,8 +402,16 @@ rules! {
 
 /// The rule with this ID.
 pub fn rule(id: &str) -> Option<&'static Rule> {
-    CATALOGUE.iter().find(|rule| rule.id == id)
+    CATALOGUE.iter().find(|rule| rule.id.as_str() == id)
 }
+
+/// The fail-safe rules: what the engine cannot read or name. A policy may not turn them off
+/// unless it also lists them as waivable, so that each exception is a reviewed waiver.
+pub const FAIL_SAFE: &[RuleId] = &[
+    UNMODELED_INSTRUCTION.id,
+    UNRESOLVED_REFERENCE.id,
+    INCOMPLETE_DEBUG_INFO.id,
+];
 
 /// The catalogue as Markdown: `docs/eligibility.md`.
 pub fn catalogue_markdown() -> String {

@@ -9,6 +9,8 @@
 //! disabled = ["HP1101"]       # never evaluated; the report lists them
 //! waivable = ["HP0901"]       # reboot-required rules that a waiver may accept
 //!
+//! always_active = ["event_loop"] # functions that stay on a stack for the life of the process
+//!
 //! [[waiver]]
 //! rule = "HP0502"
 //! binary = "app.exe"          # file name of the fixed build, or its SHA-256
@@ -27,6 +29,10 @@ pub struct Policy {
     pub limits: Limits,
     #[serde(default)]
     pub rules: RuleSwitches,
+    /// Functions the author knows to stay active for the life of the process (an event loop
+    /// reached through a path the control-flow graph cannot see), by name.
+    #[serde(default)]
+    pub always_active: Vec<String>,
     #[serde(default, rename = "waiver")]
     pub waivers: Vec<Waiver>,
 }
@@ -69,6 +75,10 @@ pub enum Error {
     Syntax(#[from] toml::de::Error),
     #[error("the policy file names rule {id}, which is not in the catalogue")]
     UnknownRule { id: String },
+    #[error(
+        "the policy file disables the fail-safe rule {id}; list it under `waivable` and waive each finding instead"
+    )]
+    FailSafeDisabled { id: String },
     #[error("waiver for {rule} needs a non-empty {field}")]
     IncompleteWaiver { rule: String, field: &'static str },
 }
@@ -89,6 +99,14 @@ impl Policy {
                 return Err(Error::UnknownRule { id: id.clone() });
             }
         }
+        for id in &policy.rules.disabled {
+            let fail_safe = crate::codes::FAIL_SAFE
+                .iter()
+                .any(|rule| *rule == id.as_str());
+            if fail_safe && !policy.rules.waivable.contains(id) {
+                return Err(Error::FailSafeDisabled { id: id.clone() });
+            }
+        }
         for waiver in &policy.waivers {
             for (field, value) in [
                 ("reason", &waiver.reason),
@@ -105,8 +123,8 @@ impl Policy {
         Ok(policy)
     }
 
-    pub(crate) fn is_disabled(&self, id: &str) -> bool {
-        self.rules.disabled.iter().any(|d| d == id)
+    pub(crate) fn is_disabled(&self, id: crate::codes::RuleId) -> bool {
+        self.rules.disabled.iter().any(|d| id == d.as_str())
     }
 
     /// The waiver that accepts a finding, if the rule may be waived at all.
@@ -119,7 +137,7 @@ impl Policy {
         let waivable = match rule.severity {
             crate::codes::Severity::Review => true,
             crate::codes::Severity::RebootRequired => {
-                self.rules.waivable.iter().any(|w| w == rule.id)
+                self.rules.waivable.iter().any(|w| rule.id == w.as_str())
             }
             crate::codes::Severity::Info => false,
         };
@@ -127,7 +145,7 @@ impl Policy {
             return None;
         }
         self.waivers.iter().find(|waiver| {
-            waiver.rule == rule.id
+            rule.id == waiver.rule.as_str()
                 && binary_names.contains(&waiver.binary.as_str())
                 && waiver.function.as_deref() == function
         })

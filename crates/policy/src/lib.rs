@@ -10,7 +10,7 @@ pub mod codes;
 mod config;
 mod rules;
 
-pub use codes::{CATALOGUE, Rule, Scope, Severity, catalogue_markdown};
+pub use codes::{CATALOGUE, Rule, RuleId, Scope, Severity, catalogue_markdown};
 pub use config::{Error, Limits, Policy, RuleSwitches, Waiver};
 
 use hotpatch_diff::Diff;
@@ -52,8 +52,8 @@ pub struct Subject<'a> {
 /// One rule that fired.
 #[derive(Clone, Debug, Serialize)]
 pub struct Finding {
-    /// The rule ID (`HP0101`).
-    pub rule: &'static str,
+    /// The rule ID (`HP0101`), an entry of the catalogue.
+    pub rule: RuleId,
     /// The rule name (`data-layout-changed`).
     pub name: &'static str,
     pub severity: Severity,
@@ -86,7 +86,7 @@ pub struct FunctionVerdict {
     pub change: &'static str,
     pub verdict: Verdict,
     /// Every rule that fired on it.
-    pub rules: Vec<&'static str>,
+    pub rules: Vec<RuleId>,
 }
 
 /// The outcome for one binary.
@@ -101,12 +101,40 @@ pub struct Assessment {
     pub disabled_rules: Vec<String>,
 }
 
+/// Adds a finding that a later stage made (lifting: HP1501) to an assessment and recomputes the
+/// verdicts of the function it names and of the binary.
+pub fn add_stage_finding(
+    assessment: &mut Assessment,
+    rule: &'static Rule,
+    function: Option<&str>,
+    reason: String,
+    evidence: &[(&str, String)],
+) {
+    let finding = rules::finding(rule, function, reason, evidence);
+    if finding.blocks() {
+        assessment.verdict = Verdict::RebootRequired;
+        for verdict in &mut assessment.functions {
+            if Some(verdict.function.as_str()) == function {
+                verdict.verdict = Verdict::RebootRequired;
+                if !verdict.rules.contains(&rule.id) {
+                    verdict.rules.push(rule.id);
+                    verdict.rules.sort_unstable();
+                }
+            }
+        }
+    }
+    assessment.findings.push(finding);
+    assessment
+        .findings
+        .sort_by(|a, b| (&a.function, a.rule, &a.reason).cmp(&(&b.function, b.rule, &b.reason)));
+}
+
 /// Runs the catalogue over `subject` under `policy`.
 pub fn assess(subject: &Subject<'_>, policy: &Policy) -> Assessment {
     let mut findings = rules::evaluate(subject, policy);
     findings.retain(|finding| !policy.is_disabled(finding.rule));
     for finding in &mut findings {
-        let rule = codes::rule(finding.rule).unwrap_or(&codes::UNMODELED_INSTRUCTION);
+        let rule = finding.rule.rule();
         finding.waived = policy
             .waiver_for(rule, &subject.binary_names, finding.function.as_deref())
             .cloned();
@@ -117,22 +145,19 @@ pub fn assess(subject: &Subject<'_>, policy: &Policy) -> Assessment {
     let mut functions: Vec<FunctionVerdict> = Vec::new();
     // A binary-scope finding about a data symbol also weighs on every changed function whose
     // new code uses that symbol (a function reading a re-laid-out struct cannot be patched alone).
-    let listings: BTreeMap<&str, &[String]> = subject
+    let changed_by_name: BTreeMap<&str, &hotpatch_diff::ChangedFunction> = subject
         .diff
         .changed
         .iter()
-        .map(|c| (c.name.as_str(), c.fixed_listing.as_slice()))
+        .map(|c| (c.name.as_str(), c))
         .collect();
     let uses = |function: &str, finding: &Finding| {
         let Some(symbol) = finding.evidence.get("symbol") else {
             return false;
         };
-        let reference = format!("${symbol}");
-        listings.get(function).is_some_and(|listing| {
-            listing
-                .iter()
-                .any(|line| rules::references(line, &reference))
-        })
+        changed_by_name
+            .get(function)
+            .is_some_and(|changed| rules::uses_data(changed, symbol))
     };
     let mut push_function = |function: &str, change: &'static str| {
         let own: Vec<&Finding> = findings
@@ -147,7 +172,7 @@ pub fn assess(subject: &Subject<'_>, policy: &Policy) -> Assessment {
         } else {
             Verdict::HotpatchEligible
         };
-        let mut rules: Vec<&'static str> = own.iter().map(|f| f.rule).collect();
+        let mut rules: Vec<RuleId> = own.iter().map(|f| f.rule).collect();
         rules.sort_unstable();
         rules.dedup();
         functions.push(FunctionVerdict {

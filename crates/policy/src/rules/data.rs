@@ -1,0 +1,255 @@
+//! Detectors about data: changed type layouts (HP0101), writable initial values (HP0102),
+//! resized or retyped data (HP0103), read-only constants (HP0104), added data (HP0105), the
+//! thread-local block (HP0202), static locals with no storage in the running code (HP1001) and
+//! vtables or RTTI (HP1301).
+
+use super::{BinaryContext, FunctionContext, finding, uses_data};
+use crate::Finding;
+use crate::codes;
+use hotpatch_diff::DataChangeKind;
+use hotpatch_image::{DataKind, Image};
+
+pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    context
+        .subject
+        .diff
+        .types
+        .iter()
+        .map(|layout| {
+            finding(
+                &codes::DATA_LAYOUT_CHANGED,
+                None,
+                format!(
+                    "the layout of {} changed ({} -> {} bytes); objects in the running process keep the old layout",
+                    layout.name, layout.baseline_size, layout.fixed_size
+                ),
+                &[
+                    ("type", layout.name.clone()),
+                    ("baseline_layout", layout.baseline_layout.clone()),
+                    ("fixed_layout", layout.fixed_layout.clone()),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Every (symbol, change) of the data diff.
+fn data_changes<'a>(
+    context: &'a BinaryContext<'_>,
+) -> impl Iterator<Item = (&'a hotpatch_diff::DataChange, &'a DataChangeKind)> {
+    context
+        .subject
+        .diff
+        .data
+        .changed
+        .iter()
+        .flat_map(|changed| changed.changes.iter().map(move |change| (changed, change)))
+}
+
+pub(super) fn writable_data_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    data_changes(context)
+        .filter(|(changed, change)| {
+            **change == DataChangeKind::InitialValueChanged && changed.kind != DataKind::ReadOnly
+        })
+        .map(|(changed, _)| {
+            finding(
+                &codes::WRITABLE_DATA_CHANGED,
+                None,
+                format!(
+                    "the initial value of {} changed, but the running process keeps the value it has",
+                    changed.name
+                ),
+                &[
+                    ("symbol", changed.name.clone()),
+                    ("kind", format!("{:?}", changed.kind)),
+                ],
+            )
+        })
+        .collect()
+}
+
+pub(super) fn read_only_constant_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    data_changes(context)
+        .filter(|(changed, change)| {
+            **change == DataChangeKind::InitialValueChanged && changed.kind == DataKind::ReadOnly
+        })
+        .map(|(changed, _)| {
+            finding(
+                &codes::READ_ONLY_CONSTANT_CHANGED,
+                None,
+                format!(
+                    "the read-only constant {} changed; the payload carries the new copy",
+                    changed.name
+                ),
+                &[("symbol", changed.name.clone())],
+            )
+        })
+        .collect()
+}
+
+pub(super) fn data_resized(context: &BinaryContext<'_>) -> Vec<Finding> {
+    data_changes(context)
+        .filter_map(|(changed, change)| match change {
+            DataChangeKind::Resized { baseline, fixed } => Some(finding(
+                &codes::DATA_RESIZED,
+                None,
+                format!(
+                    "{} changed size from {baseline} to {fixed} bytes",
+                    changed.name
+                ),
+                &[
+                    ("symbol", changed.name.clone()),
+                    ("baseline", baseline.to_string()),
+                    ("fixed", fixed.to_string()),
+                ],
+            )),
+            DataChangeKind::TypeChanged { baseline, fixed } => Some(finding(
+                &codes::DATA_RESIZED,
+                None,
+                format!("{} changed type from {baseline} to {fixed}", changed.name),
+                &[
+                    ("symbol", changed.name.clone()),
+                    ("baseline", baseline.clone()),
+                    ("fixed", fixed.clone()),
+                ],
+            )),
+            _ => None,
+        })
+        .collect()
+}
+
+pub(super) fn data_added(context: &BinaryContext<'_>) -> Vec<Finding> {
+    context
+        .subject
+        .diff
+        .data
+        .added
+        .iter()
+        .filter(|added| added.kind != DataKind::ThreadLocal)
+        .map(|added| {
+            finding(
+                &codes::DATA_ADDED,
+                None,
+                format!(
+                    "{} is new ({} bytes, {:?})",
+                    added.name, added.size, added.kind
+                ),
+                &[
+                    ("symbol", added.name.clone()),
+                    ("size", added.size.to_string()),
+                ],
+            )
+        })
+        .collect()
+}
+
+pub(super) fn tls_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    let diff = context.subject.diff;
+    let mut findings: Vec<Finding> = diff
+        .data
+        .added
+        .iter()
+        .filter(|added| added.kind == DataKind::ThreadLocal)
+        .map(|added| {
+            finding(
+                &codes::TLS_CHANGED,
+                None,
+                format!(
+                    "{} is new ({} bytes, {:?})",
+                    added.name, added.size, added.kind
+                ),
+                &[
+                    ("symbol", added.name.clone()),
+                    ("size", added.size.to_string()),
+                ],
+            )
+        })
+        .collect();
+    findings.extend(
+        diff.data
+            .removed
+            .iter()
+            .filter(|d| d.kind == DataKind::ThreadLocal)
+            .map(|removed| {
+                finding(
+                    &codes::TLS_CHANGED,
+                    None,
+                    format!("the thread-local {} was removed", removed.name),
+                    &[("symbol", removed.name.clone())],
+                )
+            }),
+    );
+    let tls_size = |image: &Image<'_>| {
+        image
+            .tls
+            .as_ref()
+            .map(|t| (t.block_size, t.template_end - t.template_start))
+    };
+    let (baseline, fixed) = (context.subject.baseline, context.subject.fixed);
+    if tls_size(baseline) != tls_size(fixed) {
+        findings.push(finding(
+            &codes::TLS_CHANGED,
+            None,
+            "the thread-local storage block changed size".to_owned(),
+            &[
+                ("baseline", format!("{:?}", tls_size(baseline))),
+                ("fixed", format!("{:?}", tls_size(fixed))),
+            ],
+        ));
+    }
+    findings
+}
+
+pub(super) fn static_local_untied(context: &FunctionContext<'_>) -> Option<Finding> {
+    let symbols = &context.binary.symbols;
+    let untied: Vec<String> = symbols
+        .fixed_static_locals
+        .iter()
+        .filter(|(_, canonical)| !symbols.baseline_data.contains(canonical))
+        .filter(|(_, canonical)| uses_data(context.changed, canonical))
+        .map(|(name, _)| name.clone())
+        .collect();
+    if untied.is_empty() {
+        return None;
+    }
+    Some(finding(
+        &codes::STATIC_LOCAL_UNTIED,
+        Some(context.name()),
+        format!(
+            "{} uses static locals that the running code does not have: {}",
+            context.display(),
+            untied.join(", ")
+        ),
+        &[("statics", untied.join(", "))],
+    ))
+}
+
+pub(super) fn vtable_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    let data = &context.subject.diff.data;
+    let vtables: Vec<String> = data
+        .added
+        .iter()
+        .chain(&data.removed)
+        .map(|d| d.name.clone())
+        .chain(data.changed.iter().map(|d| d.name.clone()))
+        .filter(|name| is_vtable_or_rtti(name))
+        .collect();
+    if vtables.is_empty() {
+        return Vec::new();
+    }
+    vec![finding(
+        &codes::VTABLE_CHANGED,
+        None,
+        format!("vtables or RTTI records changed: {}", vtables.join(", ")),
+        &[("symbols", vtables.join(", "))],
+    )]
+}
+
+/// Vtables and RTTI by their Itanium (`_ZTV`, `_ZTI`, `_ZTS`) or MSVC (`??_7`, `??_R`) names;
+/// `DW.ref.` wraps a reference to one.
+fn is_vtable_or_rtti(name: &str) -> bool {
+    let name = name.strip_prefix("DW.ref.").unwrap_or(name);
+    ["_ZTV", "_ZTI", "_ZTS", "??_7", "??_R"]
+        .iter()
+        .any(|prefix| name.starts_with(prefix))
+}
