@@ -439,9 +439,9 @@ fn bad_packages_are_refused_and_memory_unchanged() {
     // Tampered manifest: the signature no longer holds.
     let forged = package::replace_entry(&good, "manifest.json", |manifest| {
         let text = String::from_utf8(manifest.clone()).unwrap();
-        *manifest = text
-            .replacen("\"expires_at\": ", "\"expires_at\": 9", 1)
-            .into_bytes();
+        let forged = text.replacen("demo-2026-10", "demo-2026-11", 1);
+        assert_ne!(forged, text);
+        *manifest = forged.into_bytes();
     });
     let out = apply(
         &package::save(&dir, "forged.hpkg", &forged),
