@@ -60,7 +60,8 @@ struct Change {
 struct Window {
     duration: Duration,
     threads: usize,
-    realtime: bool,
+    /// `None` when SCHED_FIFO was not asked for.
+    realtime: Option<bool>,
     attempts: u32,
 }
 
@@ -195,7 +196,7 @@ pub fn rollback_to_baseline(
 
 fn fill_window(result: &mut TargetResult, window: &Window) {
     result.stop_window_us = Some(window.duration.as_micros() as u64);
-    result.realtime = Some(window.realtime);
+    result.realtime = window.realtime;
     result.attempts = window.attempts;
     result.threads = window.threads;
 }
@@ -459,7 +460,7 @@ fn run_window(
                 return Ok(Window {
                     duration,
                     threads,
-                    realtime: raised.is_some(),
+                    realtime: config.realtime.then_some(raised.is_some()),
                     attempts: attempt,
                 });
             }

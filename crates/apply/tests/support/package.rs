@@ -1,6 +1,7 @@
 //! Real signed packages for the live tests: a key generated per test, manifests naming the
 //! built test program or library by its SHA-256 and build-id, and hand-assembled payloads for
 //! the fixed compute() (the lift does not exist yet).
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use super::{build_id_of, bytes_at_rva, sha256_of, symbol};
