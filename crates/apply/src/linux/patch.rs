@@ -391,7 +391,7 @@ fn plan_changes(
     // checked byte for byte; refuse them.
     changes.sort_by_key(|c| c.address);
     for pair in changes.windows(2) {
-        if pair[0].address + pair[0].new.len() as u64 > pair[1].address {
+        if pair[0].address.saturating_add(pair[0].new.len() as u64) > pair[1].address {
             return Err(Error::Unsupported {
                 target: pair[1].function.clone(),
                 what: "redirects of two packages overlap (redirect kind changed)",
