@@ -280,7 +280,7 @@ fn one_changed_byte_in_the_middle_of_the_manifest_is_a_bad_signature() {
     let mut tampered = entries.clone();
     // Change a digit of the sequence number: still valid JSON, other meaning.
     let text = String::from_utf8(tampered[0].1.clone()).expect("utf-8");
-    let edited = text.replacen("\"sequence\":5", "\"sequence\":9", 1);
+    let edited = text.replacen("\"sequence\": 5", "\"sequence\": 9", 1);
     assert_ne!(edited, text);
     tampered[0].1 = edited.into_bytes();
     let error = open_now(&repack(&tampered)).expect_err("edited after signing");
