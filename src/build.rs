@@ -22,7 +22,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 /// The version of the JSON document `report/release.json` holds.
 pub const SCHEMA: &str = "hotpatch-release/1";
 /// How many days a package is valid when `--expires-in` is not given.
-pub const DEFAULT_EXPIRY_DAYS: u64 = 90;
+pub const DEFAULT_EXPIRY_DAYS: u64 = hotpatch_package::DEFAULT_VALIDITY_SECONDS / SECONDS_PER_DAY;
 const SECONDS_PER_DAY: u64 = 86_400;
 /// Names of the report entries inside the package.
 const REPORT_JSON: &str = "report/release.json";
@@ -262,7 +262,8 @@ struct Built {
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     check_release(&args.release)?;
     let policy = check::read_policy(args.policy.as_deref())?;
-    let key = load_secret_key(&args.key)?;
+    // Refuses a key file that group or others can read.
+    let key = crate::package::load_secret_key(&args.key)?;
     let issued_at = issue_time(args.issued_at)?;
     let expires_at = args
         .expires_in
@@ -443,39 +444,15 @@ fn check_release(release: &str) -> Result<()> {
 /// The issue time: `--issued-at`, else `SOURCE_DATE_EPOCH` (the reproducible-builds
 /// convention), else now.
 fn issue_time(explicit: Option<u64>) -> Result<u64> {
-    if let Some(explicit) = explicit {
-        return Ok(explicit);
-    }
-    if let Some(text) = std::env::var_os("SOURCE_DATE_EPOCH") {
-        let text = text.to_string_lossy();
-        return text
-            .trim()
-            .parse()
-            .with_context(|| format!("SOURCE_DATE_EPOCH {text:?} is not unix seconds"));
-    }
-    std::time::SystemTime::now()
+    let source_date_epoch = std::env::var("SOURCE_DATE_EPOCH").ok();
+    let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
-        .map(|since| since.as_secs())
-        .context("the system clock is before 1970")
-}
-
-/// A secret key file that others can read: refused, because a leaked signing key signs
-/// hotpatches that every trusting machine runs.
-fn load_secret_key(path: &Path) -> Result<SecretKey> {
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        let mode = fs_err::metadata(path)?.permissions().mode();
-        if mode & 0o077 != 0 {
-            bail!(
-                "secret key {} is readable by group or others (mode {:o})",
-                path.display(),
-                mode & 0o777
-            );
-        }
-    }
-    let text = fs_err::read_to_string(path)?;
-    SecretKey::from_text(&text).with_context(|| format!("cannot read {}", path.display()))
+        .map_or(0, |since| since.as_secs());
+    Ok(hotpatch_package::issue_time(
+        explicit,
+        source_date_epoch.as_deref(),
+        now,
+    )?)
 }
 
 /// The package's place in its series.

@@ -1,7 +1,8 @@
-//! `hotpatch build` on release trees made from the fixtures: the package opens under the build
-//! key, one changed byte in any entry is refused by name, two builds are byte-identical, a
-//! three-month series carries growing sequence numbers and supersede fields, a pair without a
-//! code change gives no payload, and a reboot-required binary makes the month a baseline month.
+//! `hotpatch build` on release trees made from the fixtures: the package passes `hotpatch verify`
+//! and opens under the build key, one changed byte in any entry is refused by name, two builds are
+//! byte-identical, a three-month series carries growing sequence numbers and supersede fields, a
+//! pair without a code change gives no payload, and a reboot-required binary makes the month a
+//! baseline month.
 
 use crate::support::{path_str, root};
 use hotpatch_package::{
@@ -91,6 +92,18 @@ fn open_file(path: &Path) -> VerifiedPackage {
     open(&bytes).unwrap_or_else(|e| panic!("{} does not verify: {e}", path.display()))
 }
 
+fn verify_cli(package: &Path, public: &Path) -> Output {
+    let at = (ISSUED_AT + 60).to_string();
+    crate::support::hotpatch(&[
+        "verify",
+        path_str(package),
+        "--trust",
+        path_str(public),
+        "--at",
+        &at,
+    ])
+}
+
 fn report_of(package: &VerifiedPackage) -> serde_json::Value {
     serde_json::from_slice(&package.entries["report/release.json"]).expect("report is JSON")
 }
@@ -143,6 +156,22 @@ fn build_packages_both_formats_and_the_package_verifies() {
     assert!(
         stderr.contains("bounds_check/app: hotpatched") && stderr.contains("[2/2]"),
         "a progress line per binary: {stderr}"
+    );
+
+    let public = dir.join("release.pub");
+    std::fs::write(&public, secret_key().public_key().to_text()).expect("write public key");
+    let output = verify_cli(&out, &public);
+    assert_eq!(
+        output.status.code(),
+        Some(0),
+        "hotpatch verify: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let inspect = crate::support::hotpatch(&["inspect", path_str(&out)]);
+    let inspect = String::from_utf8_lossy(&inspect.stdout);
+    assert!(
+        inspect.contains("bounds_check/app.exe") && inspect.contains("lookup_user"),
+        "{inspect}"
     );
 
     let package = open_file(&out);
@@ -228,6 +257,15 @@ fn build_packages_both_formats_and_the_package_verifies() {
         tampered[index].1[middle] ^= 0x01;
         let name = tampered[index].0.clone();
         let error = open(&stored_zip(&tampered)).expect_err("tampered entry");
+        if name.starts_with("payloads/") {
+            // The operator's view: `hotpatch verify` exits 3 and names the entry.
+            let tampered_path = dir.join("tampered.hpk");
+            std::fs::write(&tampered_path, stored_zip(&tampered)).expect("write");
+            let output = verify_cli(&tampered_path, &public);
+            assert_eq!(output.status.code(), Some(3), "{name}");
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(stderr.contains(&name), "{stderr}");
+        }
         let expected = match name.as_str() {
             "manifest.json" => matches!(
                 error,

@@ -343,6 +343,8 @@ mod tests {
             first_instruction_len: None,
             signature: None,
             aliases: Vec::new(),
+            alias_display_names: Vec::new(),
+            parent: None,
         }
     }
 
