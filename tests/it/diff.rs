@@ -123,23 +123,51 @@ fn diff_of_a_build_with_itself_is_empty_and_diffs_mirror() {
             let forward = diff_json(&base, &fixed, &[]);
             let backward = diff_json(&fixed, &base, &[]);
             let label = format!("{} {format}", case.display());
-            assert_eq!(
-                names(&forward, "added", "name"),
-                names(&backward, "removed", "name"),
-                "{label}"
-            );
-            assert_eq!(
-                names(&forward, "removed", "name"),
-                names(&backward, "added", "name"),
-                "{label}"
-            );
-            assert_eq!(
-                forward["changed"].as_array().unwrap().len(),
-                backward["changed"].as_array().unwrap().len(),
-                "{label}"
-            );
+            let mirrored = [
+                ("added", "removed"),
+                ("removed", "added"),
+                ("changed", "changed"),
+                ("renamed", "renamed"),
+                ("line_only", "line_only"),
+            ];
+            for (forward_key, backward_key) in mirrored {
+                assert_eq!(
+                    pairs(&forward, forward_key),
+                    pairs(&backward, backward_key)
+                        .into_iter()
+                        .map(|(old, new)| (new, old))
+                        .collect::<BTreeSet<_>>(),
+                    "{label}: forward {forward_key} vs backward {backward_key}, sides swapped"
+                );
+            }
         }
     }
+}
+
+/// Each entry of `key` as (baseline name, fixed name), exactly as reported (no clone suffix
+/// dropped), so that a mirror compares the same functions and not only their number: an added
+/// or removed function exists on one side only and pairs its name with the empty string.
+fn pairs(json: &serde_json::Value, key: &str) -> BTreeSet<(String, String)> {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is a list"))
+        .iter()
+        .map(|entry| match key {
+            "added" => (String::new(), text(&entry["name"])),
+            "removed" => (text(&entry["name"]), String::new()),
+            "renamed" => (text(&entry["from"]), text(&entry["to"])),
+            // A changed function names its fixed side only when it was matched under another name.
+            _ => {
+                let baseline = text(&entry["name"]);
+                let fixed = entry
+                    .get("fixed_name")
+                    .map(text)
+                    .unwrap_or_else(|| baseline.clone());
+                (baseline, fixed)
+            }
+        })
+        .collect()
 }
 
 #[test]
