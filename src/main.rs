@@ -100,11 +100,17 @@ fn main() -> ExitCode {
 }
 
 /// A reader that closed the pipe early (`hotpatch inspect x --json | head`) is not a failure.
+/// JSON output fails with a `serde_json::Error`, whose `source()` skips the `io::Error` it
+/// wraps, so that one is asked for its kind directly.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 
