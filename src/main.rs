@@ -5,9 +5,12 @@ mod check;
 mod diff;
 mod input;
 mod inspect;
+mod junit;
 mod mapped;
 mod pair;
 mod report;
+mod sarif;
+mod source;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;

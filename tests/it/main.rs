@@ -1,6 +1,7 @@
 //! Integration tests of the `hotpatch` binary and its libraries against the committed fixtures.
 
 mod check;
+mod ci_formats;
 mod cli;
 mod diff;
 mod independent;
