@@ -4,7 +4,7 @@ use crate::pair::{Pair, PairArgs};
 use crate::source::{SourceRoot, SourceRoots, Sources};
 use anyhow::{Context, Result};
 use hotpatch_diff::Diff;
-use hotpatch_image::{Diagnostic, Loaded};
+use hotpatch_image::{Diagnostic, Image, Loaded};
 use hotpatch_policy::{Assessment, Policy, Severity, Subject, Verdict};
 use std::collections::BTreeMap;
 use std::io::Write;
@@ -134,6 +134,31 @@ fn lift(
     }
 }
 
+/// The readable name (`display_name`) of each function of both builds by its symbol name, so
+/// text output names a function as people write it (`std::bad_alloc::~bad_alloc`, not
+/// `??1bad_alloc@std@@UEAA@XZ`); JSON keeps the symbol name.
+pub struct ReadableNames<'a>(BTreeMap<&'a str, &'a str>);
+
+impl<'a> ReadableNames<'a> {
+    pub fn new(baseline: &'a Image<'_>, fixed: &'a Image<'_>) -> Self {
+        let mut names = BTreeMap::new();
+        for function in fixed.functions.iter().chain(&baseline.functions) {
+            names
+                .entry(function.name.as_str())
+                .or_insert(function.display_name.as_str());
+        }
+        ReadableNames(names)
+    }
+
+    /// The readable name of `name`, or `name` itself when no function has it.
+    pub fn get<'n>(&self, name: &'n str) -> &'n str
+    where
+        'a: 'n,
+    {
+        self.0.get(name).copied().unwrap_or(name)
+    }
+}
+
 pub fn exit_code(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::HotpatchEligible => 0,
@@ -226,6 +251,7 @@ fn write_check(
     let assessment = &outcome.assessment;
     let binary = display_path(&pair.fixed.path);
     let baseline = display_path(&pair.base.path);
+    let names = ReadableNames::new(&base.image, &fixed.image);
     match format {
         CheckFormat::Sarif => {
             let addresses = addresses(&outcome.diff);
@@ -238,6 +264,7 @@ fn write_check(
                 fixed_sha256: &fixed.image.identity.sha256,
                 rules_uri: &args.sources.rules_uri,
                 addresses: &addresses,
+                names: &names,
             })?;
             out.write_all(text.as_bytes())?;
             return Ok(());
@@ -248,6 +275,7 @@ fn write_check(
                 sources,
                 binary: &binary,
                 baseline: &baseline,
+                names: &names,
             });
             out.write_all(text.as_bytes())?;
             return Ok(());
@@ -263,6 +291,7 @@ fn write_check(
         serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
+        let names = ReadableNames::new(&base.image, &fixed.image);
         writeln!(
             out,
             "{}: {}",
@@ -283,7 +312,7 @@ fn write_check(
                 out,
                 "  {:<17} {} ({}){}{}",
                 function.verdict.as_str(),
-                function.function,
+                names.get(&function.function),
                 function.change,
                 sources
                     .get(&function.function)
@@ -314,7 +343,10 @@ fn write_check(
                 Some(waiver) => format!(" (waived by {}: {})", waiver.approved_by, waiver.reason),
                 None => String::new(),
             };
-            let scope = finding.function.as_deref().unwrap_or("binary");
+            let scope = finding
+                .function
+                .as_deref()
+                .map_or("binary", |name| names.get(name));
             writeln!(
                 out,
                 "  {} {} {} [{}]: {}{waived}",

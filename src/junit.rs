@@ -14,6 +14,8 @@ pub struct Input<'a> {
     /// The fixed build, the suite's name.
     pub binary: &'a str,
     pub baseline: &'a str,
+    /// Readable names of functions by symbol name, for test case names.
+    pub names: &'a crate::check::ReadableNames<'a>,
 }
 
 /// Escapes text for an XML attribute or element, dropping characters XML 1.0 cannot hold.
@@ -156,7 +158,11 @@ pub fn render(input: &Input<'_>) -> String {
             .and_then(|source| source.primary())
             .map(|line| (line.file.shown().to_owned(), line.line));
         cases.push(Case {
-            name: format!("{} ({})", function.function, function.change),
+            name: format!(
+                "{} ({})",
+                input.names.get(&function.function),
+                function.change
+            ),
             file,
             failures,
             notes: own(false),

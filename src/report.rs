@@ -1,7 +1,7 @@
 //! `hotpatch report`: the audit report of one binary in JSON, Markdown or one self-contained
 //! HTML page; and `hotpatch rules`: the rule catalogue.
 
-use crate::check::{SourceArgs, assess, exit_code, read_policy};
+use crate::check::{ReadableNames, SourceArgs, assess, exit_code, read_policy};
 use crate::pair::PairArgs;
 use crate::source::{FunctionSource, SourceRoots, Sources};
 use anyhow::Result;
@@ -60,6 +60,9 @@ struct Report<'a> {
     fixed: BuildSummary,
     assessment: &'a Assessment,
     diff: &'a Diff,
+    /// Markdown and HTML name functions by their readable names; JSON by symbol names.
+    #[serde(skip)]
+    names: ReadableNames<'a>,
     /// Source locations of the changed, added and line-only functions, by the name
     /// `assessment` and `diff` use (added after the first release of the schema).
     sources: &'a Sources,
@@ -86,6 +89,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         fixed: summary(&pair.fixed.path, &fixed.image),
         assessment: &outcome.assessment,
         diff: &outcome.diff,
+        names: ReadableNames::new(&base.image, &fixed.image),
         sources: &sources,
     };
     let text = match args.format {
@@ -183,7 +187,7 @@ fn markdown(report: &Report<'_>) -> String {
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} | {} |",
-                function.function,
+                report.names.get(&function.function),
                 function.change,
                 report
                     .sources
@@ -203,7 +207,7 @@ fn markdown(report: &Report<'_>) -> String {
     }
     md.push_str("## Findings\n");
     for finding in &assessment.findings {
-        markdown_finding(&mut md, finding, report.sources);
+        markdown_finding(&mut md, finding, &report.names, report.sources);
     }
     if assessment.findings.is_empty() {
         md.push_str("\nNone.\n");
@@ -275,7 +279,12 @@ fn source_sentence(source: &FunctionSource) -> String {
     sentence
 }
 
-fn markdown_finding(md: &mut String, finding: &Finding, sources: &Sources) {
+fn markdown_finding(
+    md: &mut String,
+    finding: &Finding,
+    names: &ReadableNames<'_>,
+    sources: &Sources,
+) {
     let scope = finding
         .function
         .as_deref()
@@ -285,7 +294,7 @@ fn markdown_finding(md: &mut String, finding: &Finding, sources: &Sources) {
                 .and_then(FunctionSource::primary)
                 .map(|line| format!(" at `{}:{}`", line.file.shown(), line.line))
                 .unwrap_or_default();
-            format!("`{f}`{at}")
+            format!("`{}`{at}", names.get(f))
         })
         .unwrap_or_else(|| "binary".into());
     let _ = writeln!(
@@ -364,7 +373,7 @@ fn html(report: &Report<'_>) -> String {
             let _ = writeln!(
                 page,
                 "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
-                escape(&function.function),
+                escape(report.names.get(&function.function)),
                 function.change,
                 escape(
                     &report
@@ -395,8 +404,13 @@ fn html(report: &Report<'_>) -> String {
                 .get(function)
                 .and_then(FunctionSource::primary)
             {
-                Some(line) => format!("{function} at {}:{}", line.file.shown(), line.line),
-                None => function.to_owned(),
+                Some(line) => format!(
+                    "{} at {}:{}",
+                    report.names.get(function),
+                    line.file.shown(),
+                    line.line
+                ),
+                None => report.names.get(function).to_owned(),
             },
             None => "binary".to_owned(),
         };

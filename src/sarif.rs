@@ -25,6 +25,18 @@ pub struct Input<'a> {
     pub rules_uri: &'a str,
     /// Addresses of changed and added functions in the fixed build, by assessment name.
     pub addresses: &'a std::collections::BTreeMap<String, (String, u64)>,
+    /// Readable names of functions by symbol name, for messages and logical locations.
+    pub names: &'a crate::check::ReadableNames<'a>,
+}
+
+/// A function's logical location: the readable name, and the symbol when it differs.
+fn logical(input: &Input<'_>, function: &str) -> Value {
+    let readable = input.names.get(function);
+    let mut location = json!({ "name": readable, "kind": "function" });
+    if readable != function {
+        location["decoratedName"] = json!(function);
+    }
+    json!([location])
 }
 
 pub const SCHEMA_URI: &str = "https://json.schemastore.org/sarif-2.1.0.json";
@@ -154,14 +166,14 @@ fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
                 "physicalLocation": source_location(&line.file, line.line, None),
             });
             if let Some(function) = function {
-                location["logicalLocations"] = json!([{ "name": function, "kind": "function" }]);
+                location["logicalLocations"] = logical(input, function);
             }
             locations.push(location);
         }
         None => {
             let mut location = json!({ "physicalLocation": binary_location });
             if let Some(function) = function {
-                location["logicalLocations"] = json!([{ "name": function, "kind": "function" }]);
+                location["logicalLocations"] = logical(input, function);
             }
             locations.push(location);
         }
@@ -170,7 +182,7 @@ fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
         related.push(json!({
             "id": 2,
             "physicalLocation": source_location(&range.file, range.first_line, Some(range.last_line)),
-            "message": { "text": format!("{} in the fixed build", function.unwrap_or("")) },
+            "message": { "text": format!("{} in the fixed build", input.names.get(function.unwrap_or(""))) },
         }));
     }
     if let Some(inlined) = source.and_then(|s| s.inlined_from.as_ref()) {
@@ -185,7 +197,7 @@ fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
     }
     let mut text = finding.reason.clone();
     if let Some(function) = function {
-        text = format!("{function}: {text}");
+        text = format!("{}: {text}", input.names.get(function));
     }
     let mut result = json!({
         "ruleId": finding.rule.as_str(),
