@@ -251,7 +251,7 @@ pub fn render(input: &Input<'_>) -> serde_json::Result<String> {
             "tool": { "driver": {
                 "name": "hotpatch",
                 "semanticVersion": env!("CARGO_PKG_VERSION"),
-                "informationUri": format!("{}", input.rules_uri),
+                "informationUri": input.rules_uri,
                 "rules": rules,
             }},
             "columnKind": "unicodeCodePoints",
