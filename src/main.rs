@@ -6,10 +6,13 @@ mod check;
 mod diff;
 mod input;
 mod inspect;
+mod junit;
 mod mapped;
 mod package;
 mod pair;
 mod report;
+mod sarif;
+mod source;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;

@@ -2,6 +2,7 @@
 
 mod build;
 mod check;
+mod ci_formats;
 mod cli;
 mod diff;
 mod independent;
