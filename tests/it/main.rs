@@ -6,6 +6,7 @@ mod ci_formats;
 mod cli;
 mod diff;
 mod independent;
+mod lift;
 mod mutation;
 mod package_cli;
 mod support;

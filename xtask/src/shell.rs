@@ -51,3 +51,12 @@ pub fn build_release_hotpatch() -> Result<PathBuf> {
         .current_dir(workspace_root()))?;
     Ok(target_dir().join("release/hotpatch"))
 }
+
+/// Builds the `hotpatch-apply` applier in release mode and returns its path.
+pub fn build_release_applier() -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(&cargo)
+        .args(["build", "--release", "--quiet", "--bin", "hotpatch-apply"])
+        .current_dir(workspace_root()))?;
+    Ok(target_dir().join("release/hotpatch-apply"))
+}

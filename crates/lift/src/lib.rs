@@ -298,6 +298,3 @@ pub fn image_base_rva(image: &Image<'_>) -> u64 {
         .min()
         .map_or(0, |base| base & !0xfff)
 }
-
-#[cfg(test)]
-mod tests;

@@ -9,7 +9,8 @@ use crate::error::{Error, hex};
 use crate::report::{Outcome, TargetResult};
 use crate::state::{InstalledTarget, ProductState, StateDir};
 use hotpatch_package::{
-    Limits, PublicKey, TargetIdentity, Trust, TrustFile, VerifiedPackage, check_sequence, open,
+    Limits, PackageKind, PublicKey, TargetIdentity, Trust, TrustFile, VerifiedPackage,
+    check_sequence, open,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -122,7 +123,14 @@ pub fn apply(
     if !same_as_installed {
         check_sequence(manifest, product.map(|p| p.high_water))?;
     }
-    let results = apply_package(&package, &manifest_sha256, processes, config, false);
+    // A baseline ships with a restart: the processes already run its code, and a baseline
+    // package built by `hotpatch build` names no targets (each hotpatch target pins its exact
+    // baseline build). Installing it only starts the series in the state directory.
+    let results = if manifest.kind == PackageKind::Baseline && manifest.targets.is_empty() {
+        baseline_results(processes)
+    } else {
+        apply_package(&package, &manifest_sha256, processes, config, false)
+    };
     let took_effect = results
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Applied | Outcome::AlreadyApplied));
@@ -142,6 +150,25 @@ pub fn apply(
         results,
         recorded,
     })
+}
+
+/// What installing a target-less baseline package means for each named process.
+fn baseline_results(processes: &Processes) -> Vec<TargetResult> {
+    let pids = match processes {
+        Processes::Pids(pids) => pids.clone(),
+        Processes::All => Vec::new(),
+    };
+    pids.into_iter()
+        .map(|pid| {
+            TargetResult::new(
+                pid,
+                "-",
+                Outcome::Skipped {
+                    reason: "a baseline package patches nothing: it is installed with a restart, and this records the start of its series".into(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn record_installed(
