@@ -56,7 +56,15 @@ pub fn build_release_hotpatch() -> Result<PathBuf> {
 pub fn build_release_applier() -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "--bin", "hotpatch-apply"])
+        .args([
+            "build",
+            "--release",
+            "--quiet",
+            "-p",
+            "hotpatch-apply",
+            "--bin",
+            "hotpatch-apply",
+        ])
         .current_dir(workspace_root()))?;
     Ok(target_dir().join("release/hotpatch-apply"))
 }
