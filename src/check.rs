@@ -3,8 +3,9 @@
 use crate::pair::{Pair, PairArgs};
 use anyhow::{Context, Result};
 use hotpatch_diff::Diff;
-use hotpatch_image::{Diagnostic, Loaded};
+use hotpatch_image::{Diagnostic, Image, Loaded};
 use hotpatch_policy::{Assessment, Policy, Severity, Subject, Verdict};
+use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -100,6 +101,31 @@ fn lift(
     }
 }
 
+/// The readable name (`display_name`) of each function of both builds by its symbol name, so
+/// text output names a function as people write it (`std::bad_alloc::~bad_alloc`, not
+/// `??1bad_alloc@std@@UEAA@XZ`); JSON keeps the symbol name.
+pub struct ReadableNames<'a>(BTreeMap<&'a str, &'a str>);
+
+impl<'a> ReadableNames<'a> {
+    pub fn new(baseline: &'a Image<'_>, fixed: &'a Image<'_>) -> Self {
+        let mut names = BTreeMap::new();
+        for function in fixed.functions.iter().chain(&baseline.functions) {
+            names
+                .entry(function.name.as_str())
+                .or_insert(function.display_name.as_str());
+        }
+        ReadableNames(names)
+    }
+
+    /// The readable name of `name`, or `name` itself when no function has it.
+    pub fn get<'n>(&self, name: &'n str) -> &'n str
+    where
+        'a: 'n,
+    {
+        self.0.get(name).copied().unwrap_or(name)
+    }
+}
+
 pub fn exit_code(verdict: Verdict) -> u8 {
     match verdict {
         Verdict::HotpatchEligible => 0,
@@ -121,6 +147,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         serde_json::to_writer_pretty(&mut *out, &value)?;
         writeln!(out)?;
     } else {
+        let names = ReadableNames::new(&base.image, &fixed.image);
         writeln!(
             out,
             "{}: {}",
@@ -141,7 +168,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                 out,
                 "  {:<17} {} ({}){}",
                 function.verdict.as_str(),
-                function.function,
+                names.get(&function.function),
                 function.change,
                 if function.rules.is_empty() {
                     String::new()
@@ -167,7 +194,10 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
                 Some(waiver) => format!(" (waived by {}: {})", waiver.approved_by, waiver.reason),
                 None => String::new(),
             };
-            let scope = finding.function.as_deref().unwrap_or("binary");
+            let scope = finding
+                .function
+                .as_deref()
+                .map_or("binary", |name| names.get(name));
             writeln!(
                 out,
                 "  {} {} {} [{}]: {}{waived}",

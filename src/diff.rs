@@ -57,10 +57,11 @@ pub fn unified(changed: &hotpatch_diff::ChangedFunction) -> String {
         .unified_diff()
         .context_radius(3)
         .header(
-            &format!("baseline {}", changed.name),
+            // Readable names for people; a match under another name shows that name.
+            &format!("baseline {}", changed.display_name),
             &format!(
                 "fixed {}",
-                changed.fixed_name.as_ref().unwrap_or(&changed.name)
+                changed.fixed_name.as_ref().unwrap_or(&changed.display_name)
             ),
         )
         .to_string()

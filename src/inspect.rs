@@ -9,7 +9,7 @@ use std::path::PathBuf;
 
 #[derive(clap::Args)]
 pub struct Args {
-    /// The PE or ELF file.
+    /// The PE or ELF file, or a hotpatch package.
     file: PathBuf,
     /// The PDB of a PE file (default: beside the file, then the path recorded in the image).
     #[arg(long, value_name = "PDB", conflicts_with = "debug")]
@@ -32,6 +32,18 @@ struct InspectReport<'a> {
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
+    // A package is a zip: shown from its manifest, not read as a binary.
+    let head = {
+        use std::io::Read;
+        let mut head = [0u8; 4];
+        let mut file = fs_err::File::open(&args.file)?;
+        let n = file.read(&mut head)?;
+        head.get(..n).map(<[u8]>::to_vec).unwrap_or_default()
+    };
+    if head == crate::package::ZIP_MAGIC {
+        let bytes = fs_err::read(&args.file)?;
+        return crate::package::inspect(&args.file, &bytes, args.json, out);
+    }
     let input = BinaryInput::open(&args.file, args.pdb.as_deref().or(args.debug.as_deref()))?;
     let loaded = input.load()?;
     if args.json {

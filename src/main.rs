@@ -6,6 +6,7 @@ mod diff;
 mod input;
 mod inspect;
 mod mapped;
+mod package;
 mod pair;
 mod report;
 
@@ -20,6 +21,9 @@ pub mod exit {
     pub const INPUT: u8 = 2;
     /// `check`/`report`: finished, and something is reboot-required.
     pub const REBOOT_REQUIRED: u8 = 10;
+    /// `verify`: the package was refused (signature, key, an entry's hash or length, expiry,
+    /// the container or the manifest's content).
+    pub const VERIFY_REFUSED: u8 = 3;
 }
 
 #[derive(Parser)]
@@ -45,6 +49,14 @@ enum Command {
     Report(report::Args),
     /// Print the eligibility rule catalogue.
     Rules(report::RulesArgs),
+    /// Generate a signing key pair (hotpatch.key, mode 0600, and hotpatch.pub).
+    Keygen(package::KeygenArgs),
+    /// Verify a package's signature, entries and validity window (exit 0), or name what failed
+    /// (exit 3).
+    Verify(package::VerifyArgs),
+    /// Create or rotate a trust file (the versioned set of accepted signing keys).
+    #[command(subcommand)]
+    Trust(package::TrustCommand),
 }
 
 fn main() -> ExitCode {
@@ -63,6 +75,9 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args, &mut stdout),
         Command::Report(args) => report::run(&args, &mut stdout),
         Command::Rules(args) => report::rules(&args, &mut stdout),
+        Command::Keygen(args) => package::keygen(&args, &mut stdout),
+        Command::Verify(args) => package::verify(&args, &mut stdout),
+        Command::Trust(command) => package::trust(&command, &mut stdout),
     };
     let result = result.and_then(|code| stdout.flush().map(|()| code).map_err(anyhow::Error::from));
     match result {
@@ -88,6 +103,12 @@ fn is_broken_pipe(error: &anyhow::Error) -> bool {
 }
 
 fn hint_for(error: &anyhow::Error) -> Option<&'static str> {
+    if error
+        .chain()
+        .any(|cause| cause.downcast_ref::<package::InsecureKeyFile>().is_some())
+    {
+        return Some("restrict it to its owner: chmod 600 <file>");
+    }
     let image_error = error
         .chain()
         .find_map(|cause| cause.downcast_ref::<hotpatch_image::Error>())?;

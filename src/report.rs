@@ -1,7 +1,7 @@
 //! `hotpatch report`: the audit report of one binary in JSON, Markdown or one self-contained
 //! HTML page; and `hotpatch rules`: the rule catalogue.
 
-use crate::check::{assess, exit_code, read_policy};
+use crate::check::{ReadableNames, assess, exit_code, read_policy};
 use crate::pair::PairArgs;
 use anyhow::Result;
 use hotpatch_diff::{ChangedFunction, Diff};
@@ -57,6 +57,9 @@ struct Report<'a> {
     fixed: BuildSummary,
     assessment: &'a Assessment,
     diff: &'a Diff,
+    /// Markdown and HTML name functions by their readable names; JSON by symbol names.
+    #[serde(skip)]
+    names: ReadableNames<'a>,
 }
 
 fn summary(path: &std::path::Path, image: &Image<'_>) -> BuildSummary {
@@ -78,6 +81,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         fixed: summary(&pair.fixed.path, &fixed.image),
         assessment: &outcome.assessment,
         diff: &outcome.diff,
+        names: ReadableNames::new(&base.image, &fixed.image),
     };
     let text = match args.format {
         ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -174,7 +178,7 @@ fn markdown(report: &Report<'_>) -> String {
             let _ = writeln!(
                 md,
                 "| `{}` | {} | {} | {} |",
-                function.function,
+                report.names.get(&function.function),
                 function.change,
                 function.verdict.as_str(),
                 function
@@ -189,7 +193,7 @@ fn markdown(report: &Report<'_>) -> String {
     }
     md.push_str("## Findings\n");
     for finding in &assessment.findings {
-        markdown_finding(&mut md, finding);
+        markdown_finding(&mut md, finding, &report.names);
     }
     if assessment.findings.is_empty() {
         md.push_str("\nNone.\n");
@@ -221,11 +225,11 @@ fn markdown(report: &Report<'_>) -> String {
     md
 }
 
-fn markdown_finding(md: &mut String, finding: &Finding) {
+fn markdown_finding(md: &mut String, finding: &Finding, names: &ReadableNames<'_>) {
     let scope = finding
         .function
         .as_deref()
-        .map(|f| format!("`{f}`"))
+        .map(|f| format!("`{}`", names.get(f)))
         .unwrap_or_else(|| "binary".into());
     let _ = writeln!(
         md,
@@ -303,7 +307,7 @@ fn html(report: &Report<'_>) -> String {
             let _ = writeln!(
                 page,
                 "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
-                escape(&function.function),
+                escape(report.names.get(&function.function)),
                 function.change,
                 function
                     .rules
@@ -321,7 +325,10 @@ fn html(report: &Report<'_>) -> String {
     }
     for finding in &assessment.findings {
         let severity = finding.severity.as_str();
-        let scope = finding.function.as_deref().unwrap_or("binary");
+        let scope = finding
+            .function
+            .as_deref()
+            .map_or("binary", |name| report.names.get(name));
         let _ = writeln!(
             page,
             "<h3>{} <code>{}</code> <span class=\"sev {severity}\">{severity}</span> on <code>{}</code></h3><p>{}</p><table>",

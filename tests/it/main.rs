@@ -5,5 +5,6 @@ mod cli;
 mod diff;
 mod independent;
 mod mutation;
+mod package_cli;
 mod support;
 mod tidy;

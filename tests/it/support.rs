@@ -35,22 +35,27 @@ pub fn builds() -> Vec<Build> {
     cases.sort();
     for case_dir in cases {
         let case = case_dir.file_name().unwrap().to_string_lossy().into_owned();
+        let formats = fixture_formats(&case_dir);
         for side in ["baseline", "fixed"] {
-            let exe = case_dir.join("pe").join(format!("{side}.exe"));
-            builds.push(Build {
-                case: case.clone(),
-                format: "pe",
-                side,
-                pdb: Some(exe.with_extension("pdb")),
-                binary: exe,
-            });
-            builds.push(Build {
-                case: case.clone(),
-                format: "elf",
-                side,
-                binary: case_dir.join("elf").join(side),
-                pdb: None,
-            });
+            if formats.contains(&"pe") {
+                let binary = pe_binary(&case_dir, side);
+                builds.push(Build {
+                    case: case.clone(),
+                    format: "pe",
+                    side,
+                    pdb: Some(binary.with_extension("pdb")),
+                    binary,
+                });
+            }
+            if formats.contains(&"elf") {
+                builds.push(Build {
+                    case: case.clone(),
+                    format: "elf",
+                    side,
+                    binary: case_dir.join("elf").join(side),
+                    pdb: None,
+                });
+            }
         }
     }
     assert!(
@@ -119,16 +124,42 @@ pub fn fixture_cases() -> Vec<PathBuf> {
     cases
 }
 
+/// The formats a case has builds for: both for cases built from source, `pe` alone for prebuilt
+/// MSVC cases (`fixtures/msvc_*`).
+pub fn fixture_formats(case: &Path) -> Vec<&'static str> {
+    let formats: Vec<&'static str> = ["pe", "elf"]
+        .into_iter()
+        .filter(|format| case.join(format).is_dir())
+        .collect();
+    assert!(
+        !formats.is_empty(),
+        "{} has no pe/ or elf/ builds",
+        case.display()
+    );
+    formats
+}
+
+/// The PE image of one side of a case: an executable for cases built here, a DLL for some
+/// prebuilt ones.
+pub fn pe_binary(case: &Path, side: &str) -> PathBuf {
+    let exe = case.join("pe").join(format!("{side}.exe"));
+    let dll = exe.with_extension("dll");
+    if dll.is_file() { dll } else { exe }
+}
+
 /// The baseline and fixed build of a case in one format, as paths relative to the repository
 /// root (where `hotpatch` runs), so reports name them the same on every machine.
 pub fn fixture_pair(case: &Path, format: &str) -> (String, String) {
-    let relative = case.strip_prefix(root()).unwrap_or(case);
-    let (base, fixed) = match format {
-        "pe" => ("pe/baseline.exe", "pe/fixed.exe"),
-        _ => ("elf/baseline", "elf/fixed"),
+    let side = |side: &str| {
+        let path = match format {
+            "pe" => pe_binary(case, side),
+            _ => case.join("elf").join(side),
+        };
+        let root = root();
+        path.strip_prefix(&root)
+            .unwrap_or(&path)
+            .display()
+            .to_string()
     };
-    (
-        relative.join(base).display().to_string(),
-        relative.join(fixed).display().to_string(),
-    )
+    (side("baseline"), side("fixed"))
 }

@@ -82,7 +82,18 @@ fn layering_holds() {
             "policy depends on {format_crate}"
         );
     }
-    for library in ["crates/image", "crates/diff", "crates/policy"] {
+    // The applier links the package crate: it stays free of the build side's readers and of
+    // the other hotpatch crates.
+    let package = dependencies("crates/package/Cargo.toml");
+    for heavy in ["hotpatch-", "object", "pdb2", "gimli", "iced-x86", "rayon"] {
+        assert!(!package.contains(heavy), "package depends on {heavy}");
+    }
+    for library in [
+        "crates/image",
+        "crates/diff",
+        "crates/policy",
+        "crates/package",
+    ] {
         let mut files = Vec::new();
         rust_files(&root().join(library).join("src"), &mut files);
         // Unit tests (`tests.rs`) may build and read programs; library code may not.

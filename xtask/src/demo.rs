@@ -21,23 +21,31 @@ pub fn run(args: &[String]) -> Result<()> {
     cases.sort();
     for case in &cases {
         let case = case.strip_prefix(&root).unwrap_or(case);
-        for binary in [
-            "pe/baseline.exe",
-            "pe/fixed.exe",
-            "elf/baseline",
-            "elf/fixed",
-        ] {
-            shell::run(
-                Command::new(&hotpatch)
-                    .arg("inspect")
-                    .arg(case.join(binary))
-                    .current_dir(&root),
-            )?;
-        }
-        for (base, fixed) in [
-            ("pe/baseline.exe", "pe/fixed.exe"),
-            ("elf/baseline", "elf/fixed"),
-        ] {
+        // Prebuilt MSVC cases have a PE DLL and no ELF build.
+        let pe_extension = if root.join(case).join("pe/baseline.dll").is_file() {
+            "dll"
+        } else {
+            "exe"
+        };
+        let pairs = [
+            (
+                format!("pe/baseline.{pe_extension}"),
+                format!("pe/fixed.{pe_extension}"),
+            ),
+            ("elf/baseline".to_owned(), "elf/fixed".to_owned()),
+        ];
+        for (base, fixed) in pairs
+            .iter()
+            .filter(|(base, _)| root.join(case).join(base).is_file())
+        {
+            for binary in [base, fixed] {
+                shell::run(
+                    Command::new(&hotpatch)
+                        .arg("inspect")
+                        .arg(case.join(binary))
+                        .current_dir(&root),
+                )?;
+            }
             shell::run(
                 Command::new(&hotpatch)
                     .arg("diff")
@@ -59,7 +67,7 @@ pub fn run(args: &[String]) -> Result<()> {
         }
     }
     eprintln!(
-        "inspected, diffed and checked {} fixture cases in both formats",
+        "inspected, diffed and checked {} fixture cases in every format they have",
         cases.len()
     );
     Ok(())

@@ -121,7 +121,7 @@ fn check_in(
 }
 
 /// Every fixture case directory (one holding `baseline.c` or `baseline.cpp`), sorted by name,
-/// limited to `wanted` when it is not empty.
+/// limited to `wanted` when it is not empty. Prebuilt cases have no sources and are never built.
 fn select_cases(fixtures_dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
     let mut cases = Vec::new();
     for entry in fs_err::read_dir(fixtures_dir)? {
@@ -134,6 +134,11 @@ fn select_cases(fixtures_dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
     cases.sort();
     for case in wanted {
         if !cases.contains(case) {
+            if is_prebuilt(&fixtures_dir.join(case)) {
+                bail!(
+                    "fixture case `{case}` is prebuilt (its expect.toml has a [prebuilt] table): it has no sources to build"
+                );
+            }
             bail!("no fixture case `{case}` in {}", fixtures_dir.display());
         }
     }
@@ -141,6 +146,13 @@ fn select_cases(fixtures_dir: &Path, wanted: &[String]) -> Result<Vec<String>> {
         cases.retain(|case| wanted.contains(case));
     }
     Ok(cases)
+}
+
+/// A case committed as built elsewhere (the MSVC cases from PyPI wheels): its `expect.toml` has a
+/// `[prebuilt]` table with the origin and license, and there are no sources to build.
+fn is_prebuilt(case_dir: &Path) -> bool {
+    fs_err::read_to_string(case_dir.join("expect.toml"))
+        .is_ok_and(|text| text.lines().any(|line| line.trim() == "[prebuilt]"))
 }
 
 /// The source file of `variant` in `case_dir`, as a name relative to it.

@@ -115,12 +115,24 @@ fn fold_identical_code(functions: &mut Vec<Function<'_>>) {
                         keeper.aliases.push(alias);
                     }
                 }
+                // Readable names are kept apart from decorated ones: two overloads share a
+                // readable name but not a decorated one.
+                let display_names =
+                    std::iter::once(function.display_name).chain(function.alias_display_names);
+                for display_name in display_names {
+                    if display_name != keeper.display_name
+                        && !keeper.alias_display_names.contains(&display_name)
+                    {
+                        keeper.alias_display_names.push(display_name);
+                    }
+                }
             }
             _ => folded.push(function),
         }
     }
     for function in &mut folded {
         function.aliases.sort();
+        function.alias_display_names.sort();
     }
     *functions = folded;
 }
@@ -331,6 +343,8 @@ mod tests {
             first_instruction_len: None,
             signature: None,
             aliases: Vec::new(),
+            alias_display_names: Vec::new(),
+            parent: None,
         }
     }
 

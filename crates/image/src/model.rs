@@ -151,6 +151,14 @@ pub struct Function<'data> {
     /// Other names whose body is this same body (identical code folding), sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
+    /// The readable names (`display_name`) of the aliases, sorted.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub alias_display_names: Vec<String>,
+    /// For an exception funclet (MSVC `dtor$N`, `catch$N`, `filt$N`, `fin$N`): the `name` of the
+    /// function it belongs to. A funclet runs only on behalf of its parent's frame, so it is
+    /// replaced together with its parent or not at all.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub parent: Option<String>,
 }
 
 impl Function<'_> {

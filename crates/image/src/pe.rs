@@ -5,6 +5,7 @@
 //! Without a PDB the functions are the image's exports and `.pdata` ranges, marked as having no
 //! debug information. mingw-built images also carry DWARF from runtime objects; the PDB rules.
 
+mod names;
 mod pdb;
 mod types;
 
@@ -131,7 +132,98 @@ pub(crate) fn load<'data>(
     add_public_data(&mut image, &publics);
     read_initializer_tables(&mut image, &publics, &mapped);
     finish(&mut image, &mapped);
+    link_funclets(&mut image, &mut diagnostics);
     Ok(Loaded { image, diagnostics })
+}
+
+/// Ties each MSVC exception funclet (`dtor$N`, `catch$N`, `filt$N`, `fin$N`) to the function it
+/// belongs to. MSVC writes no `S_SEPCODE` for them and the linker places them apart from their
+/// parent (`.text$x`); but the compiler writes a funclet's record right after its parent's in the
+/// module's symbol stream, and the PDB reader takes that procedure when it has the name the
+/// funclet names. Here that name becomes the name of the body that holds it (identical code
+/// folding may have made it an alias). Funclets the stream order did not settle get a parent by
+/// readable name, preferring one in the funclet's own module; a parent that stays ambiguous
+/// (overloads) or is missing leaves the funclet without one and raises a diagnostic on it, so it
+/// is never patched on its own.
+fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
+    use std::collections::BTreeMap;
+    // Decorated name (own or alias) -> the name of the body that holds it.
+    let mut body_of: BTreeMap<&str, &str> = BTreeMap::new();
+    // Readable name -> (module, decorated name of the body) for every function and ICF alias.
+    let mut bodies: BTreeMap<&str, Vec<(Option<&str>, &str)>> = BTreeMap::new();
+    for function in &image.functions {
+        let module = function.compile_unit.as_deref();
+        body_of.insert(function.name.as_str(), function.name.as_str());
+        for alias in &function.aliases {
+            body_of.insert(alias.as_str(), function.name.as_str());
+        }
+        let names = std::iter::once(&function.display_name).chain(&function.alias_display_names);
+        for display_name in names {
+            bodies
+                .entry(display_name.as_str())
+                .or_default()
+                .push((module, function.name.as_str()));
+        }
+    }
+    let mut parents: Vec<(usize, Result<String, String>)> = Vec::new();
+    for (idx, function) in image.functions.iter().enumerate() {
+        let Some(parent_name) = names::funclet_parent(&function.display_name) else {
+            continue;
+        };
+        if let Some(body) = function
+            .parent
+            .as_deref()
+            .and_then(|parent| body_of.get(parent))
+        {
+            parents.push((idx, Ok((*body).to_owned())));
+            continue;
+        }
+        let candidates = bodies.get(parent_name).map(Vec::as_slice).unwrap_or(&[]);
+        let same_module: Vec<&str> = candidates
+            .iter()
+            .filter(|(module, _)| *module == function.compile_unit.as_deref())
+            .map(|(_, name)| *name)
+            .collect();
+        let unique = |names: Vec<&str>| -> Option<String> {
+            let mut names = names;
+            names.sort_unstable();
+            names.dedup();
+            match names.as_slice() {
+                [only] => Some((*only).to_owned()),
+                _ => None,
+            }
+        };
+        let all: Vec<&str> = candidates.iter().map(|(_, name)| *name).collect();
+        let outcome = match unique(same_module).or_else(|| unique(all)) {
+            Some(parent) => Ok(parent),
+            None if candidates.is_empty() => Err(format!(
+                "exception funclet {} names the parent {parent_name}, which is not a function of the image",
+                function.display_name
+            )),
+            None => Err(format!(
+                "exception funclet {} names the parent {parent_name}, which {} functions share",
+                function.display_name,
+                candidates.len()
+            )),
+        };
+        parents.push((idx, outcome));
+    }
+    for (idx, outcome) in parents {
+        let Some(function) = image.functions.get_mut(idx) else {
+            continue;
+        };
+        match outcome {
+            Ok(parent) => function.parent = Some(parent),
+            Err(message) => {
+                function.parent = None;
+                diagnostics.push(Diagnostic {
+                    location: "pdb procedures".into(),
+                    message,
+                    function: Some(function.name.clone()),
+                });
+            }
+        }
+    }
 }
 
 fn read_sections<'data>(file: &PeFile64<'data>) -> (Vec<Section>, Vec<MappedSection<'data>>) {
@@ -478,7 +570,7 @@ fn add_undescribed_functions(
             .unwrap_or(next_start.saturating_sub(rva));
         known.insert(rva);
         image.functions.push(Function {
-            display_name: name.clone(),
+            display_name: names::readable(&name),
             name,
             rva,
             size,
@@ -491,6 +583,8 @@ fn add_undescribed_functions(
             padding_before: 0,
             first_instruction_len: None,
             aliases: Vec::new(),
+            alias_display_names: Vec::new(),
+            parent: None,
         });
     }
 }
@@ -499,6 +593,24 @@ fn add_undescribed_functions(
 /// listed with size 0 so that references to them have a name that survives address shifts.
 fn add_public_data(image: &mut Image<'_>, publics: &[pdb::Public]) {
     let known: std::collections::BTreeSet<u64> = image.data_symbols.iter().map(|d| d.rva).collect();
+    // The linker defines `__ImageBase` at RVA 0, the DOS header of every PE image; code reads it
+    // (the CRT's `__scrt_is_nonwritable_in_current_image` checks the `MZ` signature there), but
+    // MSVC's PDB has no public for it and no section holds the headers.
+    // It spans the headers, which end where the first section begins: code reads fields of it
+    // (`e_lfanew` at +0x3c).
+    let headers_size = image.sections.iter().map(|s| s.rva).min().unwrap_or(0);
+    if !known.contains(&0) && publics.iter().all(|p| p.rva != 0) {
+        image.data_symbols.push(DataSymbol {
+            name: "__ImageBase".into(),
+            rva: 0,
+            size: headers_size,
+            section: "(headers)".into(),
+            kind: DataKind::ReadOnly,
+            linkage: Linkage::Global,
+            compile_unit: None,
+            type_name: None,
+        });
+    }
     for public in publics
         .iter()
         .filter(|p| !p.code && !known.contains(&p.rva))

@@ -196,6 +196,10 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
     let mut entries = Vec::with_capacity(usize::from(count));
     let mut total: u64 = 0;
     let mut at = central_offset;
+    // Entries must lie back to back from offset 0, in central directory order, up to the
+    // central directory: no gap to hide data in, and no two entries sharing bytes (overlapping
+    // entries are how small archives expand quadratically).
+    let mut next_local_offset = 0usize;
     for _ in 0..count {
         if at
             .checked_add(CENTRAL_HEADER_LEN)
@@ -272,6 +276,11 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             });
         }
 
+        if local_offset != next_local_offset {
+            return Err(bad(&format!(
+                "entry {name:?} starts at {local_offset:#x}, not right after the previous entry ({next_local_offset:#x})"
+            )));
+        }
         // The local header must agree with the central directory, so that every zip reader sees
         // the same bytes under the same name.
         if reader.u32(local_offset)? != LOCAL_HEADER_SIGNATURE {
@@ -296,14 +305,10 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             .and_then(|s| s.checked_add(local_extra_len))
             .ok_or_else(|| bad("local header offset overflows"))?;
         let compressed = reader.slice(data_start, compressed_len as usize)?;
-        if data_start
+        next_local_offset = data_start
             .checked_add(compressed_len as usize)
-            .is_none_or(|e| e > central_offset)
-        {
-            return Err(bad(&format!(
-                "data of {name:?} runs into the central directory"
-            )));
-        }
+            .filter(|&e| e <= central_offset)
+            .ok_or_else(|| bad(&format!("data of {name:?} runs into the central directory")))?;
         let data = match method {
             METHOD_STORED => compressed.to_vec(),
             METHOD_DEFLATE => inflate_capped(compressed, declared, &name)?,
@@ -325,6 +330,11 @@ pub(crate) fn read_archive(bytes: &[u8], limits: &Limits) -> Result<Vec<RawEntry
             return Err(bad(&format!("CRC-32 of {name:?}")));
         }
         entries.push(RawEntry { name, data });
+    }
+    if next_local_offset != central_offset || at != central_end || central_end != end {
+        return Err(bad(
+            "bytes between the entries, the central directory and its end record",
+        ));
     }
     Ok(entries)
 }

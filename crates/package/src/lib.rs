@@ -23,8 +23,11 @@ pub use manifest::{
     Entry, FORMAT_VERSION, Manifest, PackageKind, PatchSite, Redirect, Relocation, RelocationKind,
     RelocationTarget, Target, TargetIdentity,
 };
-pub use read::{Limits, MANIFEST_NAME, SIGNATURE_NAME, VerifiedPackage, open};
+pub use read::{
+    Limits, MANIFEST_NAME, SIGNATURE_NAME, UnverifiedPackage, VerifiedPackage, open,
+    read_unverified,
+};
 pub use relocate::{apply_relocations, redirect_bytes};
 pub use sequence::check_sequence;
 pub use trust::{Trust, TrustFile, TrustedKey};
-pub use write::write_package;
+pub use write::{DEFAULT_VALIDITY_SECONDS, issue_time, write_package};

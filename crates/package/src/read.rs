@@ -48,10 +48,10 @@ impl Default for Limits {
             max_entries: 4096,
             max_entry_bytes: 64 * MIB,
             max_total_bytes: 512 * MIB,
-            max_manifest_bytes: 16 * MIB,
+            max_manifest_bytes: 64 * MIB,
             max_targets: 4096,
             max_sites: 100_000,
-            max_relocations: 2_000_000,
+            max_relocations: 1_000_000,
             clock_skew_seconds: 300,
         }
     }
@@ -160,6 +160,38 @@ pub fn open(
         manifest,
         manifest_bytes,
         entries,
+    })
+}
+
+/// A package read for display only (`hotpatch inspect`): NOTHING here is verified.
+#[derive(Clone, Debug)]
+pub struct UnverifiedPackage {
+    /// Parsed strictly, but its signature is not checked.
+    pub manifest: Manifest,
+    /// Every archive entry in archive order, with its inflated length.
+    pub archive_entries: Vec<(String, u64)>,
+}
+
+/// Reads a package's manifest without checking its signature or entries, under the same caps
+/// and container checks as [`open`]. For showing what a file claims; never for acting on it.
+pub fn read_unverified(bytes: &[u8], limits: &Limits) -> Result<UnverifiedPackage, Error> {
+    let raw = archive::read_archive(bytes, limits)?;
+    let archive_entries = raw
+        .iter()
+        .map(|entry| (entry.name.clone(), entry.data.len() as u64))
+        .collect();
+    let manifest_bytes = raw
+        .into_iter()
+        .find(|entry| entry.name == MANIFEST_NAME)
+        .ok_or_else(|| Error::MissingEntry {
+            name: MANIFEST_NAME.to_owned(),
+        })?
+        .data;
+    let manifest = serde_json::from_slice(&manifest_bytes)
+        .map_err(|error| malformed_manifest(&error.to_string()))?;
+    Ok(UnverifiedPackage {
+        manifest,
+        archive_entries,
     })
 }
 

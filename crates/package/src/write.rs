@@ -46,6 +46,8 @@ pub fn write_package(
     }
     check_manifest(&manifest, &files, &Limits::default())?;
 
+    // Pretty JSON, so `unzip -p PKG manifest.json` is readable and text edits in tamper tests
+    // stay simple; compact JSON would be about 45% smaller (relocations dominate).
     let mut manifest_bytes =
         serde_json::to_vec_pretty(&manifest).map_err(|error| Error::Malformed {
             what: MANIFEST_NAME.to_owned(),
@@ -64,4 +66,27 @@ pub fn write_package(
             .map(|(name, data)| ArchiveEntry::file(name, data)),
     );
     archive::write_archive(&entries)
+}
+
+/// How long a package is valid when the builder does not say: 90 days, long enough to cover a
+/// hotpatch month and its rollout, short enough that a withdrawn package stops installing.
+pub const DEFAULT_VALIDITY_SECONDS: u64 = 90 * 86_400;
+
+/// The issue time of a package being built: `explicit` (the CLI's `--issued-at`), else
+/// `SOURCE_DATE_EPOCH` (reproducible builds), else `now`.
+pub fn issue_time(
+    explicit: Option<u64>,
+    source_date_epoch: Option<&str>,
+    now: u64,
+) -> Result<u64, Error> {
+    if let Some(explicit) = explicit {
+        return Ok(explicit);
+    }
+    match source_date_epoch {
+        Some(text) => text.trim().parse().map_err(|_| Error::Malformed {
+            what: "SOURCE_DATE_EPOCH".to_owned(),
+            reason: format!("{text:?} is not unix seconds"),
+        }),
+        None => Ok(now),
+    }
 }

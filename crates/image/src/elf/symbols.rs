@@ -145,6 +145,8 @@ pub(super) fn read<'data>(
                 padding_before: 0,
                 first_instruction_len: None,
                 aliases: Vec::new(),
+                alias_display_names: Vec::new(),
+                parent: None,
             });
             continue;
         }

@@ -5,6 +5,7 @@
 //! The `pdb2` crate can panic on some corrupted PDBs (GUIDE §2); the whole read runs inside
 //! `catch_unwind` so that a hostile PDB yields an error, not a crash.
 
+use super::names;
 use super::types::TypeNames;
 use crate::model::*;
 use crate::{Error, Result};
@@ -65,8 +66,14 @@ fn read_unguarded(
     }
 
     let publics = read_publics(&mut pdb, &address_map)?;
-    let public_names: BTreeMap<u64, &str> =
-        publics.iter().map(|p| (p.rva, p.name.as_str())).collect();
+    // Several publics share an RVA where the linker folded identical bodies (/OPT:ICF).
+    let mut public_names: BTreeMap<u64, Vec<&str>> = BTreeMap::new();
+    for public in &publics {
+        public_names
+            .entry(public.rva)
+            .or_default()
+            .push(public.name.as_str());
+    }
 
     let mut files = FileTable::default();
     let debug_information = pdb.debug_information().map_err(pdb_error("DBI stream"))?;
@@ -164,7 +171,7 @@ fn read_publics(pdb: &mut Pdb<'_>, address_map: &pdb2::AddressMap<'_>) -> Result
 struct ModuleContext<'a, 'data> {
     module_name: &'a str,
     address_map: &'a pdb2::AddressMap<'data>,
-    public_names: &'a BTreeMap<u64, &'a str>,
+    public_names: &'a BTreeMap<u64, Vec<&'a str>>,
     id_finder: &'a pdb2::IdFinder<'a>,
 }
 
@@ -181,6 +188,9 @@ fn read_module_symbols(
     // The procedure an inline site belongs to: its start offset (inlinee line offsets are relative
     // to it) and RVA.
     let mut current_procedure: Option<(pdb2::PdbInternalSectionOffset, u64)> = None;
+    // MSVC writes a function's exception funclets right after it in the module's symbol stream:
+    // the last procedure that is no funclet, by readable and decorated name.
+    let mut last_non_funclet: Option<(String, String)> = None;
     let mut symbols = module_info.symbols()?;
     while let Some(symbol) = symbols.next()? {
         let Ok(data) = symbol.parse() else { continue };
@@ -192,11 +202,19 @@ fn read_module_symbols(
                 let rva = u64::from(rva.0);
                 current_procedure = Some((procedure.offset, rva));
                 let display_name = procedure.name.to_string().into_owned();
-                let name = context
-                    .public_names
-                    .get(&rva)
-                    .map(|public| (*public).to_owned())
-                    .unwrap_or_else(|| display_name.clone());
+                let name = procedure_public_name(context.public_names.get(&rva), &display_name);
+                // Overloads share a readable name, so the funclet's own name cannot tell them
+                // apart; the procedure it follows can.
+                let parent = match names::funclet_parent(&display_name) {
+                    Some(parent_name) => last_non_funclet
+                        .as_ref()
+                        .filter(|(last_display, _)| last_display == parent_name)
+                        .map(|(_, last_name)| last_name.clone()),
+                    None => {
+                        last_non_funclet = Some((display_name.clone(), name.clone()));
+                        None
+                    }
+                };
                 let section = image
                     .section_at(rva)
                     .map(|s| s.name.clone())
@@ -219,13 +237,15 @@ fn read_module_symbols(
                     padding_before: 0,
                     first_instruction_len: None,
                     aliases: Vec::new(),
+                    alias_display_names: Vec::new(),
+                    parent,
                 });
             }
             pdb2::SymbolData::InlineSite(site) => {
                 let Some((parent_offset, caller_rva)) = current_procedure else {
                     continue;
                 };
-                let inlinee = inlinee_name(context.id_finder, site.inlinee);
+                let inlinee = inlinee_name(context.id_finder, type_names, site.inlinee);
                 let mut ranges = Vec::new();
                 if let Some(lines) = inlinees.get(&site.inlinee) {
                     let mut rows = lines.lines(parent_offset, &site);
@@ -393,11 +413,46 @@ fn push_data(
     });
 }
 
-fn inlinee_name(id_finder: &pdb2::IdFinder<'_>, index: pdb2::IdIndex) -> String {
+/// The decorated public name of a procedure. Where the linker folded identical bodies
+/// (/OPT:ICF), several procedures and their publics share one RVA, so the public must be the one
+/// that undecorates to this procedure's name. A lone public at the RVA is taken as it is (its
+/// undecoration may be spelled differently, as for lambdas); otherwise the procedure keeps its
+/// own name.
+fn procedure_public_name(publics: Option<&Vec<&str>>, procedure: &str) -> String {
+    let publics = publics.map(Vec::as_slice).unwrap_or(&[]);
+    if let Some(public) = publics
+        .iter()
+        .find(|public| names::public_matches(public, procedure))
+    {
+        return (*public).to_owned();
+    }
+    match publics {
+        [only] => (*only).to_owned(),
+        _ => procedure.to_owned(),
+    }
+}
+
+/// The name of an inlined function. A member function's `LF_MFUNC_ID` names only the member
+/// (MSVC spells constructors and destructors `{ctor}` and `{dtor}`); its parent type gives the
+/// class to qualify it with.
+fn inlinee_name(
+    id_finder: &pdb2::IdFinder<'_>,
+    type_names: &mut TypeNames<'_, '_>,
+    index: pdb2::IdIndex,
+) -> String {
     let parsed = id_finder.find(index).and_then(|item| item.parse());
     match parsed {
         Ok(pdb2::IdData::Function(function)) => function.name.to_string().into_owned(),
-        Ok(pdb2::IdData::MemberFunction(function)) => function.name.to_string().into_owned(),
+        Ok(pdb2::IdData::MemberFunction(function)) => {
+            let member = function.name.to_string();
+            let class = type_names.name(function.parent);
+            if class.starts_with('<') {
+                // The class type is missing from TPI: the member name is all there is.
+                member.into_owned()
+            } else {
+                names::qualify_member(&class, &member)
+            }
+        }
         _ => format!("<inlinee {}>", index.0),
     }
 }

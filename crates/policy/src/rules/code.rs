@@ -128,6 +128,24 @@ pub(super) fn unresolved_indirect_branch(context: &FunctionContext<'_>) -> Optio
 }
 
 pub(super) fn exception_handling_changed(context: &FunctionContext<'_>) -> Option<Finding> {
+    // An MSVC exception funclet (`dtor$N`, `catch$N`) belongs to its parent's unwind tables: a
+    // change in it is a change of the parent's exception handling.
+    let fixed = context.binary.subject.fixed;
+    if let Some(parent) = fixed
+        .functions
+        .get(context.changed.fixed_index)
+        .and_then(|f| f.parent.as_deref())
+    {
+        return Some(finding(
+            &codes::EXCEPTION_HANDLING_CHANGED,
+            Some(context.name()),
+            format!(
+                "{} is an exception funclet of {parent}; its unwind tables cannot be registered for a payload",
+                context.display()
+            ),
+            &[("parent", parent.to_owned())],
+        ));
+    }
     let position = context.changed.fixed_code.iter().position(|instruction| {
         matches!(
             instruction.flow,

@@ -1,0 +1,599 @@
+//! Applying a target's patch to one process, superseding what an earlier package left there,
+//! and rolling back: stage the payload outside the stop window, then in a short window (every
+//! thread stopped) check activeness and the bytes at every site, write all redirects of the
+//! target or none, release. Busy functions are retried with bounded backoff, then refused.
+
+use super::locate::{self, MappedImage};
+use super::maps::{self, Mapping};
+use super::mem::ProcessMemory;
+use super::ptrace;
+use super::remote;
+use super::stack::{self, BusyThread, ProtectedRange};
+use super::threads::Stopped;
+use crate::error::{Error, hex};
+use crate::marker::{Marker, SiteRecord};
+use crate::report::{Outcome, TargetResult};
+use hotpatch_package::{Manifest, Redirect, Target, apply_relocations, redirect_bytes};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant};
+
+/// How hard the applier tries before it refuses a busy process.
+#[derive(Debug, Clone, Copy)]
+pub struct Config {
+    /// Stop windows opened at most per target and process.
+    pub retries: u32,
+    /// Total time after which a busy function is refused.
+    pub retry_timeout: Duration,
+    /// Raise the tracer to `SCHED_FIFO` for each window when permitted.
+    pub realtime: bool,
+}
+
+impl Default for Config {
+    fn default() -> Config {
+        Config {
+            retries: 20,
+            retry_timeout: Duration::from_secs(2),
+            realtime: true,
+        }
+    }
+}
+
+/// What of a verified package the applier uses.
+pub struct Patch<'a> {
+    pub manifest: &'a Manifest,
+    /// SHA-256 of the signed manifest bytes: names this exact package.
+    pub manifest_sha256: String,
+    /// The verified archive entries, by name.
+    pub entries: &'a BTreeMap<String, Vec<u8>>,
+}
+
+/// One byte change the window makes: accepted current contents and what to write.
+#[derive(Debug, Clone)]
+struct Change {
+    function: String,
+    address: u64,
+    accepted: Vec<Vec<u8>>,
+    new: Vec<u8>,
+}
+
+/// What a finished window measured.
+struct Window {
+    duration: Duration,
+    threads: usize,
+    realtime: bool,
+    attempts: u32,
+}
+
+/// Applies `target` of the package to the process image `image`. With `allow_lower`, a
+/// package older than the one in the process replaces it (`rollback --to SEQ`).
+pub fn apply_target(
+    image: &MappedImage,
+    target: &Target,
+    patch: &Patch<'_>,
+    config: &Config,
+    allow_lower: bool,
+) -> Result<TargetResult, Error> {
+    let pid = image.pid;
+    let manifest = patch.manifest;
+    let bias = image
+        .start
+        .checked_sub(target.image_base_rva)
+        .ok_or_else(|| Error::Unsupported {
+            target: target.name.clone(),
+            what: "image mapped below its image_base_rva",
+        })?;
+    let memory = ProcessMemory::open(pid)?;
+    let maps = maps::read(pid)?;
+    let previous: Vec<Marker> = locate::markers(&memory, &maps)?
+        .into_iter()
+        .filter(|m| {
+            m.target == target.name
+                && m.bias == bias
+                && m.product == manifest.product
+                && m.channel == manifest.channel
+        })
+        .collect();
+    if let Some(current) = previous.iter().max_by_key(|m| m.sequence) {
+        if current.package_sha256 == patch.manifest_sha256 {
+            let mut result = TargetResult::new(pid, &target.name, Outcome::AlreadyApplied);
+            result.sequence = Some(current.sequence);
+            return Ok(result);
+        }
+        if current.sequence >= manifest.sequence && !allow_lower {
+            let mut result = TargetResult::new(
+                pid,
+                &target.name,
+                Outcome::Refused {
+                    reason: format!(
+                        "the process runs sequence {}; sequence {} does not supersede it",
+                        current.sequence, manifest.sequence
+                    ),
+                },
+            );
+            result.sequence = Some(current.sequence);
+            return Ok(result);
+        }
+    }
+    if target.sites.is_empty() && previous.is_empty() {
+        return Ok(TargetResult::new(
+            pid,
+            &target.name,
+            Outcome::Skipped {
+                reason: "the package replaces nothing in this target".into(),
+            },
+        ));
+    }
+    let staged = if target.sites.is_empty() {
+        None
+    } else {
+        Some(stage(&memory, &maps, image, target, patch, bias)?)
+    };
+    let new_sites: &[SiteRecord] = staged.as_ref().map_or(&[], |m| &m.sites);
+    let changes = match plan_changes(pid, new_sites, &previous) {
+        Ok(changes) => changes,
+        Err(error) => {
+            unmap_markers(pid, staged.iter());
+            return Err(error);
+        }
+    };
+    let mut ranges = site_ranges(bias, new_sites);
+    for marker in &previous {
+        ranges.extend(marker_ranges(marker));
+    }
+    let window = match run_window(pid, &memory, &maps, &ranges, &changes, config) {
+        Ok(window) => window,
+        Err(error) => {
+            unmap_markers(pid, staged.iter());
+            return Err(error);
+        }
+    };
+    // Nothing leads into the superseded payloads any more, and no thread was in them.
+    unmap_markers(pid, previous.iter());
+    let mut result = TargetResult::new(pid, &target.name, Outcome::Applied);
+    result.sequence = staged.as_ref().map(|m| m.sequence);
+    fill_window(&mut result, &window);
+    Ok(result)
+}
+
+/// Restores the baseline bytes under every marker in the process whose product key (when
+/// given) matches, then unmaps the payloads.
+pub fn rollback_to_baseline(
+    pid: i32,
+    product_key: Option<&str>,
+    config: &Config,
+) -> Result<Vec<TargetResult>, Error> {
+    let memory = ProcessMemory::open(pid)?;
+    let maps = maps::read(pid)?;
+    let markers: Vec<Marker> = locate::markers(&memory, &maps)?
+        .into_iter()
+        .filter(|m| product_key.is_none_or(|key| key == format!("{}/{}", m.product, m.channel)))
+        .collect();
+    if markers.is_empty() {
+        return Ok(vec![TargetResult::new(
+            pid,
+            "-",
+            Outcome::Skipped {
+                reason: "no hotpatch applied in this process".into(),
+            },
+        )]);
+    }
+    let changes = plan_changes(pid, &[], &markers)?;
+    let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
+    let window = run_window(pid, &memory, &maps, &ranges, &changes, config)?;
+    unmap_markers(pid, markers.iter());
+    let mut targets: Vec<&str> = markers.iter().map(|m| m.target.as_str()).collect();
+    targets.dedup();
+    Ok(targets
+        .into_iter()
+        .map(|target| {
+            let mut result = TargetResult::new(pid, target, Outcome::RolledBack);
+            fill_window(&mut result, &window);
+            result
+        })
+        .collect())
+}
+
+fn fill_window(result: &mut TargetResult, window: &Window) {
+    result.stop_window_us = Some(window.duration.as_micros() as u64);
+    result.realtime = Some(window.realtime);
+    result.attempts = window.attempts;
+    result.threads = window.threads;
+}
+
+/// Maps the payload near the image, resolves it at its real address, writes the marker and
+/// the code, and makes it read+execute. Only one thread is stopped meanwhile, briefly, for the
+/// injected system calls; on failure the mapping is removed again.
+fn stage(
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    image: &MappedImage,
+    target: &Target,
+    patch: &Patch<'_>,
+    bias: u64,
+) -> Result<Marker, Error> {
+    let pid = image.pid;
+    let unsupported = |what| Error::Unsupported {
+        target: target.name.clone(),
+        what,
+    };
+    let payload_name = target
+        .payload
+        .as_ref()
+        .ok_or_else(|| unsupported("sites without a payload"))?;
+    let payload = patch
+        .entries
+        .get(payload_name)
+        .ok_or_else(|| unsupported("payload entry missing from the package"))?;
+    if payload.len() as u64 != target.payload_len || payload.is_empty() {
+        return Err(unsupported("payload length differs from payload_len"));
+    }
+    let mut marker = Marker {
+        address: 0,
+        mapping_len: 0,
+        code_offset: 0,
+        code_len: payload.len() as u64,
+        sequence: patch.manifest.sequence,
+        bias,
+        product: patch.manifest.product.clone(),
+        channel: patch.manifest.channel.clone(),
+        key_id: patch.manifest.key_id.clone(),
+        target: target.name.clone(),
+        target_sha256: image.identity.sha256.clone(),
+        package_sha256: patch.manifest_sha256.clone(),
+        sites: target
+            .sites
+            .iter()
+            .map(|site| SiteRecord {
+                function: site.function.clone(),
+                baseline_rva: site.baseline_rva,
+                baseline_size: site.baseline_size,
+                write_address: 0,
+                original: site.redirect.original().to_vec(),
+                redirect: vec![0; site.redirect.len()],
+            })
+            .collect(),
+    };
+    if marker
+        .sites
+        .iter()
+        .any(|s| s.original.len() != s.redirect.len())
+    {
+        return Err(unsupported(
+            "original bytes do not match the redirect length",
+        ));
+    }
+    // Every field is fixed-width, so the header's length does not change once filled in.
+    marker.code_offset = maps::round_up(marker.encode().len() as u64);
+    marker.mapping_len = marker.code_offset + maps::round_up(marker.code_len);
+    let len = marker.mapping_len;
+
+    let mut stopped = Stopped::one(pid)?;
+    let instruction = remote::find_syscall_instruction(memory, maps)?;
+    let mut address = None;
+    for candidate in maps::nearby_gaps(maps, image.start, image.end, len)
+        .into_iter()
+        .take(32)
+    {
+        if let Some(mapped) = remote::mmap_fixed(pid, stopped.first(), instruction, candidate, len)?
+        {
+            address = Some(mapped);
+            break;
+        }
+    }
+    let address = address.ok_or_else(|| Error::NoNearbyAddress {
+        pid,
+        target: target.name.clone(),
+        len,
+    })?;
+    marker.address = address;
+    let filled = fill_and_protect(
+        memory,
+        &mut stopped,
+        instruction,
+        &mut marker,
+        target,
+        payload,
+    );
+    if let Err(error) = filled {
+        let _ = remote::munmap(pid, stopped.first(), instruction, address, len);
+        return Err(error);
+    }
+    drop(stopped);
+    Ok(marker)
+}
+
+fn fill_and_protect(
+    memory: &ProcessMemory,
+    stopped: &mut Stopped,
+    instruction: u64,
+    marker: &mut Marker,
+    target: &Target,
+    payload: &[u8],
+) -> Result<(), Error> {
+    let code_base = marker.code_start();
+    let mut code = payload.to_vec();
+    apply_relocations(&mut code, code_base, marker.bias, &target.relocations)?;
+    for (record, site) in marker.sites.iter_mut().zip(&target.sites) {
+        let overflow = || {
+            Error::Package(hotpatch_package::Error::AddressOverflow {
+                address: marker.bias,
+            })
+        };
+        let site_address = marker
+            .bias
+            .checked_add(site.baseline_rva)
+            .ok_or_else(overflow)?;
+        let new_code = code_base
+            .checked_add(site.payload_offset)
+            .ok_or_else(overflow)?;
+        let (write_address, bytes) = redirect_bytes(site, site_address, new_code)?;
+        record.write_address = write_address;
+        record.redirect = bytes;
+    }
+    let mut bytes = marker.encode();
+    bytes.resize(marker.code_offset as usize, 0);
+    bytes.extend_from_slice(&code);
+    memory.write(marker.address, &bytes)?;
+    // Written while read+write; from here on read+execute, never both writable and executable.
+    remote::protect_read_execute(
+        memory.pid(),
+        stopped.first(),
+        instruction,
+        marker.address,
+        marker.mapping_len,
+    )
+}
+
+/// The byte changes that move the sites from what `previous` markers wrote (or the baseline)
+/// to `new_sites` (or back to the baseline for sites no longer replaced).
+fn plan_changes(
+    pid: i32,
+    new_sites: &[SiteRecord],
+    previous: &[Marker],
+) -> Result<Vec<Change>, Error> {
+    let mut by_address: BTreeMap<u64, Vec<&SiteRecord>> = BTreeMap::new();
+    for site in previous.iter().flat_map(|m| &m.sites) {
+        by_address.entry(site.write_address).or_default().push(site);
+    }
+    let mut changes = Vec::new();
+    for site in new_sites {
+        let mut accepted = vec![site.original.clone()];
+        for old in by_address.remove(&site.write_address).unwrap_or_default() {
+            if old.original != site.original {
+                return Err(Error::BytesMismatch {
+                    pid,
+                    function: site.function.clone(),
+                    address: site.write_address,
+                    expected: hex(&site.original),
+                    found: format!("{} (recorded by the applied patch)", hex(&old.original)),
+                });
+            }
+            accepted.push(old.redirect.clone());
+        }
+        changes.push(Change {
+            function: site.function.clone(),
+            address: site.write_address,
+            accepted,
+            new: site.redirect.clone(),
+        });
+    }
+    for (address, olds) in by_address {
+        let Some(first) = olds.first() else { continue };
+        changes.push(Change {
+            function: first.function.clone(),
+            address,
+            accepted: olds.iter().map(|o| o.redirect.clone()).collect(),
+            new: first.original.clone(),
+        });
+    }
+    // Overlapping changes (a function whose redirect kind changed between packages) cannot be
+    // checked byte for byte; refuse them.
+    changes.sort_by_key(|c| c.address);
+    for pair in changes.windows(2) {
+        if pair[0].address + pair[0].new.len() as u64 > pair[1].address {
+            return Err(Error::Unsupported {
+                target: pair[1].function.clone(),
+                what: "redirects of two packages overlap (redirect kind changed)",
+            });
+        }
+    }
+    Ok(changes)
+}
+
+/// The ranges the stack check protects for sites about to be redirected: the function, and
+/// the padding holding the jump for padding redirects.
+fn site_ranges(bias: u64, sites: &[SiteRecord]) -> Vec<ProtectedRange> {
+    sites
+        .iter()
+        .map(|site| {
+            let entry = bias.saturating_add(site.baseline_rva);
+            let end = entry.saturating_add(site.baseline_size).max(
+                site.write_address
+                    .saturating_add(site.redirect.len() as u64),
+            );
+            ProtectedRange {
+                start: site.write_address.min(entry),
+                end,
+                function: site.function.clone(),
+            }
+        })
+        .collect()
+}
+
+/// The ranges of an applied payload: its code (unmapped afterwards) and its sites.
+fn marker_ranges(marker: &Marker) -> Vec<ProtectedRange> {
+    let mut ranges = site_ranges(marker.bias, &marker.sites);
+    ranges.push(ProtectedRange {
+        start: marker.code_start(),
+        end: marker.code_start().saturating_add(marker.code_len),
+        function: format!("the code of {} sequence {}", marker.target, marker.sequence),
+    });
+    ranges
+}
+
+/// Opens stop windows until one finds no busy thread, then checks and writes `changes`.
+fn run_window(
+    pid: i32,
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    ranges: &[ProtectedRange],
+    changes: &[Change],
+    config: &Config,
+) -> Result<Window, Error> {
+    let started = Instant::now();
+    let mut delay = Duration::from_millis(10);
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let raised = if config.realtime {
+            ptrace::raise_to_fifo()
+        } else {
+            None
+        };
+        let outcome = one_window(pid, memory, maps, ranges, changes);
+        if let Some(previous) = raised {
+            ptrace::restore_scheduling(previous);
+        }
+        match outcome? {
+            WindowOutcome::Done { duration, threads } => {
+                return Ok(Window {
+                    duration,
+                    threads,
+                    realtime: raised.is_some(),
+                    attempts: attempt,
+                });
+            }
+            WindowOutcome::Busy(busy) => {
+                let out_of_time = started.elapsed() + delay > config.retry_timeout;
+                if attempt >= config.retries.max(1) || out_of_time {
+                    return Err(Error::Busy {
+                        pid,
+                        tid: busy.tid,
+                        function: busy.function,
+                        address: busy.address,
+                        tries: attempt,
+                    });
+                }
+                // Let the process run out of the function before looking again.
+                std::thread::sleep(delay);
+                delay = (delay * 3 / 2).min(Duration::from_millis(250));
+            }
+        }
+    }
+}
+
+enum WindowOutcome {
+    Done { duration: Duration, threads: usize },
+    Busy(BusyThread),
+}
+
+/// One stop window. Every early return drops `stopped`, which releases all threads.
+fn one_window(
+    pid: i32,
+    memory: &ProcessMemory,
+    maps: &[Mapping],
+    ranges: &[ProtectedRange],
+    changes: &[Change],
+) -> Result<WindowOutcome, Error> {
+    let stopped = Stopped::all(pid)?;
+    let since = stopped.since;
+    let threads = stopped.threads.len();
+    if let Some(busy) = stack::find_busy(&stopped, maps, memory, ranges)? {
+        return Ok(WindowOutcome::Busy(busy));
+    }
+    let mut before = Vec::with_capacity(changes.len());
+    for change in changes {
+        let found = memory.read_vec(change.address, change.new.len())?;
+        if !change.accepted.contains(&found) {
+            return Err(Error::BytesMismatch {
+                pid,
+                function: change.function.clone(),
+                address: change.address,
+                expected: change
+                    .accepted
+                    .iter()
+                    .map(|a| hex(a))
+                    .collect::<Vec<_>>()
+                    .join(" or "),
+                found: hex(&found),
+            });
+        }
+        before.push(found);
+    }
+    // All of the target's sites or none: a failed write puts back what was written.
+    for (index, change) in changes.iter().enumerate() {
+        if let Err(error) = memory.write(change.address, &change.new) {
+            for (undo, bytes) in changes[..index].iter().zip(&before).rev() {
+                let _ = memory.write(undo.address, bytes);
+            }
+            return Err(error);
+        }
+    }
+    let released = stopped.release();
+    Ok(WindowOutcome::Done {
+        duration: released.duration_since(since),
+        threads,
+    })
+}
+
+/// Unmaps payload mappings; a process that exited meanwhile needs nothing.
+fn unmap_markers<'m>(pid: i32, markers: impl Iterator<Item = &'m Marker>) {
+    let markers: Vec<&Marker> = markers.collect();
+    if markers.is_empty() {
+        return;
+    }
+    let Ok(memory) = ProcessMemory::open(pid) else {
+        return;
+    };
+    let Ok(maps) = maps::read(pid) else { return };
+    let Ok(mut stopped) = Stopped::one(pid) else {
+        return;
+    };
+    let Ok(instruction) = remote::find_syscall_instruction(&memory, &maps) else {
+        return;
+    };
+    for marker in markers {
+        let _ = remote::munmap(
+            pid,
+            stopped.first(),
+            instruction,
+            marker.address,
+            marker.mapping_len,
+        );
+    }
+}
+
+/// What status reads of one process.
+#[derive(Debug, Clone)]
+pub struct ProcessStatus {
+    pub pid: i32,
+    pub markers: Vec<(Marker, Vec<bool>)>,
+}
+
+/// The markers in `pid` and, for each site, whether the redirect bytes are still in place.
+pub fn process_status(pid: i32) -> Result<ProcessStatus, Error> {
+    let memory = ProcessMemory::open(pid)?;
+    let maps = maps::read(pid)?;
+    let mut markers = Vec::new();
+    for marker in locate::markers(&memory, &maps)? {
+        let intact = marker
+            .sites
+            .iter()
+            .map(|site| {
+                memory
+                    .read_vec(site.write_address, site.redirect.len())
+                    .is_ok_and(|bytes| bytes == site.redirect)
+            })
+            .collect();
+        markers.push((marker, intact));
+    }
+    Ok(ProcessStatus { pid, markers })
+}
+
+/// `Redirect` kinds are named in results and docs by these words.
+pub fn redirect_kind(redirect: &Redirect) -> &'static str {
+    match redirect {
+        Redirect::Entry { .. } => "entry",
+        Redirect::Padding { .. } => "padding",
+    }
+}

@@ -1,0 +1,180 @@
+//! Stopping the threads of a process with `PTRACE_SEIZE` + `PTRACE_INTERRUPT` and releasing
+//! them. The set is re-listed until no new thread appears (a thread created by a thread that
+//! was not yet stopped is caught on the next pass); a thread that exits meanwhile is skipped.
+//! `Stopped` detaches every thread when dropped, so every exit path lets the process run.
+
+use super::ptrace::{self, Stop};
+use crate::error::Error;
+use std::collections::BTreeSet;
+use std::time::Instant;
+
+/// One stopped thread.
+#[derive(Debug, Clone, Copy)]
+pub struct StoppedThread {
+    pub tid: i32,
+    /// A signal whose delivery the stop intercepted; it is handed back at detach.
+    pub pending_signal: i32,
+}
+
+/// Threads of one process held stopped by this tracer.
+#[derive(Debug)]
+pub struct Stopped {
+    pub pid: i32,
+    pub threads: Vec<StoppedThread>,
+    /// When the first thread was asked to stop.
+    pub since: Instant,
+}
+
+/// The thread ids listed in `/proc/PID/task`, skipping zombies (an exited leader can not stop).
+fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
+    let entries = std::fs::read_dir(format!("/proc/{pid}/task"))
+        .map_err(|source| Error::os(pid, "list threads", source))?;
+    let mut tids = BTreeSet::new();
+    for entry in entries.flatten() {
+        let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
+            continue;
+        };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"));
+        // The state follows the parenthesised command name.
+        let zombie = stat
+            .ok()
+            .and_then(|s| {
+                s.rsplit_once(')')
+                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
+            })
+            .unwrap_or(true);
+        if !zombie {
+            tids.insert(tid);
+        }
+    }
+    Ok(tids)
+}
+
+impl Stopped {
+    /// Stops every thread of `pid`.
+    pub fn all(pid: i32) -> Result<Stopped, Error> {
+        let mut stopped = Stopped {
+            pid,
+            threads: Vec::new(),
+            since: Instant::now(),
+        };
+        let mut seen = BTreeSet::new();
+        loop {
+            let listed = list_threads(pid)?;
+            let new: Vec<i32> = listed.difference(&seen).copied().collect();
+            if new.is_empty() {
+                break;
+            }
+            seen.extend(new.iter().copied());
+            // Ask all new threads to stop before waiting for any, so they stop together.
+            // On an error, the threads already asked are still waited for, so that the guard
+            // detaches them.
+            let mut asked = Vec::new();
+            let mut failure = None;
+            for tid in new {
+                match stopped.seize_and_interrupt(tid) {
+                    Ok(true) => asked.push(tid),
+                    Ok(false) => {}
+                    Err(error) => {
+                        failure = Some(error);
+                        break;
+                    }
+                }
+            }
+            for tid in asked {
+                if let Err(error) = stopped.wait_for(tid) {
+                    failure.get_or_insert(error);
+                }
+            }
+            if let Some(error) = failure {
+                return Err(error);
+            }
+        }
+        if stopped.threads.is_empty() {
+            return Err(Error::ProcessGone { pid });
+        }
+        Ok(stopped)
+    }
+
+    /// Stops one thread of `pid` (the leader when it can), for injecting system calls while
+    /// the others keep running.
+    pub fn one(pid: i32) -> Result<Stopped, Error> {
+        let mut stopped = Stopped {
+            pid,
+            threads: Vec::new(),
+            since: Instant::now(),
+        };
+        let listed = list_threads(pid)?;
+        let ordered = listed
+            .contains(&pid)
+            .then_some(pid)
+            .into_iter()
+            .chain(listed.iter().copied().filter(|&t| t != pid));
+        for tid in ordered {
+            if stopped.seize_and_interrupt(tid)? {
+                stopped.wait_for(tid)?;
+                if !stopped.threads.is_empty() {
+                    return Ok(stopped);
+                }
+            }
+        }
+        Err(Error::ProcessGone { pid })
+    }
+
+    /// Returns false when the thread vanished before it could be seized.
+    fn seize_and_interrupt(&mut self, tid: i32) -> Result<bool, Error> {
+        if let Err(error) = ptrace::seize(tid) {
+            if error.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(false);
+            }
+            return Err(Error::os(self.pid, "PTRACE_SEIZE", error));
+        }
+        if let Err(error) = ptrace::interrupt(tid) {
+            if error.raw_os_error() == Some(libc::ESRCH) {
+                return Ok(false);
+            }
+            return Err(Error::os(self.pid, "PTRACE_INTERRUPT", error));
+        }
+        Ok(true)
+    }
+
+    fn wait_for(&mut self, tid: i32) -> Result<(), Error> {
+        match ptrace::wait(tid).map_err(|e| Error::os(self.pid, "waitpid", e))? {
+            Stop::Exited => {}
+            Stop::Event => self.threads.push(StoppedThread {
+                tid,
+                pending_signal: 0,
+            }),
+            Stop::Signal(signal) => self.threads.push(StoppedThread {
+                tid,
+                pending_signal: signal,
+            }),
+        }
+        Ok(())
+    }
+
+    /// The first stopped thread, used for injected system calls.
+    pub fn first(&mut self) -> &mut StoppedThread {
+        // `all` and `one` never return an empty set.
+        &mut self.threads[0]
+    }
+
+    /// Detaches every thread and returns when the last one was let go.
+    pub fn release(mut self) -> Instant {
+        self.detach_all();
+        Instant::now()
+    }
+
+    fn detach_all(&mut self) {
+        for thread in self.threads.drain(..) {
+            // A thread that exited meanwhile (ESRCH) needs nothing more.
+            let _ = ptrace::detach(thread.tid, thread.pending_signal);
+        }
+    }
+}
+
+impl Drop for Stopped {
+    fn drop(&mut self) {
+        self.detach_all();
+    }
+}

@@ -1,0 +1,169 @@
+//! Real signed packages for the live tests: a key generated per test, manifests naming the
+//! built test program or library by its SHA-256 and build-id, and hand-assembled payloads for
+//! the fixed compute() (the lift does not exist yet).
+#![allow(dead_code)]
+
+use super::{build_id_of, bytes_at_rva, sha256_of, symbol};
+use hotpatch_package::{
+    Manifest, PackageKind, PatchSite, Redirect, Relocation, RelocationKind, RelocationTarget,
+    SecretKey, Target, TargetIdentity, write_package,
+};
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// A signing key and the public key file the applier is given as `--trust`.
+pub struct Signer {
+    pub secret: SecretKey,
+    pub trust_file: PathBuf,
+}
+
+impl Signer {
+    pub fn new(dir: &Path) -> Signer {
+        let secret = SecretKey::generate().expect("random key");
+        let trust_file = dir.join("release.pub");
+        std::fs::write(&trust_file, secret.public_key().to_text()).unwrap();
+        Signer { secret, trust_file }
+    }
+}
+
+/// Which fixed code a package carries for compute().
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Fix {
+    /// No payload: a baseline package that records the build.
+    None,
+    /// Month 1: `jmp helper` (a rel32 relocation against the baseline's helper): 3x.
+    TailCallHelper,
+    /// Month 2: `lea eax, [rdi+rdi*2]; ret`: 3x, no relocation.
+    Multiply,
+    /// A replacement for spin(): `ret` (only to test the busy refusal).
+    ReturnFromSpin,
+}
+
+/// Unix time now.
+pub fn now() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs()
+}
+
+/// The manifest target for `binary` (named `name`) with the payload for `fix`, and the files.
+pub fn target(binary: &Path, name: &str, fix: Fix) -> (Target, BTreeMap<String, Vec<u8>>) {
+    let identity = TargetIdentity::Elf {
+        build_id: build_id_of(binary),
+        sha256: sha256_of(binary),
+    };
+    let mut target = Target {
+        name: name.to_owned(),
+        identity,
+        image_base_rva: 0,
+        payload: None,
+        payload_len: 0,
+        sites: Vec::new(),
+        relocations: Vec::new(),
+    };
+    let mut files = BTreeMap::new();
+    let (function, code, relocations): (&str, Vec<u8>, Vec<Relocation>) = match fix {
+        Fix::None => return (target, files),
+        Fix::TailCallHelper => {
+            let (helper, _) = symbol(binary, "helper");
+            (
+                "compute",
+                vec![0xe9, 0, 0, 0, 0],
+                vec![Relocation {
+                    offset: 1,
+                    kind: RelocationKind::Rel32,
+                    target: RelocationTarget::Baseline { rva: helper },
+                    addend: -4,
+                }],
+            )
+        }
+        Fix::Multiply => ("compute", vec![0x8d, 0x04, 0x7f, 0xc3], Vec::new()),
+        Fix::ReturnFromSpin => ("spin", vec![0xc3], Vec::new()),
+    };
+    let (rva, size) = symbol(binary, function);
+    let mut payload = code.clone();
+    // Filler after the code, as a lifted payload would have between functions.
+    payload.resize(16, 0xcc);
+    let entry = format!("payloads/{}.bin", name.replace('/', "_"));
+    target.payload = Some(entry.clone());
+    target.payload_len = payload.len() as u64;
+    target.sites.push(PatchSite {
+        function: function.to_owned(),
+        baseline_rva: rva,
+        baseline_size: size,
+        payload_offset: 0,
+        payload_size: code.len() as u64,
+        redirect: Redirect::Entry {
+            original: bytes_at_rva(binary, rva, 5),
+        },
+    });
+    target.relocations = relocations;
+    files.insert(entry, payload);
+    (target, files)
+}
+
+/// A signed package of `kind` with `sequence` for the given targets.
+pub fn package(
+    signer: &Signer,
+    kind: PackageKind,
+    sequence: u64,
+    min_sequence: u64,
+    expires_at: u64,
+    targets: Vec<(Target, BTreeMap<String, Vec<u8>>)>,
+) -> Vec<u8> {
+    let mut files = BTreeMap::new();
+    let mut manifest_targets = Vec::new();
+    for (target, target_files) in targets {
+        manifest_targets.push(target);
+        files.extend(target_files);
+    }
+    let manifest = Manifest {
+        format: hotpatch_package::FORMAT_VERSION,
+        product: "demo".into(),
+        channel: "stable".into(),
+        release: format!("2026-{:02}", 10 + sequence.min(2)),
+        kind,
+        baseline_id: "demo-2026-10".into(),
+        sequence,
+        min_sequence,
+        issued_at: now() - 60,
+        expires_at,
+        key_id: String::new(),
+        entries: Vec::new(),
+        targets: manifest_targets,
+    };
+    write_package(manifest, files, &signer.secret).expect("the writer accepts the test package")
+}
+
+/// Writes a package file and returns its path.
+pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+/// The package with entry `name` changed by `edit`, re-zipped so that the archive itself
+/// stays valid (only the signed hashes can tell).
+pub fn replace_entry(package: &[u8], name: &str, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    use std::io::{Read, Write};
+    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
+    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
+    let mut found = false;
+    for index in 0..archive.len() {
+        let mut file = archive.by_index(index).unwrap();
+        let entry_name = file.name().unwrap().into_owned();
+        let mut data = Vec::new();
+        file.read_to_end(&mut data).unwrap();
+        if entry_name == name {
+            edit(&mut data);
+            found = true;
+        }
+        let options = zip::write::SimpleFileOptions::default()
+            .compression_method(zip::CompressionMethod::Deflated);
+        writer.start_file(entry_name, options).unwrap();
+        writer.write_all(&data).unwrap();
+    }
+    assert!(found, "{name} not in the package");
+    writer.finish().unwrap().into_inner()
+}
