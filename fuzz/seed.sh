@@ -14,7 +14,7 @@ if [[ ${1:-} == --fixture ]]; then
     objcopy --strip-all "$elf" fixtures/bounds_check-baseline.stripped
 fi
 
-mkdir -p corpus/pe corpus/pdb corpus/elf corpus/dwarf
+mkdir -p corpus/pe corpus/pdb corpus/elf corpus/dwarf corpus/diff
 
 # pe: every committed PE image.
 for f in "$fixtures"/*/pe/*.exe; do
@@ -35,3 +35,11 @@ done
 # unstripped binary itself (also a valid debug file for it).
 objcopy --only-keep-debug "$elf" corpus/dwarf/bounds_check-baseline.debug
 cp "$elf" corpus/dwarf/bounds_check-baseline.full
+
+# diff: fixed builds to compare with bounds_check's baseline (every case's ELF and PE image,
+# which differ from it a little or a lot), and the PDB that matches the baseline image.
+for f in "$fixtures"/*/elf/fixed "$fixtures"/*/pe/fixed.exe; do
+    case=$(basename "$(dirname "$(dirname "$f")")")
+    cp "$f" "corpus/diff/$case-$(basename "$(dirname "$f")")-fixed"
+done
+cp "$fixtures/bounds_check/pe/baseline.pdb" corpus/diff/bounds_check-baseline.pdb

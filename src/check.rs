@@ -1,6 +1,7 @@
 //! `hotpatch check`: may the fix be hotpatched? Exit 0 when eligible, 10 when reboot-required.
 
 use crate::pair::{Pair, PairArgs};
+use crate::source::{SourceRoot, SourceRoots, Sources};
 use anyhow::{Context, Result};
 use hotpatch_diff::Diff;
 use hotpatch_image::{Diagnostic, Image, Loaded};
@@ -16,9 +17,41 @@ pub struct Args {
     /// Policy file (TOML): limits, disabled rules, waivable rules, waivers (docs/policy.md).
     #[arg(long, value_name = "FILE")]
     pub policy: Option<PathBuf>,
-    /// Print the verdict and findings as JSON (schema hotpatch-check/1).
-    #[arg(long)]
+    /// Print the verdict and findings as JSON (schema hotpatch-check/1); the same as
+    /// `--format json`.
+    #[arg(long, conflicts_with = "format")]
     pub json: bool,
+    /// Output format: text, JSON (hotpatch-check/1), SARIF 2.1.0 for code scanning, or JUnit
+    /// XML for the test tab of CI systems (docs/ci.md).
+    #[arg(long, value_enum, default_value = "text")]
+    pub format: CheckFormat,
+    #[command(flatten)]
+    pub sources: SourceArgs,
+    /// Write the output to this file instead of standard output.
+    #[arg(long, short = 'o', value_name = "FILE")]
+    pub output: Option<PathBuf>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum CheckFormat {
+    Text,
+    Json,
+    Sarif,
+    Junit,
+}
+
+/// Where the sources are, for `check` and `report`.
+#[derive(clap::Args, Clone, Debug, Default)]
+pub struct SourceArgs {
+    /// Map build paths recorded in the debug information to the repository, as the compilers'
+    /// `-ffile-prefix-map` does: `/build/src=.`; repeatable, the longest prefix wins, and an
+    /// empty PREFIX maps every relative path.
+    #[arg(long = "source-root", value_name = "PREFIX=DIR")]
+    pub source_roots: Vec<SourceRoot>,
+    /// The rule documentation that SARIF `helpUri`s point into (a path or URL of
+    /// docs/eligibility.md).
+    #[arg(long, value_name = "URI", default_value = "docs/eligibility.md")]
+    pub rules_uri: String,
 }
 
 /// Everything one assessment produced, for `check`, `report` and `build`.
@@ -133,14 +166,125 @@ pub fn exit_code(verdict: Verdict) -> u8 {
     }
 }
 
+/// The path of a build as reports name it: relative to the working directory when it lies
+/// under it, so SARIF fingerprints do not depend on where the checkout is.
+pub fn display_path(path: &Path) -> String {
+    let relative = std::env::current_dir()
+        .ok()
+        .and_then(|cwd| path.strip_prefix(cwd).ok().map(Path::to_path_buf))
+        .unwrap_or_else(|| path.to_path_buf());
+    crate::source::normalize(&relative.to_string_lossy())
+}
+
+/// The fixed build's address and display name of each changed and added function, by the name
+/// the assessment uses.
+pub fn addresses(diff: &Diff) -> BTreeMap<String, (String, u64)> {
+    let mut addresses = BTreeMap::new();
+    for changed in &diff.changed {
+        addresses.insert(
+            changed.name.clone(),
+            (changed.display_name.clone(), changed.fixed_rva),
+        );
+    }
+    for added in &diff.added {
+        addresses.insert(added.name.clone(), (added.display_name.clone(), added.rva));
+    }
+    addresses
+}
+
+/// Adds the `source` of each function and function-scope finding to the hotpatch-check/1
+/// JSON (an additive field).
+pub fn annotate(value: &mut serde_json::Value, sources: &Sources) {
+    // Both lists name their function in a `function` field.
+    for key in ["functions", "findings"] {
+        if let Some(items) = value.get_mut(key).and_then(|v| v.as_array_mut()) {
+            for item in items {
+                let source = item
+                    .get("function")
+                    .and_then(|f| f.as_str())
+                    .and_then(|name| sources.get(name));
+                if let Some(source) = source.and_then(|s| serde_json::to_value(s).ok()) {
+                    item["source"] = source;
+                }
+            }
+        }
+    }
+}
+
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let policy = read_policy(args.policy.as_deref())?;
     let pair = args.pair.open()?;
     let (base, fixed) = pair.load()?;
     let outcome = assess(&pair, &base, &fixed, &policy);
+    let roots = SourceRoots::new(&args.sources.source_roots);
+    let sources = crate::source::locate(&base.image, &fixed.image, &outcome.diff, &roots);
+    let format = if args.json {
+        CheckFormat::Json
+    } else {
+        args.format
+    };
+    let mut text = Vec::new();
+    write_check(
+        &pair, &base, &fixed, &outcome, &sources, args, format, &mut text,
+    )?;
+    match &args.output {
+        Some(path) => fs_err::write(path, text)?,
+        None => out.write_all(&text)?,
+    }
+    Ok(exit_code(outcome.assessment.verdict))
+}
+
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one call site; the pieces of one check run"
+)]
+fn write_check(
+    pair: &Pair,
+    base: &Loaded<'_>,
+    fixed: &Loaded<'_>,
+    outcome: &Outcome,
+    sources: &Sources,
+    args: &Args,
+    format: CheckFormat,
+    out: &mut dyn Write,
+) -> Result<()> {
     let assessment = &outcome.assessment;
-    if args.json {
+    let binary = display_path(&pair.fixed.path);
+    let baseline = display_path(&pair.base.path);
+    let names = ReadableNames::new(&base.image, &fixed.image);
+    match format {
+        CheckFormat::Sarif => {
+            let addresses = addresses(&outcome.diff);
+            let text = crate::sarif::render(&crate::sarif::Input {
+                assessment,
+                sources,
+                binary: &binary,
+                baseline: &baseline,
+                baseline_sha256: &base.image.identity.sha256,
+                fixed_sha256: &fixed.image.identity.sha256,
+                rules_uri: &args.sources.rules_uri,
+                addresses: &addresses,
+                names: &names,
+            })?;
+            out.write_all(text.as_bytes())?;
+            return Ok(());
+        }
+        CheckFormat::Junit => {
+            let text = crate::junit::render(&crate::junit::Input {
+                assessment,
+                sources,
+                binary: &binary,
+                baseline: &baseline,
+                names: &names,
+            });
+            out.write_all(text.as_bytes())?;
+            return Ok(());
+        }
+        CheckFormat::Json | CheckFormat::Text => {}
+    }
+    if format == CheckFormat::Json {
         let mut value = serde_json::to_value(assessment)?;
+        annotate(&mut value, sources);
         value["binary"] = serde_json::Value::String(pair.fixed.path.display().to_string());
         value["baseline_sha256"] = serde_json::Value::String(base.image.identity.sha256.clone());
         value["fixed_sha256"] = serde_json::Value::String(fixed.image.identity.sha256.clone());
@@ -166,10 +310,15 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         for function in &assessment.functions {
             writeln!(
                 out,
-                "  {:<17} {} ({}){}",
+                "  {:<17} {} ({}){}{}",
                 function.verdict.as_str(),
                 names.get(&function.function),
                 function.change,
+                sources
+                    .get(&function.function)
+                    .and_then(|source| source.primary())
+                    .map(|line| format!(" at {}:{}", line.file.shown(), line.line))
+                    .unwrap_or_default(),
                 if function.rules.is_empty() {
                     String::new()
                 } else {
@@ -209,5 +358,5 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             )?;
         }
     }
-    Ok(exit_code(assessment.verdict))
+    Ok(())
 }

@@ -1,14 +1,18 @@
 //! The `hotpatch` command line: argument handling, output and exit codes. The work itself lives
 //! in the library crates under `crates/`.
 
+mod build;
 mod check;
 mod diff;
 mod input;
 mod inspect;
+mod junit;
 mod mapped;
 mod package;
 mod pair;
 mod report;
+mod sarif;
+mod source;
 
 use clap::{Parser, Subcommand};
 use std::io::Write;
@@ -19,7 +23,8 @@ pub mod exit {
     /// Usage error, or an input that cannot be read (missing, truncated, not a binary,
     /// debug information that does not match).
     pub const INPUT: u8 = 2;
-    /// `check`/`report`: finished, and something is reboot-required.
+    /// `check`/`report`: finished, and something is reboot-required; `build`: the package is
+    /// written, and the month needs a baseline.
     pub const REBOOT_REQUIRED: u8 = 10;
     /// `verify`: the package was refused (signature, key, an entry's hash or length, expiry,
     /// the container or the manifest's content).
@@ -49,6 +54,9 @@ enum Command {
     Report(report::Args),
     /// Print the eligibility rule catalogue.
     Rules(report::RulesArgs),
+    /// Build the signed, cumulative package of a monthly release from a baseline and a fixed
+    /// tree (exit 0: hotpatch month; 10: written, but the month needs a baseline).
+    Build(Box<build::Args>),
     /// Generate a signing key pair (hotpatch.key, mode 0600, and hotpatch.pub).
     Keygen(package::KeygenArgs),
     /// Verify a package's signature, entries and validity window (exit 0), or name what failed
@@ -75,6 +83,7 @@ fn main() -> ExitCode {
         Command::Check(args) => check::run(&args, &mut stdout),
         Command::Report(args) => report::run(&args, &mut stdout),
         Command::Rules(args) => report::rules(&args, &mut stdout),
+        Command::Build(args) => build::run(&args, &mut stdout),
         Command::Keygen(args) => package::keygen(&args, &mut stdout),
         Command::Verify(args) => package::verify(&args, &mut stdout),
         Command::Trust(command) => package::trust(&command, &mut stdout),
@@ -94,11 +103,17 @@ fn main() -> ExitCode {
 }
 
 /// A reader that closed the pipe early (`hotpatch inspect x --json | head`) is not a failure.
+/// JSON output fails with a `serde_json::Error`, whose `source()` skips the `io::Error` it
+/// wraps, so that one is asked for its kind directly.
 fn is_broken_pipe(error: &anyhow::Error) -> bool {
     error.chain().any(|cause| {
-        cause
-            .downcast_ref::<std::io::Error>()
-            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+        let kind = match cause.downcast_ref::<std::io::Error>() {
+            Some(io) => Some(io.kind()),
+            None => cause
+                .downcast_ref::<serde_json::Error>()
+                .and_then(serde_json::Error::io_error_kind),
+        };
+        kind == Some(std::io::ErrorKind::BrokenPipe)
     })
 }
 

@@ -1,8 +1,9 @@
 //! `hotpatch report`: the audit report of one binary in JSON, Markdown or one self-contained
 //! HTML page; and `hotpatch rules`: the rule catalogue.
 
-use crate::check::{ReadableNames, assess, exit_code, read_policy};
+use crate::check::{ReadableNames, SourceArgs, assess, exit_code, read_policy};
 use crate::pair::PairArgs;
+use crate::source::{FunctionSource, SourceRoots, Sources};
 use anyhow::Result;
 use hotpatch_diff::{ChangedFunction, Diff};
 use hotpatch_image::Image;
@@ -32,6 +33,8 @@ pub struct Args {
     /// Write the report to this file instead of standard output.
     #[arg(long, short = 'o', value_name = "FILE")]
     output: Option<PathBuf>,
+    #[command(flatten)]
+    sources: SourceArgs,
 }
 
 #[derive(clap::Args)]
@@ -60,6 +63,9 @@ struct Report<'a> {
     /// Markdown and HTML name functions by their readable names; JSON by symbol names.
     #[serde(skip)]
     names: ReadableNames<'a>,
+    /// Source locations of the changed, added and line-only functions, by the name
+    /// `assessment` and `diff` use (added after the first release of the schema).
+    sources: &'a Sources,
 }
 
 fn summary(path: &std::path::Path, image: &Image<'_>) -> BuildSummary {
@@ -75,6 +81,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let pair = args.pair.open()?;
     let (base, fixed) = pair.load()?;
     let outcome = assess(&pair, &base, &fixed, &policy);
+    let roots = SourceRoots::new(&args.sources.source_roots);
+    let sources = crate::source::locate(&base.image, &fixed.image, &outcome.diff, &roots);
     let report = Report {
         schema: "hotpatch-report/1",
         baseline: summary(&pair.base.path, &base.image),
@@ -82,6 +90,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         assessment: &outcome.assessment,
         diff: &outcome.diff,
         names: ReadableNames::new(&base.image, &fixed.image),
+        sources: &sources,
     };
     let text = match args.format {
         ReportFormat::Json => serde_json::to_string_pretty(&report)? + "\n",
@@ -93,6 +102,29 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         None => out.write_all(text.as_bytes())?,
     }
     Ok(exit_code(outcome.assessment.verdict))
+}
+
+/// The self-contained HTML audit report of one binary of a release (`hotpatch build` puts it
+/// into the package). Both builds are named by `name`, the binary's path relative to its release
+/// tree, so the page does not depend on where the trees were.
+pub fn release_html(
+    name: &str,
+    base: &Image<'_>,
+    fixed: &Image<'_>,
+    outcome: &crate::check::Outcome,
+) -> String {
+    let path = std::path::Path::new(name);
+    let roots = SourceRoots::new(&[]);
+    let sources = crate::source::locate(base, fixed, &outcome.diff, &roots);
+    html(&Report {
+        schema: "hotpatch-report/1",
+        baseline: summary(path, base),
+        fixed: summary(path, fixed),
+        assessment: &outcome.assessment,
+        diff: &outcome.diff,
+        names: ReadableNames::new(base, fixed),
+        sources: &sources,
+    })
 }
 
 pub fn rules(args: &RulesArgs, out: &mut dyn Write) -> Result<u8> {
@@ -173,13 +205,18 @@ fn markdown(report: &Report<'_>) -> String {
     if assessment.functions.is_empty() {
         md.push_str("No function changed.\n\n");
     } else {
-        md.push_str("| function | change | verdict | rules |\n|---|---|---|---|\n");
+        md.push_str("| function | change | source | verdict | rules |\n|---|---|---|---|---|\n");
         for function in &assessment.functions {
             let _ = writeln!(
                 md,
-                "| `{}` | {} | {} | {} |",
+                "| `{}` | {} | {} | {} | {} |",
                 report.names.get(&function.function),
                 function.change,
+                report
+                    .sources
+                    .get(&function.function)
+                    .map(source_cell)
+                    .unwrap_or_default(),
                 function.verdict.as_str(),
                 function
                     .rules
@@ -193,7 +230,7 @@ fn markdown(report: &Report<'_>) -> String {
     }
     md.push_str("## Findings\n");
     for finding in &assessment.findings {
-        markdown_finding(&mut md, finding, &report.names);
+        markdown_finding(&mut md, finding, &report.names, report.sources);
     }
     if assessment.findings.is_empty() {
         md.push_str("\nNone.\n");
@@ -201,7 +238,11 @@ fn markdown(report: &Report<'_>) -> String {
     if !diff.changed.is_empty() {
         md.push_str("\n## Changed code\n");
         for changed in &diff.changed {
-            let _ = writeln!(md, "\n### `{}`\n\n```diff", changed.display_name);
+            let _ = writeln!(md, "\n### `{}`\n", changed.display_name);
+            if let Some(source) = report.sources.get(&changed.name) {
+                let _ = writeln!(md, "{}\n", source_sentence(source));
+            }
+            md.push_str("```diff\n");
             md.push_str(&crate::diff::unified(changed));
             md.push_str("```\n");
         }
@@ -225,11 +266,59 @@ fn markdown(report: &Report<'_>) -> String {
     md
 }
 
-fn markdown_finding(md: &mut String, finding: &Finding, names: &ReadableNames<'_>) {
+/// `fixed.c:15-20, fix at line 17`, for the function tables.
+fn source_cell(source: &FunctionSource) -> String {
+    let mut cell = source.range_text().unwrap_or_default();
+    if let Some(line) = &source.first_difference {
+        if !cell.is_empty() {
+            cell.push_str(", ");
+        }
+        let _ = write!(cell, "fix at {}:{}", line.file.shown(), line.line);
+    }
+    cell
+}
+
+/// Where a changed function is and where its first difference lies, in one sentence.
+fn source_sentence(source: &FunctionSource) -> String {
+    let mut sentence = match source.range_text() {
+        Some(range) => format!("Source: {range}"),
+        None => "Source: unknown (no line table covers it)".to_owned(),
+    };
+    if let Some(line) = &source.first_difference {
+        let _ = write!(
+            sentence,
+            "; first difference at {}:{}",
+            line.file.shown(),
+            line.line
+        );
+    }
+    if let Some(inlined) = &source.inlined_from {
+        let _ = write!(sentence, ", in code inlined from {}", inlined.inlinee);
+        if let Some(line) = &inlined.line {
+            let _ = write!(sentence, " ({}:{})", line.file.shown(), line.line);
+        }
+    }
+    sentence.push('.');
+    sentence
+}
+
+fn markdown_finding(
+    md: &mut String,
+    finding: &Finding,
+    names: &ReadableNames<'_>,
+    sources: &Sources,
+) {
     let scope = finding
         .function
         .as_deref()
-        .map(|f| format!("`{}`", names.get(f)))
+        .map(|f| {
+            let at = sources
+                .get(f)
+                .and_then(FunctionSource::primary)
+                .map(|line| format!(" at `{}:{}`", line.file.shown(), line.line))
+                .unwrap_or_default();
+            format!("`{}`{at}", names.get(f))
+        })
         .unwrap_or_else(|| "binary".into());
     let _ = writeln!(
         md,
@@ -265,7 +354,7 @@ table{border-collapse:collapse;margin:.5em 0}th,td{border:1px solid #ddd;padding
 .verdict{display:inline-block;padding:4px 12px;border-radius:4px;font-weight:bold;color:#fff}\
 .hotpatch-eligible{background:#2e7d32}.reboot-required{background:#c62828}.review{background:#ef6c00}.info{background:#607d8b}\
 .sev{color:#fff;border-radius:3px;padding:0 6px;font-size:12px}td.del{background:#fde7e9}td.ins{background:#e6f4ea}\
-pre{background:#f6f8fa;padding:8px;overflow:auto}details{margin:.5em 0}";
+pre{background:#f6f8fa;padding:8px;overflow:auto}details{margin:.5em 0}td.src{font-family:ui-monospace,monospace;font-size:12px;background:#fff8c5}";
 
 fn html(report: &Report<'_>) -> String {
     let assessment = report.assessment;
@@ -300,15 +389,22 @@ fn html(report: &Report<'_>) -> String {
         page.push_str("<p>No function changed.</p>\n");
     } else {
         page.push_str(
-            "<table><tr><th>function</th><th>change</th><th>verdict</th><th>rules</th></tr>\n",
+            "<table><tr><th>function</th><th>change</th><th>source</th><th>verdict</th><th>rules</th></tr>\n",
         );
         for function in &assessment.functions {
             let verdict = function.verdict.as_str();
             let _ = writeln!(
                 page,
-                "<tr><td><code>{}</code></td><td>{}</td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
+                "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><span class=\"sev {verdict}\">{verdict}</span></td><td>{}</td></tr>",
                 escape(report.names.get(&function.function)),
                 function.change,
+                escape(
+                    &report
+                        .sources
+                        .get(&function.function)
+                        .map(source_cell)
+                        .unwrap_or_default()
+                ),
                 function
                     .rules
                     .iter()
@@ -325,16 +421,28 @@ fn html(report: &Report<'_>) -> String {
     }
     for finding in &assessment.findings {
         let severity = finding.severity.as_str();
-        let scope = finding
-            .function
-            .as_deref()
-            .map_or("binary", |name| report.names.get(name));
+        let scope = match finding.function.as_deref() {
+            Some(function) => match report
+                .sources
+                .get(function)
+                .and_then(FunctionSource::primary)
+            {
+                Some(line) => format!(
+                    "{} at {}:{}",
+                    report.names.get(function),
+                    line.file.shown(),
+                    line.line
+                ),
+                None => report.names.get(function).to_owned(),
+            },
+            None => "binary".to_owned(),
+        };
         let _ = writeln!(
             page,
             "<h3>{} <code>{}</code> <span class=\"sev {severity}\">{severity}</span> on <code>{}</code></h3><p>{}</p><table>",
             finding.rule,
             finding.name,
-            escape(scope),
+            escape(&scope),
             escape(&finding.reason)
         );
         for (key, value) in &finding.evidence {
@@ -357,12 +465,28 @@ fn html(report: &Report<'_>) -> String {
     }
     if !diff.changed.is_empty() {
         page.push_str("<h2>Changed code</h2>\n");
+        let cwd = std::env::current_dir().unwrap_or_default();
         for changed in &diff.changed {
+            let source = report.sources.get(&changed.name);
+            // The fixed build's source line of the first difference, when the file is readable
+            // here (after --source-root).
+            let fix_line = source
+                .and_then(|s| s.first_difference.as_ref())
+                .and_then(|line| {
+                    let text = crate::source::read_line(&line.file, line.line, &cwd)?;
+                    Some(format!(
+                        "{}:{}: {}",
+                        line.file.shown(),
+                        line.line,
+                        text.trim()
+                    ))
+                });
             let _ = writeln!(
                 page,
-                "<details open><summary><code>{}</code></summary>{}</details>",
+                "<details open><summary><code>{}</code></summary><p>{}</p>{}</details>",
                 escape(&changed.display_name),
-                side_by_side(changed)
+                escape(&source.map(source_sentence).unwrap_or_default()),
+                side_by_side(changed, fix_line.as_deref())
             );
         }
     }
@@ -392,14 +516,18 @@ fn html(report: &Report<'_>) -> String {
 }
 
 /// The normalized disassembly of both builds in two columns, differing rows marked.
-fn side_by_side(changed: &ChangedFunction) -> String {
+/// `fix_line`, the source line of the first difference, stands in a third column beside the
+/// first differing row.
+fn side_by_side(changed: &ChangedFunction, fix_line: Option<&str>) -> String {
     let old: Vec<&str> = changed
         .baseline_listing
         .iter()
         .map(String::as_str)
         .collect();
     let new: Vec<&str> = changed.fixed_listing.iter().map(String::as_str).collect();
-    let mut table = String::from("<table><tr><th>baseline</th><th>fixed</th></tr>\n");
+    let mut table =
+        String::from("<table><tr><th>baseline</th><th>fixed</th><th>source</th></tr>\n");
+    let mut fix_line = fix_line;
     for op in similar::capture_diff_slices(similar::Algorithm::Myers, &old, &new) {
         let (old_range, new_range) = (op.old_range(), op.new_range());
         let rows = old_range.len().max(new_range.len());
@@ -416,11 +544,13 @@ fn side_by_side(changed: &ChangedFunction) -> String {
                 ),
                 None => "<td class=\"asm\"></td>".to_owned(),
             };
+            let source = if equal { None } else { fix_line.take() };
             let _ = writeln!(
                 table,
-                "<tr>{}{}</tr>",
+                "<tr>{}{}<td class=\"src\">{}</td></tr>",
                 cell(&old, &old_range, "del"),
-                cell(&new, &new_range, "ins")
+                cell(&new, &new_range, "ins"),
+                source.map(escape).unwrap_or_default()
             );
         }
     }

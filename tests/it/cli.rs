@@ -266,3 +266,44 @@ fn usage_errors_exit_2() {
     let output = hotpatch(&["--help"]);
     assert_eq!(output.status.code(), Some(0));
 }
+
+/// README: "A closed output pipe (`hotpatch inspect x --json | head`) exits 0". The reader takes
+/// a few bytes and closes its end while `hotpatch` still has more to write than a pipe holds, so
+/// the next write fails with `EPIPE`: the exit status must still be 0, with nothing on stderr.
+#[test]
+fn closed_output_pipe_exits_0_without_a_panic() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // The largest `inspect --json` of the fixtures; it must outgrow the pipe (64 KiB on Linux),
+    // or `hotpatch` would finish writing before the reader closes and the test would prove
+    // nothing.
+    let build = first("pe", "cpp_exceptions", "fixed");
+    let args = ["inspect", path_str(&build.binary), "--json"];
+    const PIPE_CAPACITY: usize = 64 * 1024;
+    const TAKEN: usize = 16;
+    let whole = hotpatch(&args).stdout.len();
+    assert!(
+        whole > PIPE_CAPACITY + TAKEN,
+        "{} prints only {whole} bytes: pick a fixture whose JSON outgrows a pipe",
+        build.label()
+    );
+    let mut child = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args(args)
+        .current_dir(crate::support::root())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("the hotpatch binary runs");
+    let mut stdout = child.stdout.take().expect("piped stdout");
+    let mut head = [0u8; TAKEN];
+    stdout
+        .read_exact(&mut head)
+        .expect("the first bytes arrive");
+    assert_eq!(&head[..1], b"{", "JSON starts with an object");
+    drop(stdout);
+    let output = child.wait_with_output().expect("hotpatch exits");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    assert_eq!(output.status.code(), Some(0), "stderr: {stderr}");
+    assert!(stderr.is_empty(), "nothing on stderr: {stderr}");
+}

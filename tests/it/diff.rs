@@ -117,6 +117,7 @@ fn every_fixture_gives_its_expected_sets() {
 
 #[test]
 fn diff_of_a_build_with_itself_is_empty_and_diffs_mirror() {
+    let mut failures = Vec::new();
     for case in cases() {
         for format in fixture_formats(&case) {
             let (base, fixed) = builds(&case, format);
@@ -128,34 +129,75 @@ fn diff_of_a_build_with_itself_is_empty_and_diffs_mirror() {
             }
             let forward = diff_json(&base, &fixed, &[]);
             let backward = diff_json(&fixed, &base, &[]);
-            let label = format!("{} {format}", case.display());
-            assert_eq!(
-                names(&forward, "added", "name"),
-                names(&backward, "removed", "name"),
-                "{label}"
-            );
-            assert_eq!(
-                names(&forward, "removed", "name"),
-                names(&backward, "added", "name"),
-                "{label}"
-            );
-            // FIXME cases record today's wrong count of the reversed diff (`mirror_changed`).
+            let label = format!("{} {format}", case.file_name().unwrap().to_string_lossy());
+            // FIXME(issue 7, item 9): a case with a `[fixme.<format>]` table records a diff that
+            // does not mirror yet (ICF unfolding, msvc_icf_off); assert that it still does not, so
+            // the table is deleted when the diff is fixed.
             let expect: toml::Value =
                 toml::from_str(&std::fs::read_to_string(case.join("expect.toml")).unwrap())
                     .unwrap();
-            let mirror_changed = expect
+            let known_asymmetric = expect
                 .get("fixme")
                 .and_then(|fixme| fixme.get(format))
                 .and_then(|t| t.get("mirror_changed"))
-                .and_then(toml::Value::as_integer)
-                .map(|count| count as usize);
-            assert_eq!(
-                mirror_changed.unwrap_or(forward["changed"].as_array().unwrap().len()),
-                backward["changed"].as_array().unwrap().len(),
-                "{label}"
-            );
+                .is_some();
+            let failures_before = failures.len();
+            let mirrored = [
+                ("added", "removed"),
+                ("removed", "added"),
+                ("changed", "changed"),
+                ("renamed", "renamed"),
+                ("line_only", "line_only"),
+            ];
+            for (forward_key, backward_key) in mirrored {
+                let forward_pairs = pairs(&forward, forward_key);
+                let backward_pairs: BTreeSet<_> = pairs(&backward, backward_key)
+                    .into_iter()
+                    .map(|(old, new)| (new, old))
+                    .collect();
+                if forward_pairs != backward_pairs {
+                    failures.push(format!(
+                        "{label}: forward {forward_key} {forward_pairs:?} but backward \
+                         {backward_key} (sides swapped) {backward_pairs:?}"
+                    ));
+                }
+            }
+            if known_asymmetric {
+                assert!(
+                    failures.len() > failures_before,
+                    "{label} mirrors now: delete mirror_changed from its [fixme.{format}] table"
+                );
+                failures.truncate(failures_before);
+            }
         }
     }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+/// Each entry of `key` as (baseline name, fixed name), exactly as reported (no clone suffix
+/// dropped), so that a mirror compares the same functions and not only their number: an added
+/// or removed function exists on one side only and pairs its name with the empty string.
+fn pairs(json: &serde_json::Value, key: &str) -> BTreeSet<(String, String)> {
+    let text = |value: &serde_json::Value| value.as_str().unwrap_or_default().to_owned();
+    json[key]
+        .as_array()
+        .unwrap_or_else(|| panic!("{key} is a list"))
+        .iter()
+        .map(|entry| match key {
+            "added" => (String::new(), text(&entry["name"])),
+            "removed" => (text(&entry["name"]), String::new()),
+            "renamed" => (text(&entry["from"]), text(&entry["to"])),
+            // A changed function names its fixed side only when it was matched under another name.
+            _ => {
+                let baseline = text(&entry["name"]);
+                let fixed = entry
+                    .get("fixed_name")
+                    .map(text)
+                    .unwrap_or_else(|| baseline.clone());
+                (baseline, fixed)
+            }
+        })
+        .collect()
 }
 
 #[test]

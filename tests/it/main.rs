@@ -1,6 +1,8 @@
 //! Integration tests of the `hotpatch` binary and its libraries against the committed fixtures.
 
+mod build;
 mod check;
+mod ci_formats;
 mod cli;
 mod diff;
 mod independent;

@@ -137,8 +137,18 @@ impl Error {
     }
 }
 
+/// Whether `pid` is alive: listed in /proc and neither a zombie nor dead. An exiting process
+/// loses its memory before it is reaped, so a short read of its memory is also its exit.
 fn process_exists(pid: i32) -> bool {
-    std::path::Path::new(&format!("/proc/{pid}/status")).exists()
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|stat| {
+            let (_, rest) = stat.rsplit_once(')')?;
+            rest.trim_start().chars().next()
+        })
+        .is_some_and(|state| state != 'Z' && state != 'X')
+        // An exiting process has released its memory map before it turns zombie.
+        && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| !maps.is_empty())
 }
 
 /// Hex of a byte string, for messages.

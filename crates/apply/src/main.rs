@@ -5,6 +5,7 @@ use clap::{Args, Parser, Subcommand};
 use hotpatch_apply::error::{Class, Error};
 use hotpatch_apply::linux::commands::{self, CommandReport, Processes, RollbackTo};
 use hotpatch_apply::linux::patch::Config;
+use hotpatch_apply::linux::watch::{self, WatchConfig, WatchEvent};
 use hotpatch_apply::report::{self, exit};
 use hotpatch_apply::state::{DEFAULT_DIR, StateDir};
 use std::io::Write;
@@ -51,6 +52,25 @@ enum Command {
         /// Needed with `--to SEQ`, to re-verify the stored package.
         #[arg(long)]
         trust: Option<PathBuf>,
+        #[command(flatten)]
+        common: Common,
+        #[command(flatten)]
+        tuning: Tuning,
+    },
+    /// Apply the installed packages to processes as they start (a long-running service).
+    Watch {
+        #[command(flatten)]
+        trust: TrustArg,
+        /// Between /proc scans, in milliseconds (exec events arrive at once when the process
+        /// connector is available).
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        /// How long a new process is re-checked for a target image, in milliseconds.
+        #[arg(long, default_value_t = 5000)]
+        grace_ms: u64,
+        /// Stop after this many milliseconds (default: run until stopped).
+        #[arg(long)]
+        run_for_ms: Option<u64>,
         #[command(flatten)]
         common: Common,
         #[command(flatten)]
@@ -265,6 +285,47 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             } else {
                 exit::OK
             })
+        }
+        Command::Watch {
+            trust,
+            interval_ms,
+            grace_ms,
+            run_for_ms,
+            common,
+            tuning,
+        } => {
+            let trust = {
+                let state_dir = StateDir::open(&common.state_dir)?;
+                commands::load_trust(&read(&trust.trust)?, &state_dir)?
+            };
+            let config = WatchConfig {
+                interval: Duration::from_millis(interval_ms.max(1)),
+                grace: Duration::from_millis(grace_ms),
+                run_for: run_for_ms.map(Duration::from_millis),
+            };
+            watch::watch(
+                &common.state_dir,
+                &trust,
+                &tuning.config(),
+                &config,
+                |event: &WatchEvent| {
+                    let mut out = std::io::stdout().lock();
+                    if common.json {
+                        let value = serde_json::json!({
+                            "result": event.result,
+                            "patched_after_start_ms": event.since_start.map(|d| d.as_millis() as u64),
+                        });
+                        let _ = writeln!(out, "{value}");
+                    } else {
+                        let after = event.since_start.map_or(String::new(), |d| {
+                            format!("; {} ms after the process started", d.as_millis())
+                        });
+                        let _ = writeln!(out, "{}{after}", event.result.line());
+                    }
+                    let _ = out.flush();
+                },
+            )?;
+            Ok(exit::OK)
         }
         Command::Verify {
             package,

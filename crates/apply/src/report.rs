@@ -34,7 +34,7 @@ pub struct TargetResult {
     /// Time from the first thread stop to the last thread release, in microseconds, for the
     /// window that wrote the redirects.
     pub stop_window_us: Option<u64>,
-    /// Whether the tracer ran `SCHED_FIFO` during that window.
+    /// Whether the tracer ran `SCHED_FIFO` during that window (`None`: not asked for).
     pub realtime: Option<bool>,
     /// How many stop windows were opened (more than one when a function was busy).
     pub attempts: u32,
@@ -84,7 +84,8 @@ impl TargetResult {
         if let Some(us) = self.stop_window_us {
             let priority = match self.realtime {
                 Some(true) => "SCHED_FIFO",
-                _ => "normal priority: SCHED_FIFO not permitted",
+                Some(false) => "normal priority: SCHED_FIFO not permitted",
+                None => "normal priority (--no-realtime)",
             };
             line.push_str(&format!(
                 "; stop window {us} us, {} threads, {} attempt(s), {priority}",

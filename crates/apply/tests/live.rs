@@ -40,6 +40,12 @@ fn apply(package: &Path, signer: &Signer, pid: i32, state: &Path, code: i32) -> 
         &pid.to_string(),
         "--state-dir",
         path(state),
+        // Worker threads call compute() in a tight loop on a loaded 2-core machine: allow more
+        // windows than the default before a refusal.
+        "--retries",
+        "60",
+        "--retry-timeout-ms",
+        "6000",
     ]);
     assert_eq!(got, code, "{stdout}{stderr}");
     stdout + &stderr
@@ -433,9 +439,9 @@ fn bad_packages_are_refused_and_memory_unchanged() {
     // Tampered manifest: the signature no longer holds.
     let forged = package::replace_entry(&good, "manifest.json", |manifest| {
         let text = String::from_utf8(manifest.clone()).unwrap();
-        *manifest = text
-            .replacen("\"expires_at\": ", "\"expires_at\": 9", 1)
-            .into_bytes();
+        let forged = text.replacen("demo-2026-10", "demo-2026-11", 1);
+        assert_ne!(forged, text);
+        *manifest = forged.into_bytes();
     });
     let out = apply(
         &package::save(&dir, "forged.hpkg", &forged),
@@ -589,4 +595,105 @@ fn process_exiting_during_apply_is_a_clean_error() {
         std::fs::read_to_string(state.join("state.json")).unwrap(),
         state_before
     );
+}
+
+#[test]
+fn watch_patches_a_process_started_after_the_apply() {
+    if !privileged() {
+        return;
+    }
+    let dir = temp_dir("watch");
+    let state = dir.join("state");
+    let unique = format!(
+        "-Wl,--build-id=0x{:08x}{:016x}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos() as u64
+            ^ 0x5a5a
+    );
+    let (binary, library) = support::build_with_library_flags(&dir, &[&unique]);
+    let signer = Signer::new(&dir);
+    // Installed while no process maps the library: recorded for processes to come.
+    for (name, kind, sequence, fix) in [
+        ("baseline.hpkg", PackageKind::Baseline, 1, Fix::None),
+        ("month1.hpkg", PackageKind::Hotpatch, 2, Fix::Multiply),
+    ] {
+        let bytes = package::package(
+            &signer,
+            kind,
+            sequence,
+            1,
+            FAR_FUTURE,
+            vec![package::target(&library, "lib/libcompute.so", fix)],
+        );
+        let (code, stdout, stderr) = applier(&[
+            "apply",
+            path(&package::save(&dir, name, &bytes)),
+            "--trust",
+            path(&signer.trust_file),
+            "--all",
+            "--state-dir",
+            path(&state),
+        ]);
+        assert_eq!(code, 0, "{stdout}{stderr}");
+    }
+    let mut watcher = Command::new(env!("CARGO_BIN_EXE_hotpatch-apply"))
+        .args([
+            "watch",
+            "--trust",
+            path(&signer.trust_file),
+            "--state-dir",
+            path(&state),
+            "--interval-ms",
+            "20",
+            "--run-for-ms",
+            "20000",
+        ])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = watcher.stdout.take().unwrap();
+    let (sender, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        use std::io::BufRead;
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if sender.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    std::thread::sleep(Duration::from_millis(500));
+    let program = Program::start(&binary, &["2"]);
+    let pid = program.pid();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let line = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the watcher reports the new process");
+        println!("watch: {line}");
+        if line.starts_with(&format!("pid {pid} ")) {
+            break line;
+        }
+    };
+    let _ = watcher.kill();
+    let _ = watcher.wait();
+    assert!(line.contains("applied (sequence 2)"), "{line}");
+    let after_ms: u64 = line
+        .rsplit_once("; ")
+        .and_then(|(_, tail)| tail.split_whitespace().next()?.parse().ok())
+        .expect("the time since the process started");
+    println!("a process started after the apply ran {after_ms} ms before it was patched");
+    assert_eq!(carried(pid, &state), vec![2]);
+    let c = program.latest();
+    let n = program.wait_for("fixed results", |n| n.new > c.new + 100_000);
+    assert_eq!(n.wrong, 0);
+    // The baseline code stopped running in this process.
+    let settled = program.latest();
+    let later = program.wait_for("more calls", |n| n.calls > settled.calls + 1_000_000);
+    assert_eq!(later.old, settled.old);
 }

@@ -381,7 +381,7 @@ fn compare(
     Outcome::Changed(Box::new(ChangedFunction {
         baseline_index: pair.baseline,
         fixed_index: pair.fixed,
-        fixed_name: (f.name != name).then(|| f.name.clone()),
+        fixed_name: (f.name != name && !f.aliases.contains(&name)).then(|| f.name.clone()),
         name,
         display_name,
         baseline_rva: b.rva,

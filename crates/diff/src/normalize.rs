@@ -222,9 +222,6 @@ const SYSTEM_MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Rdrand,
     Mnemonic::Rdseed,
     Mnemonic::Ud2,
-    Mnemonic::Lfence,
-    Mnemonic::Mfence,
-    Mnemonic::Sfence,
 ];
 
 fn normalize_instruction(

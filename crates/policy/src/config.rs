@@ -11,6 +11,9 @@
 //!
 //! always_active = ["event_loop"] # functions that stay on a stack for the life of the process
 //!
+//! [release]
+//! leave_out_reboot_required = false # `hotpatch build`: a reboot-required binary forces a baseline
+//!
 //! [[waiver]]
 //! rule = "HP0502"
 //! binary = "app.exe"          # file name of the fixed build, or its SHA-256
@@ -35,6 +38,19 @@ pub struct Policy {
     pub always_active: Vec<String>,
     #[serde(default, rename = "waiver")]
     pub waivers: Vec<Waiver>,
+    #[serde(default)]
+    pub release: ReleaseSwitches,
+}
+
+/// How `hotpatch build` treats a month in which some binary cannot be hotpatched.
+#[derive(Clone, Debug, Default, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReleaseSwitches {
+    /// `false` (the default): one reboot-required, added or removed binary makes the month a
+    /// baseline month. `true`: such binaries are left out of the package and reported, and the
+    /// month stays a hotpatch month for the others.
+    #[serde(default)]
+    pub leave_out_reboot_required: bool,
 }
 
 /// Size limits of one binary's patch.

@@ -2,6 +2,7 @@
 //! `/proc/PID/mem` and system calls injected into one of their own threads.
 
 pub mod commands;
+pub mod connector;
 pub mod identity;
 pub mod locate;
 pub mod maps;
@@ -11,3 +12,4 @@ pub mod ptrace;
 pub mod remote;
 pub mod stack;
 pub mod threads;
+pub mod watch;

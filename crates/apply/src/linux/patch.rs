@@ -60,7 +60,8 @@ struct Change {
 struct Window {
     duration: Duration,
     threads: usize,
-    realtime: bool,
+    /// `None` when SCHED_FIFO was not asked for.
+    realtime: Option<bool>,
     attempts: u32,
 }
 
@@ -195,7 +196,7 @@ pub fn rollback_to_baseline(
 
 fn fill_window(result: &mut TargetResult, window: &Window) {
     result.stop_window_us = Some(window.duration.as_micros() as u64);
-    result.realtime = Some(window.realtime);
+    result.realtime = window.realtime;
     result.attempts = window.attempts;
     result.threads = window.threads;
 }
@@ -390,7 +391,7 @@ fn plan_changes(
     // checked byte for byte; refuse them.
     changes.sort_by_key(|c| c.address);
     for pair in changes.windows(2) {
-        if pair[0].address + pair[0].new.len() as u64 > pair[1].address {
+        if pair[0].address.saturating_add(pair[0].new.len() as u64) > pair[1].address {
             return Err(Error::Unsupported {
                 target: pair[1].function.clone(),
                 what: "redirects of two packages overlap (redirect kind changed)",
@@ -459,7 +460,7 @@ fn run_window(
                 return Ok(Window {
                     duration,
                     threads,
-                    realtime: raised.is_some(),
+                    realtime: config.realtime.then_some(raised.is_some()),
                     attempts: attempt,
                 });
             }

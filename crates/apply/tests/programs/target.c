@@ -32,7 +32,12 @@ static void *spin_thread(void *arg) {
 static void *worker(void *arg) {
     struct counters *c = &counters[(unsigned long)arg];
     unsigned long i = (unsigned long)arg * 1000003;
+    volatile int other_work = 0;
     for (;;) {
+        /* Some work outside compute(), as a real caller has: a thread is inside compute() for
+         * a fraction of its time, not nearly always. */
+        for (int k = 0; k < 16; k++)
+            other_work += k;
         int x = (int)(i++ & 0xffff) + 2;
         int r = compute(x);
         if (r == 2 * x + 1)

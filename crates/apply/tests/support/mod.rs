@@ -1,6 +1,7 @@
 //! Shared pieces of the live tests: building the C test programs with gcc, reading symbol
 //! addresses and bytes from the built files, running a program and reading its counters, and
 //! hand-built payloads (the lift does not exist yet, so the fixed code is assembled here).
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 pub mod package;

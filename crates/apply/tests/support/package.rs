@@ -1,6 +1,7 @@
 //! Real signed packages for the live tests: a key generated per test, manifests naming the
 //! built test program or library by its SHA-256 and build-id, and hand-assembled payloads for
 //! the fixed compute() (the lift does not exist yet).
+// Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
 use super::{build_id_of, bytes_at_rva, sha256_of, symbol};
@@ -143,27 +144,100 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
     path
 }
 
-/// The package with entry `name` changed by `edit`, re-zipped so that the archive itself
-/// stays valid (only the signed hashes can tell).
-pub fn replace_entry(package: &[u8], name: &str, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
-    use std::io::{Read, Write};
-    let mut archive = zip::ZipArchive::new(std::io::Cursor::new(package)).unwrap();
-    let mut writer = zip::ZipWriter::new(std::io::Cursor::new(Vec::new()));
-    let mut found = false;
-    for index in 0..archive.len() {
-        let mut file = archive.by_index(index).unwrap();
-        let entry_name = file.name().unwrap().into_owned();
-        let mut data = Vec::new();
-        file.read_to_end(&mut data).unwrap();
-        if entry_name == name {
-            edit(&mut data);
-            found = true;
-        }
-        let options = zip::write::SimpleFileOptions::default()
-            .compression_method(zip::CompressionMethod::Deflated);
-        writer.start_file(entry_name, options).unwrap();
-        writer.write_all(&data).unwrap();
+/// The entries of a package archive, inflated, in archive order (local headers only: the
+/// writer emits no data descriptors).
+fn entries(package: &[u8]) -> Vec<(String, Vec<u8>)> {
+    use std::io::Read;
+    let u16_at = |at: usize| u16::from_le_bytes(package[at..at + 2].try_into().unwrap()) as usize;
+    let u32_at = |at: usize| u32::from_le_bytes(package[at..at + 4].try_into().unwrap()) as usize;
+    let mut out = Vec::new();
+    let mut at = 0;
+    while u32_at(at) == 0x0403_4b50 {
+        let method = u16_at(at + 8);
+        let compressed = u32_at(at + 18);
+        let name_len = u16_at(at + 26);
+        let extra_len = u16_at(at + 28);
+        let name = String::from_utf8(package[at + 30..at + 30 + name_len].to_vec()).unwrap();
+        let start = at + 30 + name_len + extra_len;
+        let raw = &package[start..start + compressed];
+        let data = if method == 8 {
+            let mut data = Vec::new();
+            flate2::read::DeflateDecoder::new(raw)
+                .read_to_end(&mut data)
+                .unwrap();
+            data
+        } else {
+            raw.to_vec()
+        };
+        out.push((name, data));
+        at = start + compressed;
     }
-    assert!(found, "{name} not in the package");
-    writer.finish().unwrap().into_inner()
+    out
+}
+
+/// A zip of stored (uncompressed) entries in the order given, as the package reader accepts.
+fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
+    let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
+    for (name, data) in entries {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let offset = out.len() as u32;
+        put32(&mut out, 0x0403_4b50);
+        put16(&mut out, 20);
+        put16(&mut out, 0x0800);
+        put16(&mut out, 0);
+        put16(&mut out, 0);
+        put16(&mut out, (1 << 5) | 1);
+        put32(&mut out, crc.sum());
+        put32(&mut out, data.len() as u32);
+        put32(&mut out, data.len() as u32);
+        put16(&mut out, name.len() as u16);
+        put16(&mut out, 0);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(data);
+        put32(&mut central, 0x0201_4b50);
+        put16(&mut central, (3 << 8) | 20);
+        put16(&mut central, 20);
+        put16(&mut central, 0x0800);
+        put16(&mut central, 0);
+        put16(&mut central, 0);
+        put16(&mut central, (1 << 5) | 1);
+        put32(&mut central, crc.sum());
+        put32(&mut central, data.len() as u32);
+        put32(&mut central, data.len() as u32);
+        put16(&mut central, name.len() as u16);
+        put16(&mut central, 0);
+        put16(&mut central, 0);
+        put16(&mut central, 0);
+        put16(&mut central, 0);
+        put32(&mut central, 0o100_644 << 16);
+        put32(&mut central, offset);
+        central.extend_from_slice(name.as_bytes());
+    }
+    let central_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    put32(&mut out, 0x0605_4b50);
+    put16(&mut out, 0);
+    put16(&mut out, 0);
+    put16(&mut out, entries.len() as u16);
+    put16(&mut out, entries.len() as u16);
+    put32(&mut out, central.len() as u32);
+    put32(&mut out, central_offset);
+    put16(&mut out, 0);
+    out
+}
+
+/// The package with entry `name` changed by `edit`, re-zipped so that the archive itself
+/// stays valid (only the signature and the signed hashes can tell).
+pub fn replace_entry(package: &[u8], name: &str, edit: impl Fn(&mut Vec<u8>)) -> Vec<u8> {
+    let mut entries = entries(package);
+    let entry = entries
+        .iter_mut()
+        .find(|(entry_name, _)| entry_name == name)
+        .unwrap_or_else(|| panic!("{name} not in the package"));
+    edit(&mut entry.1);
+    stored_zip(&entries)
 }

@@ -1,8 +1,9 @@
 //! Tests of the ELF reader against real gcc output (checked with binutils' own view of the same
 //! file) and against hostile input, which must give `Ok` or `Err` but never a panic.
 //!
-//! The binaries are built at test time with gcc, which these machines always have; a test that
-//! cannot find gcc, objcopy, nm or readelf says so and passes without checking.
+//! The binaries are built at test time with gcc and g++. A test that cannot find gcc, g++,
+//! objcopy, nm or readelf fails when `CI` is set (CI installs them with
+//! `ci/install-packages --tests`); elsewhere it prints why it skipped and checks nothing.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -66,11 +67,21 @@ int main(int argc, char **) {
 }
 "#;
 
-fn tool_exists(tool: &str) -> bool {
-    Command::new(tool)
+/// Whether `tool` runs. A missing tool fails the test when `CI` is set, so CI never passes a
+/// test that checked nothing; elsewhere it prints that the test skipped, and why.
+fn tool_available(tool: &str) -> bool {
+    let found = Command::new(tool)
         .arg("--version")
         .output()
-        .is_ok_and(|output| output.status.success())
+        .is_ok_and(|output| output.status.success());
+    if !found {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "{tool} is not installed and CI is set: install it with ci/install-packages --tests"
+        );
+        eprintln!("skipped: {tool} is not installed (ci/install-packages --tests installs it)");
+    }
+    found
 }
 
 /// A scratch directory of this test process.
@@ -88,8 +99,7 @@ fn build(
     sources: &[(&str, &str)],
     flags: &[&str],
 ) -> Option<PathBuf> {
-    if !tool_exists(compiler) {
-        eprintln!("skipped: {compiler} is not installed");
+    if !tool_available(compiler) {
         return None;
     }
     // One directory per output: tests run in parallel and would otherwise rewrite a source
@@ -152,8 +162,7 @@ fn function_named<'a, 'data>(image: &'a Image<'data>, name: &str) -> &'a crate::
 /// `nm --defined-only` for t/T/W, filtered to `FUNC` by `readelf -s` because `W` also covers
 /// weak symbols without a type.
 fn binutils_functions(path: &Path) -> Option<Vec<(u64, String)>> {
-    if !tool_exists("nm") || !tool_exists("readelf") {
-        eprintln!("skipped: nm or readelf is not installed");
+    if !tool_available("nm") || !tool_available("readelf") {
         return None;
     }
     let readelf = Command::new("readelf").arg("-sW").arg(path).output().ok()?;
@@ -540,8 +549,7 @@ fn cpp_names_are_qualified() {
 
 #[test]
 fn separate_debug_file_is_matched_by_build_id() {
-    if !tool_exists("objcopy") {
-        eprintln!("skipped: objcopy is not installed");
+    if !tool_available("objcopy") {
         return;
     }
     let Some(path) = build(

@@ -2,8 +2,10 @@
 //! then reads procedures, data, publics, line tables and inline sites from the module streams
 //! and type layouts from TPI.
 //!
-//! The `pdb2` crate can panic on some corrupted PDBs (GUIDE §2); the whole read runs inside
-//! `catch_unwind` so that a hostile PDB yields an error, not a crash.
+//! The `pdb2` crate can panic on some corrupted PDBs (GUIDE §2). Each call into it runs inside
+//! [`contain`] (or [`pdb2_call`]), which turns such a panic into `Error::PdbReaderFailed`; our
+//! own processing of what it returns runs outside, so a panic in this crate stays a panic and
+//! fails the tests instead of hiding as a malformed-PDB error.
 
 use super::names;
 use super::types::TypeNames;
@@ -12,6 +14,7 @@ use crate::{Error, Result};
 use pdb2::FallibleIterator;
 use std::collections::{BTreeMap, HashMap};
 use std::io::Cursor;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 
 /// A PDB public symbol (`S_PUB32`): the decorated name of a function or datum.
 #[derive(Clone, Debug)]
@@ -23,6 +26,34 @@ pub(crate) struct Public {
 
 type Pdb<'data> = pdb2::PDB<'data, Cursor<&'data [u8]>>;
 
+/// Runs one call (or a tight group of calls) into `pdb2`, turning a panic inside it into
+/// `Error::PdbReaderFailed { what }`. Keep our own processing out of `call`: a panic there is a
+/// bug of this crate and must unwind to the caller (and fail the tests), not read as a malformed
+/// PDB. Plain accessors of parsed records (`RawString::to_string`, flags) need no wrapping.
+pub(crate) fn contain<T>(what: &'static str, call: impl FnOnce() -> T) -> Result<T> {
+    // AssertUnwindSafe: after a panic, the iterator or finder the call used is abandoned (the
+    // error ends the loop that owns it) or, for `parse` on an immutable record, never changed.
+    catch_unwind(AssertUnwindSafe(call)).map_err(|_| Error::PdbReaderFailed { what })
+}
+
+/// [`contain`] for a fallible `pdb2` call: its error becomes `Error::Pdb { what, .. }`.
+pub(crate) fn pdb2_call<T>(
+    what: &'static str,
+    call: impl FnOnce() -> pdb2::Result<T>,
+) -> Result<T> {
+    contain(what, call)?.map_err(|source| Error::Pdb { what, source })
+}
+
+/// The image RVA of a PDB section offset (`None` when the address map has no such place).
+fn to_rva(
+    offset: pdb2::PdbInternalSectionOffset,
+    address_map: &pdb2::AddressMap<'_>,
+) -> Result<Option<u64>> {
+    contain("section address map", || {
+        offset.to_rva(address_map).map(|rva| u64::from(rva.0))
+    })
+}
+
 /// Reads `pdb_bytes` into `image` and returns its public symbols.
 pub(crate) fn read(
     pdb_bytes: &[u8],
@@ -30,40 +61,25 @@ pub(crate) fn read(
     image: &mut Image<'_>,
     diagnostics: &mut Vec<Diagnostic>,
 ) -> Result<Vec<Public>> {
-    let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        read_unguarded(pdb_bytes, codeview, image, diagnostics)
-    }));
-    outcome.unwrap_or(Err(Error::PdbReaderFailed {
-        what: "a PDB stream",
-    }))
-}
-
-fn pdb_error(what: &'static str) -> impl FnOnce(pdb2::Error) -> Error {
-    move |source| Error::Pdb { what, source }
-}
-
-fn read_unguarded(
-    pdb_bytes: &[u8],
-    codeview: &CodeViewIdentity,
-    image: &mut Image<'_>,
-    diagnostics: &mut Vec<Diagnostic>,
-) -> Result<Vec<Public>> {
-    let mut pdb: Pdb<'_> =
-        pdb2::PDB::open(Cursor::new(pdb_bytes)).map_err(pdb_error("MSF header"))?;
+    let mut pdb: Pdb<'_> = pdb2_call("MSF header", || pdb2::PDB::open(Cursor::new(pdb_bytes)))?;
     check_match(&mut pdb, codeview)?;
 
-    let address_map = pdb.address_map().map_err(pdb_error("section headers"))?;
-    let string_table = pdb.string_table().ok();
-    let type_information = pdb.type_information().map_err(pdb_error("TPI stream"))?;
-    let id_information = pdb.id_information().map_err(pdb_error("IPI stream"))?;
-    let mut type_names = TypeNames::new(&type_information).map_err(pdb_error("TPI stream"))?;
+    let address_map = pdb2_call("section headers", || pdb.address_map())?;
+    // Without the string table, line rows name their files by index.
+    let string_table = pdb2_call("string table", || pdb.string_table()).ok();
+    let type_information = pdb2_call("TPI stream", || pdb.type_information())?;
+    let id_information = pdb2_call("IPI stream", || pdb.id_information())?;
+    let mut type_names = TypeNames::new(&type_information)?;
     image.types = type_names.layouts(diagnostics);
 
-    let mut id_finder = id_information.finder();
-    let mut ids = id_information.iter();
-    while ids.next().map_err(pdb_error("IPI stream"))?.is_some() {
-        id_finder.update(&ids);
-    }
+    let id_finder = pdb2_call("IPI stream", || {
+        let mut id_finder = id_information.finder();
+        let mut ids = id_information.iter();
+        while ids.next()?.is_some() {
+            id_finder.update(&ids);
+        }
+        Ok(id_finder)
+    })?;
 
     let publics = read_publics(&mut pdb, &address_map)?;
     // Several publics share an RVA where the linker folded identical bodies (/OPT:ICF).
@@ -76,20 +92,15 @@ fn read_unguarded(
     }
 
     let mut files = FileTable::default();
-    let debug_information = pdb.debug_information().map_err(pdb_error("DBI stream"))?;
-    let mut modules = debug_information
-        .modules()
-        .map_err(pdb_error("DBI module list"))?;
-    while let Some(module) = modules.next().map_err(pdb_error("DBI module list"))? {
-        let module_name = module.module_name().into_owned();
-        let module_info = match pdb.module_info(&module) {
+    let debug_information = pdb2_call("DBI stream", || pdb.debug_information())?;
+    let mut modules = pdb2_call("DBI module list", || debug_information.modules())?;
+    while let Some(module) = pdb2_call("DBI module list", || modules.next())? {
+        let module_name = contain("DBI module list", || module.module_name().into_owned())?;
+        let module_info = match pdb2_call("module stream", || pdb.module_info(&module)) {
             Ok(Some(info)) => info,
             Ok(None) => continue,
             Err(error) => {
-                diagnostics.push(module_diagnostic(
-                    &module_name,
-                    format!("module stream is unreadable: {error}"),
-                ));
+                diagnostics.push(module_diagnostic(&module_name, error.to_string()));
                 continue;
             }
         };
@@ -100,10 +111,7 @@ fn read_unguarded(
             id_finder: &id_finder,
         };
         if let Err(error) = read_module_symbols(&module_info, &context, &mut type_names, image) {
-            diagnostics.push(module_diagnostic(
-                &module_name,
-                format!("symbols are malformed: {error}"),
-            ));
+            diagnostics.push(module_diagnostic(&module_name, error.to_string()));
         }
         if let Err(error) = read_module_lines(
             &module_info,
@@ -112,10 +120,7 @@ fn read_unguarded(
             &mut files,
             &mut image.lines,
         ) {
-            diagnostics.push(module_diagnostic(
-                &module_name,
-                format!("line table is malformed: {error}"),
-            ));
+            diagnostics.push(module_diagnostic(&module_name, error.to_string()));
         }
     }
     read_global_data(&mut pdb, &address_map, &mut type_names, image)?;
@@ -125,16 +130,15 @@ fn read_unguarded(
 
 /// Refuses a PDB whose GUID or age differs from the image's RSDS record.
 fn check_match(pdb: &mut Pdb<'_>, codeview: &CodeViewIdentity) -> Result<()> {
-    let info = pdb
-        .pdb_information()
-        .map_err(pdb_error("PDB info stream"))?;
+    let info = pdb2_call("PDB info stream", || pdb.pdb_information())?;
     let pdb_guid = info.guid.hyphenated().to_string().to_uppercase();
     // The RSDS age is the DBI stream's age; the info stream's may run ahead of it.
-    let pdb_age = pdb
-        .debug_information()
-        .ok()
-        .and_then(|dbi| dbi.age())
-        .unwrap_or(info.age);
+    let dbi_age = pdb2_call("DBI stream", || {
+        pdb.debug_information().map(|dbi| dbi.age())
+    })
+    .ok()
+    .flatten();
+    let pdb_age = dbi_age.unwrap_or(info.age);
     if pdb_guid != codeview.guid || pdb_age != codeview.age {
         return Err(Error::PdbMismatch {
             image_guid: codeview.guid.clone(),
@@ -147,19 +151,19 @@ fn check_match(pdb: &mut Pdb<'_>, codeview: &CodeViewIdentity) -> Result<()> {
 }
 
 fn read_publics(pdb: &mut Pdb<'_>, address_map: &pdb2::AddressMap<'_>) -> Result<Vec<Public>> {
-    let globals = pdb
-        .global_symbols()
-        .map_err(pdb_error("global symbol stream"))?;
+    let globals = pdb2_call("global symbol stream", || pdb.global_symbols())?;
     let mut symbols = globals.iter();
     let mut publics = Vec::new();
-    while let Some(symbol) = symbols.next().map_err(pdb_error("global symbol stream"))? {
-        if let Ok(pdb2::SymbolData::Public(public)) = symbol.parse() {
-            let Some(rva) = public.offset.to_rva(address_map) else {
+    while let Some(symbol) = pdb2_call("global symbol stream", || symbols.next())? {
+        if let Ok(pdb2::SymbolData::Public(public)) =
+            pdb2_call("global symbol record", || symbol.parse())
+        {
+            let Some(rva) = to_rva(public.offset, address_map)? else {
                 continue;
             };
             publics.push(Public {
                 name: public.name.to_string().into_owned(),
-                rva: u64::from(rva.0),
+                rva,
                 code: public.code || public.function,
             });
         }
@@ -180,26 +184,30 @@ fn read_module_symbols(
     context: &ModuleContext<'_, '_>,
     type_names: &mut TypeNames<'_, '_>,
     image: &mut Image<'_>,
-) -> pdb2::Result<()> {
-    let inlinees: HashMap<pdb2::IdIndex, pdb2::Inlinee<'_>> = module_info
-        .inlinees()?
-        .map(|inlinee| Ok((inlinee.index(), inlinee)))
-        .collect()?;
+) -> Result<()> {
+    let inlinees: HashMap<pdb2::IdIndex, pdb2::Inlinee<'_>> =
+        pdb2_call("module inlinee lines", || {
+            module_info
+                .inlinees()?
+                .map(|inlinee| Ok((inlinee.index(), inlinee)))
+                .collect()
+        })?;
     // The procedure an inline site belongs to: its start offset (inlinee line offsets are relative
     // to it) and RVA.
     let mut current_procedure: Option<(pdb2::PdbInternalSectionOffset, u64)> = None;
     // MSVC writes a function's exception funclets right after it in the module's symbol stream:
     // the last procedure that is no funclet, by readable and decorated name.
     let mut last_non_funclet: Option<(String, String)> = None;
-    let mut symbols = module_info.symbols()?;
-    while let Some(symbol) = symbols.next()? {
-        let Ok(data) = symbol.parse() else { continue };
+    let mut symbols = pdb2_call("module symbols", || module_info.symbols())?;
+    while let Some(symbol) = pdb2_call("module symbols", || symbols.next())? {
+        let Ok(data) = pdb2_call("module symbol record", || symbol.parse()) else {
+            continue;
+        };
         match data {
             pdb2::SymbolData::Procedure(procedure) => {
-                let Some(rva) = procedure.offset.to_rva(context.address_map) else {
+                let Some(rva) = to_rva(procedure.offset, context.address_map)? else {
                     continue;
                 };
-                let rva = u64::from(rva.0);
                 current_procedure = Some((procedure.offset, rva));
                 let display_name = procedure.name.to_string().into_owned();
                 let name = procedure_public_name(context.public_names.get(&rva), &display_name);
@@ -245,15 +253,15 @@ fn read_module_symbols(
                 let Some((parent_offset, caller_rva)) = current_procedure else {
                     continue;
                 };
-                let inlinee = inlinee_name(context.id_finder, type_names, site.inlinee);
+                let inlinee = inlinee_name(context.id_finder, type_names, site.inlinee)?;
                 let mut ranges = Vec::new();
                 if let Some(lines) = inlinees.get(&site.inlinee) {
-                    let mut rows = lines.lines(parent_offset, &site);
-                    while let Some(row) = rows.next()? {
-                        let Some(start) = row.offset.to_rva(context.address_map) else {
+                    let mut rows = contain("inlinee lines", || lines.lines(parent_offset, &site))?;
+                    while let Some(row) = pdb2_call("inlinee lines", || rows.next())? {
+                        let Some(start) = to_rva(row.offset, context.address_map)? else {
                             continue;
                         };
-                        ranges.push((u64::from(start.0), u64::from(row.length.unwrap_or(0))));
+                        ranges.push((start, u64::from(row.length.unwrap_or(0))));
                     }
                 }
                 ranges.sort_unstable();
@@ -291,7 +299,7 @@ fn read_module_symbols(
                     data.global,
                     Some(context.module_name),
                     false,
-                );
+                )?;
             }
             pdb2::SymbolData::ThreadStorage(tls) => {
                 push_data(
@@ -304,7 +312,7 @@ fn read_module_symbols(
                     tls.global,
                     Some(context.module_name),
                     true,
-                );
+                )?;
             }
             _ => {}
         }
@@ -320,12 +328,10 @@ fn read_global_data(
     type_names: &mut TypeNames<'_, '_>,
     image: &mut Image<'_>,
 ) -> Result<()> {
-    let globals = pdb
-        .global_symbols()
-        .map_err(pdb_error("global symbol stream"))?;
+    let globals = pdb2_call("global symbol stream", || pdb.global_symbols())?;
     let mut symbols = globals.iter();
-    while let Some(symbol) = symbols.next().map_err(pdb_error("global symbol stream"))? {
-        match symbol.parse() {
+    while let Some(symbol) = pdb2_call("global symbol stream", || symbols.next())? {
+        match pdb2_call("global symbol record", || symbol.parse()) {
             Ok(pdb2::SymbolData::Data(data)) => {
                 push_data(
                     image,
@@ -337,7 +343,7 @@ fn read_global_data(
                     data.global,
                     None,
                     false,
-                );
+                )?;
             }
             Ok(pdb2::SymbolData::ThreadStorage(tls)) => {
                 push_data(
@@ -350,7 +356,7 @@ fn read_global_data(
                     tls.global,
                     None,
                     true,
-                );
+                )?;
             }
             _ => {}
         }
@@ -372,21 +378,20 @@ fn push_data(
     global: bool,
     module_name: Option<&str>,
     thread_local: bool,
-) {
-    let Some(rva) = offset.to_rva(address_map) else {
-        return;
+) -> Result<()> {
+    let Some(rva) = to_rva(offset, address_map)? else {
+        return Ok(());
     };
-    let rva = u64::from(rva.0);
     let name = name.to_string().into_owned();
     if image
         .data_symbols
         .iter()
         .any(|d| d.rva == rva && d.name == name)
     {
-        return;
+        return Ok(());
     }
     let Some(section) = image.section_at(rva).cloned() else {
-        return;
+        return Ok(());
     };
     let kind = if thread_local {
         DataKind::ThreadLocal
@@ -411,6 +416,7 @@ fn push_data(
         compile_unit: module_name.map(str::to_owned),
         type_name: Some(type_names.name(type_index)),
     });
+    Ok(())
 }
 
 /// The decorated public name of a procedure. Where the linker folded identical bodies
@@ -439,9 +445,11 @@ fn inlinee_name(
     id_finder: &pdb2::IdFinder<'_>,
     type_names: &mut TypeNames<'_, '_>,
     index: pdb2::IdIndex,
-) -> String {
-    let parsed = id_finder.find(index).and_then(|item| item.parse());
-    match parsed {
+) -> Result<String> {
+    let parsed = contain("IPI record", || {
+        id_finder.find(index).and_then(|item| item.parse())
+    })?;
+    Ok(match parsed {
         Ok(pdb2::IdData::Function(function)) => function.name.to_string().into_owned(),
         Ok(pdb2::IdData::MemberFunction(function)) => {
             let member = function.name.to_string();
@@ -454,7 +462,7 @@ fn inlinee_name(
             }
         }
         _ => format!("<inlinee {}>", index.0),
-    }
+    })
 }
 
 /// Interns source file names so line rows stay small.
@@ -482,20 +490,24 @@ fn read_module_lines(
     string_table: Option<&pdb2::StringTable<'_>>,
     files: &mut FileTable,
     lines: &mut Vec<LineRow>,
-) -> pdb2::Result<()> {
-    let program = module_info.line_program()?;
-    let mut rows = program.lines();
+) -> Result<()> {
+    let program = pdb2_call("module line program", || module_info.line_program())?;
+    let mut rows = contain("module line program", || program.lines())?;
     let mut file_names: HashMap<pdb2::FileIndex, u32> = HashMap::new();
-    while let Some(row) = rows.next()? {
-        let Some(rva) = row.offset.to_rva(address_map) else {
+    while let Some(row) = pdb2_call("module line rows", || rows.next())? {
+        let Some(rva) = to_rva(row.offset, address_map)? else {
             continue;
         };
         let file = match file_names.get(&row.file_index) {
             Some(&file) => file,
             None => {
-                let info = program.get_file_info(row.file_index)?;
+                let info = pdb2_call("module file checksums", || {
+                    program.get_file_info(row.file_index)
+                })?;
                 let name = match string_table {
-                    Some(table) => info.name.to_string_lossy(table)?.into_owned(),
+                    Some(table) => pdb2_call("string table", || {
+                        Ok(info.name.to_string_lossy(table)?.into_owned())
+                    })?,
                     None => format!("<file {}>", info.name.0),
                 };
                 let file = files.intern(name);
@@ -504,7 +516,7 @@ fn read_module_lines(
             }
         };
         lines.push(LineRow {
-            rva: u64::from(rva.0),
+            rva,
             file,
             line: row.line_start,
         });

@@ -1,6 +1,10 @@
 //! PDB type records (TPI): C-like names and sizes of types, and the layouts of structs, unions
 //! and classes.
+//!
+//! Every call that reads type records goes through `pdb::contain`/`pdb::pdb2_call`, which turn
+//! a panic of `pdb2` into an error; a record whose parsing panicked reads as unknown.
 
+use super::pdb::{contain, pdb2_call};
 use crate::model::{Diagnostic, Field, TypeKind, TypeLayout};
 use pdb2::FallibleIterator;
 
@@ -14,12 +18,15 @@ pub(crate) struct TypeNames<'t, 's> {
 }
 
 impl<'t, 's> TypeNames<'t, 's> {
-    pub(crate) fn new(information: &'t pdb2::TypeInformation<'s>) -> pdb2::Result<Self> {
-        let mut finder = information.finder();
-        let mut records = information.iter();
-        while records.next()?.is_some() {
-            finder.update(&records);
-        }
+    pub(crate) fn new(information: &'t pdb2::TypeInformation<'s>) -> crate::Result<Self> {
+        let finder = pdb2_call("TPI stream", || {
+            let mut finder = information.finder();
+            let mut records = information.iter();
+            while records.next()?.is_some() {
+                finder.update(&records);
+            }
+            Ok(finder)
+        })?;
         Ok(TypeNames {
             information,
             finder,
@@ -27,7 +34,7 @@ impl<'t, 's> TypeNames<'t, 's> {
     }
 
     fn parse(&self, index: pdb2::TypeIndex) -> Option<pdb2::TypeData<'t>> {
-        self.finder.find(index).ok()?.parse().ok()
+        pdb2_call("TPI record", || self.finder.find(index)?.parse()).ok()
     }
 
     /// A C-like name for the type at `index`.
@@ -164,9 +171,9 @@ impl<'t, 's> TypeNames<'t, 's> {
 
     /// The definition behind a forward reference, found by name: (size, type index).
     fn resolve_forward(&self, name: &pdb2::RawString<'_>) -> Option<(u64, pdb2::TypeIndex)> {
-        let mut records = self.information.iter();
-        while let Ok(Some(record)) = records.next() {
-            match record.parse() {
+        let mut records = contain("TPI stream", || self.information.iter()).ok()?;
+        while let Ok(Some(record)) = pdb2_call("TPI stream", || records.next()) {
+            match pdb2_call("TPI record", || record.parse()) {
                 Ok(pdb2::TypeData::Class(class))
                     if !class.properties.forward_reference() && class.name == *name =>
                 {
@@ -186,21 +193,28 @@ impl<'t, 's> TypeNames<'t, 's> {
     /// The layout of every defined struct, union and class.
     pub(crate) fn layouts(&mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<TypeLayout> {
         let mut layouts = Vec::new();
-        let mut records = self.information.iter();
+        let malformed = |error: crate::Error| Diagnostic {
+            location: "pdb TPI stream".into(),
+            message: error.to_string(),
+            function: None,
+        };
+        let mut records = match contain("TPI stream", || self.information.iter()) {
+            Ok(records) => records,
+            Err(error) => {
+                diagnostics.push(malformed(error));
+                return layouts;
+            }
+        };
         loop {
-            let record = match records.next() {
+            let record = match pdb2_call("TPI stream", || records.next()) {
                 Ok(Some(record)) => record,
                 Ok(None) => break,
                 Err(error) => {
-                    diagnostics.push(Diagnostic {
-                        location: "pdb TPI stream".into(),
-                        message: format!("type records are malformed: {error}"),
-                        function: None,
-                    });
+                    diagnostics.push(malformed(error));
                     break;
                 }
             };
-            let (name, kind, size, fields) = match record.parse() {
+            let (name, kind, size, fields) = match pdb2_call("TPI record", || record.parse()) {
                 Ok(pdb2::TypeData::Class(class)) if !class.properties.forward_reference() => {
                     let kind = match class.kind {
                         pdb2::ClassKind::Class => TypeKind::Class,
