@@ -85,12 +85,18 @@ fn successors(code: &[Instruction], at: usize) -> Vec<usize> {
     }
 }
 
-/// A way out of the function that returns to its caller: a return, a tail call to another
-/// function, or an indirect jump that does not go through a jump table of this function.
+/// A way out of the function: a return, a tail call to another function, an indirect jump that
+/// does not go through a jump table of this function, or the end of the call: a trap (`ud2`,
+/// the `int3` clang puts after a `noreturn` call on Windows) or a call that is the function's
+/// last instruction (a `noreturn` call such as Lua's `luaG_errormsg` at the end of
+/// `luaG_runerror`). A loop whose exits all lead to such an end is left by every call, so it is
+/// not endless: an error-raising function that scans its line table before raising is brief.
 fn is_way_out(code: &[Instruction], at: usize) -> bool {
     let instruction = &code[at];
+    let last = at + 1 == code.len();
     match instruction.flow {
-        Flow::Return => true,
+        Flow::Return | Flow::Trap => true,
+        Flow::Call | Flow::IndirectCall => last,
         Flow::Jump => instruction.references().any(|reference| {
             !matches!(
                 reference.target,
@@ -101,5 +107,89 @@ fn is_way_out(code: &[Instruction], at: usize) -> bool {
             .references()
             .any(|reference| matches!(reference.target, Target::JumpTable(_))),
         _ => false,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::endless_loop;
+    use hotpatch_diff::code::{Encoding, Flow, Instruction, Operand, Reference, Target};
+
+    fn plain(rva: u64, flow: Flow) -> Instruction {
+        Instruction {
+            rva,
+            len: 1,
+            mnemonic: "op".to_owned(),
+            prefixes: Vec::new(),
+            operands: Vec::new(),
+            flow,
+            system: false,
+            undecodable: Vec::new(),
+        }
+    }
+
+    fn branch(rva: u64, flow: Flow, index: usize) -> Instruction {
+        let mut instruction = plain(rva, flow);
+        instruction.operands.push(Operand::Branch {
+            reference: Reference {
+                field_offset: 1,
+                field_width: 1,
+                encoding: Encoding::Rel8Branch,
+                rva: 0,
+                target: Target::Label { index },
+            },
+        });
+        instruction
+    }
+
+    /// The shape of Lua 5.4.4's `luaG_runerror` (gcc -O2): a line-table scan loop inlined from
+    /// `getcurrentline`, whose exit leads to the `noreturn` call of `luaG_errormsg` that ends
+    /// the function (or to clang's `int3` after it).
+    fn error_raiser(end: Option<Flow>) -> Vec<Instruction> {
+        let mut code = vec![
+            plain(0, Flow::Call),                // luaO_pushvfstring
+            branch(1, Flow::ConditionalJump, 5), // not a Lua function: skip the line info
+            plain(2, Flow::Next),                // loop head
+            branch(3, Flow::ConditionalJump, 2), // scan the next line
+            plain(4, Flow::Call),                // luaG_addinfo
+            plain(5, Flow::Call),                // luaG_errormsg (noreturn)
+        ];
+        if let Some(flow) = end {
+            code.push(plain(6, flow));
+        }
+        code
+    }
+
+    #[test]
+    fn a_loop_before_a_noreturn_call_that_ends_the_function_is_not_endless() {
+        assert_eq!(endless_loop(&error_raiser(None)), None);
+    }
+
+    #[test]
+    fn a_loop_before_a_trap_is_not_endless() {
+        assert_eq!(endless_loop(&error_raiser(Some(Flow::Trap))), None);
+    }
+
+    #[test]
+    fn a_loop_with_no_exit_is_endless() {
+        let code = vec![
+            plain(0, Flow::Next),
+            plain(1, Flow::Call), // serve one request
+            branch(2, Flow::Jump, 1),
+        ];
+        assert_eq!(endless_loop(&code), Some(1));
+    }
+
+    #[test]
+    fn a_call_inside_the_function_is_no_way_out() {
+        // The loop's only exit is a call that falls through into the loop again.
+        let code = vec![
+            plain(0, Flow::Next),
+            branch(1, Flow::ConditionalJump, 3),
+            branch(2, Flow::Jump, 1),
+            plain(3, Flow::Call),
+            branch(4, Flow::Jump, 1),
+        ];
+        assert_eq!(endless_loop(&code), Some(1));
     }
 }
