@@ -221,7 +221,6 @@ const SYSTEM_MNEMONICS: &[Mnemonic] = &[
     Mnemonic::Xsetbv,
     Mnemonic::Rdrand,
     Mnemonic::Rdseed,
-    Mnemonic::Ud2,
 ];
 
 fn normalize_instruction(
