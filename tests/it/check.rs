@@ -45,6 +45,160 @@ fn expected<'a>(expect: &'a toml::Value, format: &str, key: &str) -> &'a toml::V
         .unwrap_or(&expect["expect"][key])
 }
 
+/// The `info` list of a case (format override first), when it has one.
+fn info_list(expect: &toml::Value, format: &str) -> Option<BTreeSet<String>> {
+    let list = expect["expect"]
+        .get(format)
+        .and_then(|t| t.get("info"))
+        .or_else(|| expect["expect"].get("info"))?;
+    Some(
+        list.as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r.as_str().unwrap().to_owned())
+            .collect(),
+    )
+}
+
+/// Every rule a case expects in one format: the blocking `rules`, the info rules that follow
+/// from its changed, added and line-only sets, and its `info` list.
+fn expected_info(expect: &toml::Value, format: &str) -> BTreeSet<String> {
+    let mut rules: BTreeSet<String> = expected(expect, format, "rules")
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| r.as_str().unwrap().to_owned())
+        .collect();
+    let non_empty = |key: &str| {
+        expected(expect, format, key)
+            .as_array()
+            .is_some_and(|a| !a.is_empty())
+    };
+    for (key, rule) in [
+        ("changed", "HP0010"),
+        ("added", "HP0011"),
+        ("line_only", "HP0012"),
+    ] {
+        if non_empty(key) {
+            rules.insert(rule.to_owned());
+        }
+    }
+    rules.extend(info_list(expect, format).unwrap_or_default());
+    rules
+}
+
+/// Each rule's `fixtures:` claim holds in the fixtures' `expect.toml`: a case it names fires the
+/// rule in at least one of the named formats, a case it says "must not fire it" fires it in none.
+/// Clauses are separated by `;` outside parentheses; `(ELF...)`/`(PE...)` right after a case name
+/// limits the formats; claims about crafted inputs in tests (no fixture named) are checked there.
+#[test]
+fn every_rule_fixture_claim_holds_in_expect_toml() {
+    let output = hotpatch(&["rules", "--json"]);
+    let catalogue: serde_json::Value = serde_json::from_slice(&output.stdout).unwrap();
+    let case_names: BTreeSet<String> = cases()
+        .iter()
+        .map(|c| c.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let mut failures = Vec::new();
+    let mut claims = 0;
+    for rule in catalogue.as_array().unwrap() {
+        let id = rule["id"].as_str().unwrap();
+        let text = rule["fixtures"].as_str().unwrap();
+        let mut clauses = vec![String::new()];
+        let mut depth = 0;
+        for c in text.chars() {
+            match c {
+                '(' => depth += 1,
+                ')' => depth -= 1,
+                ';' if depth == 0 => {
+                    clauses.push(String::new());
+                    continue;
+                }
+                _ => {}
+            }
+            clauses.last_mut().unwrap().push(c);
+        }
+        for clause in clauses {
+            // The mirror diff and crafted inputs are checked by the tests the claim names.
+            if clause.contains("reversed") || clause.contains("tests/it/") {
+                continue;
+            }
+            let negative = clause.contains("must not fire");
+            // Case names outside parentheses, each with the formats its parentheses name.
+            let mut named: Vec<(String, Vec<&str>)> = Vec::new();
+            let mut depth = 0;
+            let mut word = String::new();
+            let mut inside = String::new();
+            for c in clause.chars().chain([' ']) {
+                if depth > 0 {
+                    if c == ')' {
+                        depth -= 1;
+                        if depth == 0 {
+                            let formats: Vec<&str> = ["ELF", "PE"]
+                                .into_iter()
+                                .filter(|f| {
+                                    inside.starts_with(f) || inside.contains(&format!("; {f}"))
+                                })
+                                .collect();
+                            if let Some(last) = named.last_mut()
+                                && !formats.is_empty()
+                            {
+                                last.1 = formats
+                                    .iter()
+                                    .map(|f| if *f == "ELF" { "elf" } else { "pe" })
+                                    .collect();
+                            }
+                            inside.clear();
+                            continue;
+                        }
+                    } else if c == '(' {
+                        depth += 1;
+                    }
+                    inside.push(c);
+                    continue;
+                }
+                if c.is_alphanumeric() || c == '_' {
+                    word.push(c);
+                    continue;
+                }
+                if case_names.contains(&word) {
+                    named.push((word.clone(), vec!["pe", "elf"]));
+                }
+                word.clear();
+                if c == '(' {
+                    depth = 1;
+                }
+            }
+            for (case, formats) in named {
+                let dir = root().join("fixtures").join(&case);
+                let expect: toml::Value =
+                    toml::from_str(&std::fs::read_to_string(dir.join("expect.toml")).unwrap())
+                        .unwrap();
+                let available: Vec<&str> = fixture_formats(&dir);
+                let fires: Vec<bool> = formats
+                    .iter()
+                    .filter(|f| available.contains(f))
+                    .map(|f| expected_info(&expect, f).contains(id))
+                    .collect();
+                claims += 1;
+                let holds = if negative {
+                    fires.iter().all(|f| !f)
+                } else {
+                    fires.iter().any(|f| *f)
+                };
+                if !holds {
+                    failures.push(format!(
+                        "{id}: claim `{}` about {case} {formats:?} does not hold in its expect.toml",
+                        clause.trim()
+                    ));
+                }
+            }
+        }
+    }
+    assert!(claims >= 40, "only {claims} claims checked");
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
 #[test]
 fn every_fixture_gets_its_expected_verdict_and_rules() {
     let mut failures = Vec::new();
@@ -80,6 +234,37 @@ fn every_fixture_gets_its_expected_verdict_and_rules() {
             let actual = blocking_rules(&json);
             if actual != rules {
                 failures.push(format!("{label}: rules {actual:?}, expected {rules:?}"));
+            }
+            // Info rules: HP0010/HP0011/HP0012 follow from the expected sets; any other info
+            // rule a case expects is listed under `info` (compared where a case lists it).
+            let fired_info: BTreeSet<String> = json["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["severity"] == "info")
+                .map(|f| f["rule"].as_str().unwrap().to_owned())
+                .collect();
+            let derived = expected_info(&expect, format);
+            for rule in ["HP0010", "HP0011", "HP0012"] {
+                if fired_info.contains(rule) != derived.contains(rule) {
+                    failures.push(format!(
+                        "{label}: info rule {rule} fired: {}, expected: {}",
+                        fired_info.contains(rule),
+                        derived.contains(rule)
+                    ));
+                }
+            }
+            if let Some(listed) = info_list(&expect, format) {
+                let other: BTreeSet<String> = fired_info
+                    .iter()
+                    .filter(|r| !["HP0010", "HP0011", "HP0012"].contains(&r.as_str()))
+                    .cloned()
+                    .collect();
+                if other != listed {
+                    failures.push(format!(
+                        "{label}: info rules {other:?}, expected {listed:?}"
+                    ));
+                }
             }
             for finding in json["findings"].as_array().unwrap() {
                 for key in ["rule", "severity", "reason", "remedy"] {
