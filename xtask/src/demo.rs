@@ -83,7 +83,7 @@ pub fn run(args: &[String]) -> Result<()> {
 /// A month on a running process: baseline package, hotpatch package, apply, rollback.
 fn live(root: &Path, hotpatch: &Path) -> Result<()> {
     eprintln!("\n== a monthly hotpatch applied to a running process (fixtures/live_service, ELF)");
-    let applier = shell::build_release_applier()?;
+    let applier = shell::build_release_binary("hotpatch-apply", "hotpatch-apply")?;
     let dir = shell::target_dir().join("demo-live");
     let _ = fs_err::remove_dir_all(&dir);
     for tree in ["base", "fixed"] {

@@ -45,26 +45,14 @@ pub fn target_dir() -> PathBuf {
 
 /// Builds the `hotpatch` CLI in release mode and returns its path.
 pub fn build_release_hotpatch() -> Result<PathBuf> {
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
-    run(Command::new(&cargo)
-        .args(["build", "--release", "--quiet", "--bin", "hotpatch"])
-        .current_dir(workspace_root()))?;
-    Ok(target_dir().join("release/hotpatch"))
+    build_release_binary("hotpatch", "hotpatch")
 }
 
-/// Builds the `hotpatch-apply` applier in release mode and returns its path.
-pub fn build_release_applier() -> Result<PathBuf> {
+/// Builds the binary `bin` of `package` in release mode and returns its path.
+pub fn build_release_binary(package: &str, bin: &str) -> Result<PathBuf> {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
     run(Command::new(&cargo)
-        .args([
-            "build",
-            "--release",
-            "--quiet",
-            "-p",
-            "hotpatch-apply",
-            "--bin",
-            "hotpatch-apply",
-        ])
+        .args(["build", "--release", "--quiet", "-p", package, "--bin", bin])
         .current_dir(workspace_root()))?;
-    Ok(target_dir().join("release/hotpatch-apply"))
+    Ok(target_dir().join("release").join(bin))
 }

@@ -421,10 +421,7 @@ fn render_operand(text: &mut String, operand: &Operand, labels: &Labels<'_>, sha
     match operand {
         Operand::Register { name } | Operand::Other { name } => text.push_str(name),
         Operand::Immediate { value } => match value {
-            Value::Constant { value } if shape == Shape::ConstantsBlank => {
-                let _ = value;
-                text.push('#');
-            }
+            Value::Constant { .. } if shape == Shape::ConstantsBlank => text.push('#'),
             Value::Constant { value } => {
                 let _ = write!(text, "{value:#x}");
             }

@@ -287,11 +287,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
                 name: b.name.clone(),
                 line_delta,
             }),
-            Outcome::Changed(mut changed) => {
-                changed.baseline_index = pair.baseline;
-                changed.fixed_index = pair.fixed;
-                result.changed.push(*changed)
-            }
+            Outcome::Changed(changed) => result.changed.push(*changed),
         }
     }
     add_signature_causes(&mut result.changed, &pairs, baseline, fixed);

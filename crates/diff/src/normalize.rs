@@ -62,7 +62,7 @@ impl ImageIndex {
             image
                 .relocations
                 .iter()
-                .filter_map(|r| slot_target(image, r.rva)),
+                .filter_map(|r| image.relocation_target(r)),
         );
         boundaries.sort_unstable();
         boundaries.dedup();
@@ -592,7 +592,10 @@ fn resolve(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -
                 addend: relocation.addend,
             };
         }
-        if let Some(target) = slot_target(image, rva).filter(|&target| target != rva && depth < 2) {
+        if let Some(target) = image
+            .pointer_target(rva)
+            .filter(|&target| target != rva && depth < 2)
+        {
             let pointee = resolve(target, namer, depth + 1, None);
             // An unnamed table behind a pointer (runtime lists of RVAs) moves with every build
             // and cannot be told apart by content; the data diff reports the slot's own value.
@@ -721,7 +724,7 @@ fn jump_table(
                     let value = u64::from_le_bytes(bytes.try_into().ok()?);
                     match base {
                         Some(base) => value.checked_sub(base)?,
-                        None => slot_target(image, at).unwrap_or(value),
+                        None => image.pointer_target(at).unwrap_or(value),
                     }
                 }
             })
@@ -871,7 +874,8 @@ pub(crate) fn render_bytes(
     let mut offset = 0u64;
     while offset < len {
         if slots.contains(&offset) && depth < 2 {
-            let target = slot_target(image, rva + offset)
+            let target = image
+                .pointer_target(rva + offset)
                 .map(|target| resolve(target, namer, depth + 1, None));
             match target {
                 Some(target) => {
@@ -896,26 +900,4 @@ pub(crate) fn render_bytes(
         }
     }
     Some((text, unresolved))
-}
-
-/// Where the relocated pointer slot at `rva` points: ELF RELA keeps the target in the addend,
-/// PE stores the VA in place.
-pub(crate) fn slot_target(image: &Image<'_>, rva: u64) -> Option<u64> {
-    let idx = image.relocations.partition_point(|r| r.rva < rva);
-    let relocation = image.relocations.get(idx).filter(|r| r.rva == rva)?;
-    let base = image
-        .identity
-        .pe
-        .as_ref()
-        .map(|pe| pe.image_base)
-        .unwrap_or(0);
-    match relocation.addend {
-        0 => image
-            .bytes_at(rva, 8)?
-            .try_into()
-            .ok()
-            .map(u64::from_le_bytes)?
-            .checked_sub(base),
-        addend => Some(addend as u64),
-    }
 }

@@ -389,6 +389,28 @@ impl Image<'_> {
             .then_some(candidate)
     }
 
+    /// Where the pointer slot at `rva`, which a relocation patches, points (an RVA): ELF RELA
+    /// keeps the target in the addend, PE stores the preferred-base VA in place.
+    pub fn pointer_target(&self, rva: u64) -> Option<u64> {
+        let idx = self.relocations.partition_point(|r| r.rva < rva);
+        let relocation = self.relocations.get(idx).filter(|r| r.rva == rva)?;
+        self.relocation_target(relocation)
+    }
+
+    /// Where a relocated pointer slot points (an RVA); see [`Image::pointer_target`].
+    pub fn relocation_target(&self, relocation: &Relocation) -> Option<u64> {
+        let base = self.identity.pe.as_ref().map_or(0, |pe| pe.image_base);
+        match relocation.addend {
+            0 => self
+                .bytes_at(relocation.rva, 8)?
+                .try_into()
+                .ok()
+                .map(u64::from_le_bytes)?
+                .checked_sub(base),
+            addend => Some(addend as u64),
+        }
+    }
+
     /// The file bytes `[rva, rva + len)`, if one section holds all of them.
     pub fn bytes_at(&self, rva: u64, len: u64) -> Option<&[u8]> {
         crate::finish::bytes_at(&self.section_bytes, rva, len)

@@ -39,7 +39,6 @@ impl<'a> Baseline<'a> {
                 );
             }
         }
-        let base = image.identity.pe.as_ref().map_or(0, |pe| pe.image_base);
         let mut slots_by_target = HashMap::new();
         let mut slots_by_symbol = HashMap::new();
         for relocation in &image.relocations {
@@ -49,15 +48,7 @@ impl<'a> Baseline<'a> {
                     .or_insert(relocation.rva);
                 continue;
             }
-            let target = match relocation.addend {
-                0 => image
-                    .bytes_at(relocation.rva, 8)
-                    .and_then(|b| b.try_into().ok())
-                    .map(u64::from_le_bytes)
-                    .and_then(|value| value.checked_sub(base)),
-                addend => Some(addend as u64),
-            };
-            if let Some(target) = target {
+            if let Some(target) = image.relocation_target(relocation) {
                 slots_by_target.entry(target).or_insert(relocation.rva);
             }
         }

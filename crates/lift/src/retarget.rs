@@ -288,8 +288,11 @@ impl Context<'_, '_> {
             len,
         });
         for (slot, entry) in table.entries.iter().enumerate() {
-            // The entry's target as an offset in the function (labels resolve through the
-            // original entry value, which the normalizer already proved lands in the function).
+            if matches!(entry, TableEntry::InsideInstruction { .. }) {
+                return None;
+            }
+            // The entry's target, from the original entry value (the normalizer already proved
+            // it lands on an instruction of the function).
             let entry_at = rva + slot as u64 * width;
             let raw = self.fixed.bytes_at(entry_at, width)?;
             let target_rva = match table.encoding {
@@ -299,10 +302,6 @@ impl Context<'_, '_> {
                 }
                 TableEncoding::ImageRelative | TableEncoding::Absolute => return None,
             };
-            let _ = entry;
-            if matches!(entry, TableEntry::InsideInstruction { .. }) {
-                return None;
-            }
             let target_offset = function_offset + target_rva.checked_sub(function.rva)?;
             let value = i32::try_from(target_offset as i64 - at as i64).ok()?;
             let place = usize::try_from(at + slot as u64 * width).ok()?;

@@ -81,7 +81,7 @@ fn sha256_hex(bytes: &[u8]) -> String {
 }
 
 /// The Linux file identities the package's targets expect, by target index.
-fn wanted_identities(package: &VerifiedPackage) -> Vec<(usize, WantedIdentity)> {
+pub(crate) fn wanted_identities(package: &VerifiedPackage) -> Vec<(usize, WantedIdentity)> {
     package
         .manifest
         .targets

@@ -6,7 +6,7 @@
 //! grace period passes. Forked children carry their parent's patch (the marker is inherited)
 //! and report `already applied`.
 
-use super::commands::{now, verify};
+use super::commands::{now, verify, wanted_identities};
 use super::connector::ProcConnector;
 use super::locate::{self, IdentityCache, WantedIdentity};
 use super::maps;
@@ -14,7 +14,7 @@ use super::patch::{self, Config, Patch};
 use crate::error::{Error, hex};
 use crate::report::{Outcome, TargetResult};
 use crate::state::StateDir;
-use hotpatch_package::{TargetIdentity, Trust, VerifiedPackage};
+use hotpatch_package::{Trust, VerifiedPackage};
 use sha2::{Digest, Sha256};
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -170,21 +170,11 @@ fn check_process(
     let mut found_any = false;
     for entry in installed {
         let manifest = &entry.package.manifest;
-        let wanted: Vec<(usize, WantedIdentity)> = manifest
-            .targets
-            .iter()
-            .enumerate()
-            .filter(|(_, t)| !t.sites.is_empty())
-            .filter_map(|(index, target)| match &target.identity {
-                TargetIdentity::Elf { build_id, sha256 } => Some((
-                    index,
-                    WantedIdentity {
-                        sha256: sha256.clone(),
-                        build_id: build_id.clone(),
-                    },
-                )),
-                _ => None,
-            })
+        // Only targets with patch sites: a process of a build the package leaves alone needs
+        // nothing.
+        let wanted: Vec<(usize, WantedIdentity)> = wanted_identities(&entry.package)
+            .into_iter()
+            .filter(|(index, _)| !manifest.targets[*index].sites.is_empty())
             .collect();
         let identities: Vec<WantedIdentity> = wanted.iter().map(|(_, w)| w.clone()).collect();
         let images = locate::find_images(pid, &process_maps, &identities, cache);

@@ -46,12 +46,19 @@ fn data_changes<'a>(
         .flat_map(|changed| changed.changes.iter().map(move |change| (changed, change)))
 }
 
-pub(super) fn writable_data_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+/// The data symbols whose initial value changed.
+fn initial_values_changed<'a>(
+    context: &'a BinaryContext<'_>,
+) -> impl Iterator<Item = &'a hotpatch_diff::DataChange> {
     data_changes(context)
-        .filter(|(changed, change)| {
-            **change == DataChangeKind::InitialValueChanged && changed.kind != DataKind::ReadOnly
-        })
-        .map(|(changed, _)| {
+        .filter(|(_, change)| **change == DataChangeKind::InitialValueChanged)
+        .map(|(changed, _)| changed)
+}
+
+pub(super) fn writable_data_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
+    initial_values_changed(context)
+        .filter(|changed| changed.kind != DataKind::ReadOnly)
+        .map(|changed| {
             finding(
                 &codes::WRITABLE_DATA_CHANGED,
                 None,
@@ -69,11 +76,9 @@ pub(super) fn writable_data_changed(context: &BinaryContext<'_>) -> Vec<Finding>
 }
 
 pub(super) fn read_only_constant_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
-    data_changes(context)
-        .filter(|(changed, change)| {
-            **change == DataChangeKind::InitialValueChanged && changed.kind == DataKind::ReadOnly
-        })
-        .map(|(changed, _)| {
+    initial_values_changed(context)
+        .filter(|changed| changed.kind == DataKind::ReadOnly)
+        .map(|changed| {
             finding(
                 &codes::READ_ONLY_CONSTANT_CHANGED,
                 None,
