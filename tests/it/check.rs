@@ -587,3 +587,28 @@ fn text_output_names_msvc_functions_readably_and_json_keeps_decorated_names() {
         "{names:?}"
     );
 }
+
+#[test]
+fn a_policy_names_always_active_functions_and_cannot_disable_fail_safe_rules() {
+    // live_service's accept_length is eligible on its own (fixtures/live_service/expect.toml);
+    // named as always active, it is an HP0303 change.
+    let (base, fixed) = pair(&root().join("fixtures/live_service"), "elf");
+    let policy = scratch_policy(
+        "always-active.toml",
+        "always_active = [\"accept_length\"]\n",
+    );
+    let (code, json) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 10);
+    assert_eq!(blocking_rules(&json), BTreeSet::from(["HP0303".to_owned()]));
+    // Turning off a fail-safe rule is refused unless the policy also makes it waivable.
+    let policy = scratch_policy("fail-safe.toml", "[rules]\ndisabled = [\"HP0002\"]\n");
+    let output = hotpatch(&["check", &base, &fixed, "--policy", policy.to_str().unwrap()]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("HP0002"));
+    let policy = scratch_policy(
+        "fail-safe-waivable.toml",
+        "[rules]\ndisabled = [\"HP0002\"]\nwaivable = [\"HP0002\"]\n",
+    );
+    let (code, _) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
+    assert_eq!(code, 0);
+}

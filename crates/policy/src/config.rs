@@ -1,6 +1,8 @@
 //! The policy file (TOML): limits, rules turned off, rules that may be waived, and waivers.
 //!
 //! ```toml
+//! always_active = ["event_loop"] # functions that stay on a stack for the life of the process
+//!
 //! [limits]
 //! max_functions = 50          # replaced + added functions per binary
 //! max_payload_bytes = 1048576 # their code size
@@ -8,8 +10,6 @@
 //! [rules]
 //! disabled = ["HP1101"]       # never evaluated; the report lists them
 //! waivable = ["HP0901"]       # reboot-required rules that a waiver may accept
-//!
-//! always_active = ["event_loop"] # functions that stay on a stack for the life of the process
 //!
 //! [release]
 //! leave_out_reboot_required = false # `hotpatch build`: a reboot-required binary forces a baseline
