@@ -8,6 +8,7 @@ mod ci;
 mod demo;
 mod fixtures;
 mod shell;
+mod windows;
 
 use anyhow::{Result, bail};
 
@@ -33,6 +34,11 @@ const COMMANDS: &[(&str, Command, &str)] = &[
         "fixtures",
         fixtures::run,
         "build fixtures/<case>/{pe,elf} from source; `--check` rebuilds into a temp dir and compares; optional case names limit the set",
+    ),
+    (
+        "test-windows",
+        windows::run,
+        "install Wine, mingw-w64 and the Rust target x86_64-pc-windows-gnu, cross-build hotpatch-apply.exe and patch PE fixtures live under Wine (prints `SKIPPED windows tier: <reason>` when Wine cannot be installed)",
     ),
 ];
 
