@@ -126,29 +126,19 @@ impl Error {
 
     /// An OS error on `pid`, turned into `ProcessGone` when the process no longer exists.
     pub fn os(pid: i32, what: &'static str, source: std::io::Error) -> Error {
-        if source.raw_os_error() == Some(libc::ESRCH)
+        #[cfg(unix)]
+        let no_such_process = source.raw_os_error() == Some(libc::ESRCH);
+        #[cfg(not(unix))]
+        let no_such_process = false;
+        if no_such_process
             || source.kind() == std::io::ErrorKind::NotFound
-            || !process_exists(pid)
+            || !crate::backend::process_exists(pid)
         {
             Error::ProcessGone { pid }
         } else {
             Error::Os { pid, what, source }
         }
     }
-}
-
-/// Whether `pid` is alive: listed in /proc and neither a zombie nor dead. An exiting process
-/// loses its memory before it is reaped, so a short read of its memory is also its exit.
-fn process_exists(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.trim_start().chars().next()
-        })
-        .is_some_and(|state| state != 'Z' && state != 'X')
-        // An exiting process has released its memory map before it turns zombie.
-        && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| !maps.is_empty())
 }
 
 /// Hex of a byte string, for messages.

@@ -1,11 +1,13 @@
 //! The `hotpatch-apply` command line: argument parsing, printing results as text or JSON, and
-//! exit codes (docs/apply.md). The work is in the library (`hotpatch_apply::linux::commands`).
+//! exit codes (docs/apply.md). The work is in the library (`hotpatch_apply::commands`); the
+//! same commands run on Linux and Windows, except `watch` (Linux only).
 
 use clap::{Args, Parser, Subcommand};
+use hotpatch_apply::commands::{self, CommandReport, Processes, RollbackTo};
 use hotpatch_apply::error::{Class, Error};
-use hotpatch_apply::linux::commands::{self, CommandReport, Processes, RollbackTo};
-use hotpatch_apply::linux::patch::Config;
+#[cfg(target_os = "linux")]
 use hotpatch_apply::linux::watch::{self, WatchConfig, WatchEvent};
+use hotpatch_apply::patch::Config;
 use hotpatch_apply::report::{self, exit};
 use hotpatch_apply::state::{DEFAULT_DIR, StateDir};
 use std::io::Write;
@@ -58,6 +60,7 @@ enum Command {
         tuning: Tuning,
     },
     /// Apply the installed packages to processes as they start (a long-running service).
+    #[cfg(target_os = "linux")]
     Watch {
         #[command(flatten)]
         trust: TrustArg,
@@ -132,7 +135,8 @@ struct Tuning {
     /// Time after which a busy function is refused, in milliseconds.
     #[arg(long, default_value_t = 2000)]
     retry_timeout_ms: u64,
-    /// Do not raise the tracer to SCHED_FIFO during the stop window.
+    /// Do not raise the applier's priority during the stop window (SCHED_FIFO on Linux,
+    /// time-critical on Windows).
     #[arg(long)]
     no_realtime: bool,
 }
@@ -286,6 +290,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                 exit::OK
             })
         }
+        #[cfg(target_os = "linux")]
         Command::Watch {
             trust,
             interval_ms,

@@ -26,6 +26,13 @@ pub const MAGIC: [u8; 16] = *b"HOTPATCH1\0\0\0\0\0\0\0";
 pub const VERSION: u32 = 1;
 /// A header larger than this is not ours.
 pub const MAX_HEADER: usize = 1 << 20;
+/// The page size both backends protect at (x86-64 Linux and Windows).
+pub const PAGE: u64 = 4096;
+
+/// `len` rounded up to whole pages.
+pub fn round_to_page(len: u64) -> u64 {
+    len.div_ceil(PAGE).saturating_mul(PAGE)
+}
 
 /// What one payload mapping in a process says about itself.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -34,7 +34,8 @@ pub struct TargetResult {
     /// Time from the first thread stop to the last thread release, in microseconds, for the
     /// window that wrote the redirects.
     pub stop_window_us: Option<u64>,
-    /// Whether the tracer ran `SCHED_FIFO` during that window (`None`: not asked for).
+    /// Whether the applier ran at raised priority during that window (`SCHED_FIFO` on Linux,
+    /// time-critical on Windows; `None`: not asked for).
     pub realtime: Option<bool>,
     /// How many stop windows were opened (more than one when a function was busy).
     pub attempts: u32,
@@ -83,8 +84,8 @@ impl TargetResult {
         }
         if let Some(us) = self.stop_window_us {
             let priority = match self.realtime {
-                Some(true) => "SCHED_FIFO",
-                Some(false) => "normal priority: SCHED_FIFO not permitted",
+                Some(true) => crate::backend::RAISED_PRIORITY,
+                Some(false) => crate::backend::NORMAL_PRIORITY,
                 None => "normal priority (--no-realtime)",
             };
             line.push_str(&format!(

@@ -7,15 +7,19 @@
 //! crash leaves either the old or the new state, never a torn one; `lock` serializes appliers.
 
 use crate::error::Error;
+use crate::identity::PeHeaders;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 /// The default state directory.
+#[cfg(not(windows))]
 pub const DEFAULT_DIR: &str = "/var/lib/hotpatch";
+/// Where the state is kept when `--state-dir` is not given.
+#[cfg(windows)]
+pub const DEFAULT_DIR: &str = r"C:\ProgramData\hotpatch";
 
 /// Everything the state directory records.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -53,6 +57,9 @@ pub struct InstalledTarget {
     pub name: String,
     pub sha256: String,
     pub build_id: Option<String>,
+    /// For a PE target, the header fields of its image.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pe: Option<PeHeaders>,
     /// Whether the package replaces code in it (a process mapping it should carry a payload).
     pub patched: bool,
 }
@@ -154,22 +161,22 @@ impl StateDir {
         file.sync_all().map_err(fail)?;
         drop(file);
         std::fs::rename(&temporary, &target).map_err(fail)?;
-        let directory = target.parent().unwrap_or(&self.path);
-        File::open(directory)
-            .and_then(|d| d.sync_all())
-            .map_err(fail)?;
+        // The rename itself is made durable by syncing the directory (Unix); Windows has no
+        // handle on a directory to sync and makes MoveFileEx durable itself.
+        #[cfg(unix)]
+        {
+            let directory = target.parent().unwrap_or(&self.path);
+            File::open(directory)
+                .and_then(|d| d.sync_all())
+                .map_err(fail)?;
+        }
         Ok(())
     }
 }
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {
-    // SAFETY: flock takes a file descriptor that `file` keeps open for the call.
-    let result = unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) };
-    if result == 0 {
-        Ok(())
-    } else {
-        Err(std::io::Error::last_os_error())
-    }
+    // flock on Unix, LockFileEx on Windows: released when the handle closes.
+    file.lock()
 }
 
 #[cfg(test)]

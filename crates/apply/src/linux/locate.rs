@@ -5,40 +5,31 @@
 
 use super::identity::{self, FileIdentity};
 use super::maps::{self, Mapping};
-use super::mem::ProcessMemory;
+use super::process::Process;
 use crate::error::Error;
+use crate::identity::{MappedImage, WantedIdentity};
 use crate::marker::{MAGIC, MAX_HEADER, Marker};
 use std::collections::BTreeMap;
 
-/// An image a process maps, with the bias its addresses carry.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct MappedImage {
-    pub pid: i32,
-    /// The first byte of the mapping at file offset 0.
-    pub start: u64,
-    /// The end of the last mapping of the same file.
-    pub end: u64,
-    /// The path the kernel shows for it.
-    pub path: String,
-    pub identity: FileIdentity,
+/// Whether a file found in a process has the identity a target wants (ELF targets only).
+fn matches(wanted: &WantedIdentity, found: &FileIdentity) -> bool {
+    let WantedIdentity::Elf { sha256, build_id } = wanted else {
+        return false;
+    };
+    sha256.eq_ignore_ascii_case(&found.sha256)
+        && build_id.as_ref().is_none_or(|id| {
+            found
+                .build_id
+                .as_ref()
+                .is_some_and(|f| f.eq_ignore_ascii_case(id))
+        })
 }
 
-/// What a target expects of the file it patches (the ELF side of `TargetIdentity`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct WantedIdentity {
-    pub sha256: String,
-    pub build_id: Option<String>,
-}
-
-impl WantedIdentity {
-    fn matches(&self, found: &FileIdentity) -> bool {
-        self.sha256.eq_ignore_ascii_case(&found.sha256)
-            && self.build_id.as_ref().is_none_or(|id| {
-                found
-                    .build_id
-                    .as_ref()
-                    .is_some_and(|f| f.eq_ignore_ascii_case(id))
-            })
+/// The build-id a wanted ELF identity names (`None` for PE or no build-id).
+fn wanted_build_id(wanted: &WantedIdentity) -> Option<&String> {
+    match wanted {
+        WantedIdentity::Elf { build_id, .. } => build_id.as_ref(),
+        WantedIdentity::Pe { .. } => None,
     }
 }
 
@@ -73,24 +64,32 @@ impl IdentityCache {
 
 /// For each wanted identity (by index), the image of the process that has it.
 pub fn find_images(
-    pid: i32,
-    maps: &[Mapping],
+    process: &Process,
     wanted: &[WantedIdentity],
     cache: &mut IdentityCache,
-) -> BTreeMap<usize, MappedImage> {
+) -> Result<BTreeMap<usize, MappedImage>, Error> {
+    let pid = process.pid();
+    let maps = &process.maps;
     let mut found = BTreeMap::new();
-    let need_hash_of_all = wanted.iter().any(|w| w.build_id.is_none());
+    if !wanted
+        .iter()
+        .any(|w| matches!(w, WantedIdentity::Elf { .. }))
+    {
+        return Ok(found);
+    }
+    let need_hash_of_all = wanted
+        .iter()
+        .any(|w| matches!(w, WantedIdentity::Elf { build_id: None, .. }));
     for mapping in maps.iter().filter(|m| m.offset == 0 && m.is_file()) {
         // The cheap build-id read rules out most files before any is hashed.
         if !need_hash_of_all {
             let Some(build_id) = cache.build_id(pid, mapping) else {
                 continue;
             };
-            if !wanted.iter().any(|w| {
-                w.build_id
-                    .as_ref()
-                    .is_some_and(|id| id.eq_ignore_ascii_case(&build_id))
-            }) {
+            if !wanted
+                .iter()
+                .any(|w| wanted_build_id(w).is_some_and(|id| id.eq_ignore_ascii_case(&build_id)))
+            {
                 continue;
             }
         }
@@ -98,7 +97,7 @@ pub fn find_images(
             continue;
         };
         for (index, want) in wanted.iter().enumerate() {
-            if want.matches(&identity) && !found.contains_key(&index) {
+            if matches(want, &identity) && !found.contains_key(&index) {
                 let end = maps
                     .iter()
                     .filter(|m| {
@@ -116,13 +115,13 @@ pub fn find_images(
                         start: mapping.start,
                         end,
                         path: mapping.path.clone().unwrap_or_default(),
-                        identity: identity.clone(),
+                        sha256: identity.sha256.clone(),
                     },
                 );
             }
         }
     }
-    found
+    Ok(found)
 }
 
 /// Every process id under `/proc`, except this process.
@@ -146,9 +145,11 @@ const MARKER_SCAN_PAGES: u64 = 4096;
 
 /// The markers in anonymous executable mappings of the process. Each page start is checked
 /// (the kernel may merge a payload mapping with a neighbour), bounded per mapping.
-pub fn markers(memory: &ProcessMemory, maps: &[Mapping]) -> Result<Vec<Marker>, Error> {
+pub fn markers(process: &Process) -> Result<Vec<Marker>, Error> {
+    let memory = &process.memory;
     let mut markers = Vec::new();
-    for mapping in maps
+    for mapping in process
+        .maps
         .iter()
         .filter(|m| m.execute && m.read && m.path.is_none())
     {

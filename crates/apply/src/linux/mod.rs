@@ -1,15 +1,38 @@
 //! The Linux backend: processes are read through `/proc`, stopped with ptrace, changed through
 //! `/proc/PID/mem` and system calls injected into one of their own threads.
+//!
+//! What the OS-neutral orchestration (`crate::patch`, `crate::commands`) uses of a backend is
+//! re-exported here under the same names as in `crate::windows`: `Process`, `Staging`,
+//! `Stopped`, `find_images`, `markers`, `all_pids`, `raise_priority`/`restore_priority`,
+//! `IdentityCache`, `handles` and `NAME`.
 
-pub mod commands;
 pub mod connector;
 pub mod identity;
 pub mod locate;
 pub mod maps;
 pub mod mem;
-pub mod patch;
+pub mod process;
 pub mod ptrace;
 pub mod remote;
-pub mod stack;
 pub mod threads;
 pub mod watch;
+
+pub use locate::{IdentityCache, all_pids, find_images, markers};
+pub use process::{Process, Staging, process_exists};
+pub use ptrace::{
+    Scheduling as Priority, raise_to_fifo as raise_priority, restore_scheduling as restore_priority,
+};
+pub use threads::Stopped;
+
+/// How results name this backend, its file format and what identifies a file.
+pub const NAME: &str = "Linux";
+/// How a result names a stop window run at raised priority, and one that could not be.
+pub const RAISED_PRIORITY: &str = "SCHED_FIFO";
+pub const NORMAL_PRIORITY: &str = "normal priority: SCHED_FIFO not permitted";
+pub const FORMAT: &str = "ELF";
+pub const IDENTITY: &str = "SHA-256, build-id";
+
+/// Whether this backend patches targets of this identity (ELF files).
+pub fn handles(identity: &hotpatch_package::TargetIdentity) -> bool {
+    matches!(identity, hotpatch_package::TargetIdentity::Elf { .. })
+}

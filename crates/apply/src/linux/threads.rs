@@ -3,8 +3,11 @@
 //! was not yet stopped is caught on the next pass); a thread that exits meanwhile is skipped.
 //! `Stopped` detaches every thread when dropped, so every exit path lets the process run.
 
+use super::maps;
+use super::process::Process;
 use super::ptrace::{self, Stop};
 use crate::error::Error;
+use crate::stack::{self, BusyThread, ProtectedRange, STACK_SCAN_LIMIT};
 use std::collections::BTreeSet;
 use std::time::Instant;
 
@@ -51,8 +54,9 @@ fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
 }
 
 impl Stopped {
-    /// Stops every thread of `pid`.
-    pub fn all(pid: i32) -> Result<Stopped, Error> {
+    /// Stops every thread of the process.
+    pub fn all(process: &Process) -> Result<Stopped, Error> {
+        let pid = process.pid();
         let mut stopped = Stopped {
             pid,
             threads: Vec::new(),
@@ -157,6 +161,50 @@ impl Stopped {
     pub fn first(&mut self) -> &mut StoppedThread {
         // `all` and `one` never return an empty set.
         &mut self.threads[0]
+    }
+
+    /// How many threads are stopped.
+    pub fn thread_count(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// Checks every stopped thread against `ranges` (`crate::stack`); the first busy one found
+    /// is returned.
+    pub fn find_busy(
+        &self,
+        process: &Process,
+        ranges: &[ProtectedRange],
+    ) -> Result<Option<BusyThread>, Error> {
+        if ranges.is_empty() {
+            return Ok(None);
+        }
+        for thread in &self.threads {
+            let regs = match ptrace::registers(thread.tid) {
+                Ok(regs) => regs,
+                // A thread killed while stopped (the process is exiting) has no stack to check.
+                Err(e) if e.raw_os_error() == Some(libc::ESRCH) => continue,
+                Err(e) => return Err(Error::os(self.pid, "PTRACE_GETREGS", e)),
+            };
+            let stack_pointer = regs.rsp & !7;
+            // A thread started after the maps were read has a stack they do not list.
+            let stack = match process.maps.iter().find(|m| m.contains(stack_pointer)) {
+                Some(stack) => Some(stack.clone()),
+                None => maps::read(self.pid)?
+                    .into_iter()
+                    .find(|m| m.contains(stack_pointer)),
+            };
+            let words = match stack {
+                Some(stack) => {
+                    let len = (stack.end - stack_pointer).min(STACK_SCAN_LIMIT) as usize;
+                    process.read_vec(stack_pointer, len)?
+                }
+                None => Vec::new(),
+            };
+            if let Some(busy) = stack::busy_thread(ranges, thread.tid, regs.rip, &words) {
+                return Ok(Some(busy));
+            }
+        }
+        Ok(None)
     }
 
     /// Detaches every thread and returns when the last one was let go.

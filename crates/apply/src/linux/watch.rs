@@ -6,12 +6,13 @@
 //! grace period passes. Forked children carry their parent's patch (the marker is inherited)
 //! and report `already applied`.
 
-use super::commands::{now, verify, wanted_identities};
 use super::connector::ProcConnector;
-use super::locate::{self, IdentityCache, WantedIdentity};
-use super::maps;
-use super::patch::{self, Config, Patch};
+use super::locate::{self, IdentityCache};
+use super::process::Process;
+use crate::commands::{now, verify};
 use crate::error::{Error, hex};
+use crate::identity::{WantedIdentity, wanted_identities};
+use crate::patch::{self, Config, Patch};
 use crate::report::{Outcome, TargetResult};
 use crate::state::StateDir;
 use hotpatch_package::{Trust, VerifiedPackage};
@@ -164,7 +165,7 @@ fn check_process(
     cache: &mut IdentityCache,
     mut emit: impl FnMut(&TargetResult),
 ) -> bool {
-    let Ok(process_maps) = maps::read(pid) else {
+    let Ok(process) = Process::open(pid) else {
         return true;
     };
     let mut found_any = false;
@@ -177,7 +178,9 @@ fn check_process(
             .filter(|(index, _)| !manifest.targets[*index].sites.is_empty())
             .collect();
         let identities: Vec<WantedIdentity> = wanted.iter().map(|(_, w)| w.clone()).collect();
-        let images = locate::find_images(pid, &process_maps, &identities, cache);
+        let Ok(images) = locate::find_images(&process, &identities, cache) else {
+            continue;
+        };
         let patch = Patch {
             manifest,
             manifest_sha256: entry.manifest_sha256.clone(),

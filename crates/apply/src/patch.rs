@@ -1,18 +1,16 @@
-//! Applying a target's patch to one process, superseding what an earlier package left there,
+//! The OS-neutral orchestration of applying a target's patch to one process, superseding what an earlier package left there,
 //! and rolling back: stage the payload outside the stop window, then in a short window (every
 //! thread stopped) check activeness and the bytes at every site, write all redirects of the
 //! target or none, release. Busy functions are retried with bounded backoff, then refused.
+//! The OS work (memory, staging, stopping, reading registers) is the backend's
+//! (`crate::backend`, `linux` or `windows`); every decision is made here, once for both.
 
-use super::locate::{self, MappedImage};
-use super::maps::{self, Mapping};
-use super::mem::ProcessMemory;
-use super::ptrace;
-use super::remote;
-use super::stack::{self, BusyThread, ProtectedRange};
-use super::threads::Stopped;
+use crate::backend::{self, Process, Staging, Stopped};
 use crate::error::{Error, hex};
-use crate::marker::{Marker, SiteRecord};
+use crate::identity::MappedImage;
+use crate::marker::{self, Marker, SiteRecord};
 use crate::report::{Outcome, TargetResult};
+use crate::stack::{BusyThread, ProtectedRange};
 use hotpatch_package::{Manifest, Redirect, Target, apply_relocations, redirect_bytes};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -24,7 +22,8 @@ pub struct Config {
     pub retries: u32,
     /// Total time after which a busy function is refused.
     pub retry_timeout: Duration,
-    /// Raise the tracer to `SCHED_FIFO` for each window when permitted.
+    /// Raise the applier's thread for each window when permitted (`SCHED_FIFO` on Linux,
+    /// time-critical priority on Windows).
     pub realtime: bool,
 }
 
@@ -83,9 +82,8 @@ pub fn apply_target(
             target: target.name.clone(),
             what: "image mapped below its image_base_rva",
         })?;
-    let memory = ProcessMemory::open(pid)?;
-    let maps = maps::read(pid)?;
-    let previous: Vec<Marker> = locate::markers(&memory, &maps)?
+    let process = Process::open(pid)?;
+    let previous: Vec<Marker> = backend::markers(&process)?
         .into_iter()
         .filter(|m| {
             m.target == target.name
@@ -127,13 +125,13 @@ pub fn apply_target(
     let staged = if target.sites.is_empty() {
         None
     } else {
-        Some(stage(&memory, &maps, image, target, patch, bias)?)
+        Some(stage(&process, image, target, patch, bias)?)
     };
     let new_sites: &[SiteRecord] = staged.as_ref().map_or(&[], |m| &m.sites);
     let changes = match plan_changes(pid, new_sites, &previous) {
         Ok(changes) => changes,
         Err(error) => {
-            unmap_markers(pid, staged.iter());
+            unmap_markers(&process, staged.iter());
             return Err(error);
         }
     };
@@ -141,15 +139,15 @@ pub fn apply_target(
     for marker in &previous {
         ranges.extend(marker_ranges(marker));
     }
-    let window = match run_window(pid, &memory, &maps, &ranges, &changes, config) {
+    let window = match run_window(&process, &ranges, &changes, config) {
         Ok(window) => window,
         Err(error) => {
-            unmap_markers(pid, staged.iter());
+            unmap_markers(&process, staged.iter());
             return Err(error);
         }
     };
     // Nothing leads into the superseded payloads any more, and no thread was in them.
-    unmap_markers(pid, previous.iter());
+    unmap_markers(&process, previous.iter());
     let mut result = TargetResult::new(pid, &target.name, Outcome::Applied);
     result.sequence = staged.as_ref().map(|m| m.sequence);
     fill_window(&mut result, &window);
@@ -163,9 +161,8 @@ pub fn rollback_to_baseline(
     product_key: Option<&str>,
     config: &Config,
 ) -> Result<Vec<TargetResult>, Error> {
-    let memory = ProcessMemory::open(pid)?;
-    let maps = maps::read(pid)?;
-    let markers: Vec<Marker> = locate::markers(&memory, &maps)?
+    let process = Process::open(pid)?;
+    let markers: Vec<Marker> = backend::markers(&process)?
         .into_iter()
         .filter(|m| product_key.is_none_or(|key| key == format!("{}/{}", m.product, m.channel)))
         .collect();
@@ -180,8 +177,8 @@ pub fn rollback_to_baseline(
     }
     let changes = plan_changes(pid, &[], &markers)?;
     let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
-    let window = run_window(pid, &memory, &maps, &ranges, &changes, config)?;
-    unmap_markers(pid, markers.iter());
+    let window = run_window(&process, &ranges, &changes, config)?;
+    unmap_markers(&process, markers.iter());
     let mut targets: Vec<&str> = markers.iter().map(|m| m.target.as_str()).collect();
     targets.dedup();
     Ok(targets
@@ -202,11 +199,10 @@ fn fill_window(result: &mut TargetResult, window: &Window) {
 }
 
 /// Maps the payload near the image, resolves it at its real address, writes the marker and
-/// the code, and makes it read+execute. Only one thread is stopped meanwhile, briefly, for the
-/// injected system calls; on failure the mapping is removed again.
+/// the code, and makes it read+execute. This happens before any stop window (on Linux one
+/// thread is stopped briefly for the injected system calls); on failure the memory is freed.
 fn stage(
-    memory: &ProcessMemory,
-    maps: &[Mapping],
+    process: &Process,
     image: &MappedImage,
     target: &Target,
     patch: &Patch<'_>,
@@ -239,7 +235,7 @@ fn stage(
         channel: patch.manifest.channel.clone(),
         key_id: patch.manifest.key_id.clone(),
         target: target.name.clone(),
-        target_sha256: image.identity.sha256.clone(),
+        target_sha256: image.sha256.clone(),
         package_sha256: patch.manifest_sha256.clone(),
         sites: target
             .sites
@@ -264,49 +260,28 @@ fn stage(
         ));
     }
     // Every field is fixed-width, so the header's length does not change once filled in.
-    marker.code_offset = maps::round_up(marker.encode().len() as u64);
-    marker.mapping_len = marker.code_offset + maps::round_up(marker.code_len);
+    marker.code_offset = marker::round_to_page(marker.encode().len() as u64);
+    marker.mapping_len = marker.code_offset + marker::round_to_page(marker.code_len);
     let len = marker.mapping_len;
 
-    let mut stopped = Stopped::one(pid)?;
-    let instruction = remote::find_syscall_instruction(memory, maps)?;
-    let mut address = None;
-    for candidate in maps::nearby_gaps(maps, image.start, image.end, len)
-        .into_iter()
-        .take(32)
-    {
-        if let Some(mapped) = remote::mmap_fixed(pid, stopped.first(), instruction, candidate, len)?
-        {
-            address = Some(mapped);
-            break;
-        }
-    }
-    let address = address.ok_or_else(|| Error::NoNearbyAddress {
-        pid,
-        target: target.name.clone(),
-        len,
-    })?;
+    let mut staging = Staging::begin(process)?;
+    let address = staging
+        .allocate_near(image, len)?
+        .ok_or_else(|| Error::NoNearbyAddress {
+            pid,
+            target: target.name.clone(),
+            len,
+        })?;
     marker.address = address;
-    let filled = fill_and_protect(
-        memory,
-        &mut stopped,
-        instruction,
-        &mut marker,
-        target,
-        payload,
-    );
-    if let Err(error) = filled {
-        let _ = remote::munmap(pid, stopped.first(), instruction, address, len);
+    if let Err(error) = fill_and_protect(&mut staging, &mut marker, target, payload) {
+        let _ = staging.free(address, len);
         return Err(error);
     }
-    drop(stopped);
     Ok(marker)
 }
 
 fn fill_and_protect(
-    memory: &ProcessMemory,
-    stopped: &mut Stopped,
-    instruction: u64,
+    staging: &mut Staging<'_>,
     marker: &mut Marker,
     target: &Target,
     payload: &[u8],
@@ -334,15 +309,9 @@ fn fill_and_protect(
     let mut bytes = marker.encode();
     bytes.resize(marker.code_offset as usize, 0);
     bytes.extend_from_slice(&code);
-    memory.write(marker.address, &bytes)?;
+    staging.write(marker.address, &bytes)?;
     // Written while read+write; from here on read+execute, never both writable and executable.
-    remote::protect_read_execute(
-        memory.pid(),
-        stopped.first(),
-        instruction,
-        marker.address,
-        marker.mapping_len,
-    )
+    staging.protect_read_execute(marker.address, marker.mapping_len)
 }
 
 /// The byte changes that move the sites from what `previous` markers wrote (or the baseline)
@@ -434,26 +403,25 @@ fn marker_ranges(marker: &Marker) -> Vec<ProtectedRange> {
 
 /// Opens stop windows until one finds no busy thread, then checks and writes `changes`.
 fn run_window(
-    pid: i32,
-    memory: &ProcessMemory,
-    maps: &[Mapping],
+    process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
     config: &Config,
 ) -> Result<Window, Error> {
+    let pid = process.pid();
     let started = Instant::now();
     let mut delay = Duration::from_millis(10);
     let mut attempt = 0;
     loop {
         attempt += 1;
         let raised = if config.realtime {
-            ptrace::raise_to_fifo()
+            backend::raise_priority()
         } else {
             None
         };
-        let outcome = one_window(pid, memory, maps, ranges, changes);
+        let outcome = one_window(process, ranges, changes);
         if let Some(previous) = raised {
-            ptrace::restore_scheduling(previous);
+            backend::restore_priority(previous);
         }
         match outcome? {
             WindowOutcome::Done { duration, threads } => {
@@ -490,21 +458,20 @@ enum WindowOutcome {
 
 /// One stop window. Every early return drops `stopped`, which releases all threads.
 fn one_window(
-    pid: i32,
-    memory: &ProcessMemory,
-    maps: &[Mapping],
+    process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
 ) -> Result<WindowOutcome, Error> {
-    let stopped = Stopped::all(pid)?;
+    let pid = process.pid();
+    let stopped = Stopped::all(process)?;
     let since = stopped.since;
-    let threads = stopped.threads.len();
-    if let Some(busy) = stack::find_busy(&stopped, maps, memory, ranges)? {
+    let threads = stopped.thread_count();
+    if let Some(busy) = stopped.find_busy(process, ranges)? {
         return Ok(WindowOutcome::Busy(busy));
     }
     let mut before = Vec::with_capacity(changes.len());
     for change in changes {
-        let found = memory.read_vec(change.address, change.new.len())?;
+        let found = process.read_vec(change.address, change.new.len())?;
         if !change.accepted.contains(&found) {
             return Err(Error::BytesMismatch {
                 pid,
@@ -523,9 +490,9 @@ fn one_window(
     }
     // All of the target's sites or none: a failed write puts back what was written.
     for (index, change) in changes.iter().enumerate() {
-        if let Err(error) = memory.write(change.address, &change.new) {
+        if let Err(error) = process.write_code(change.address, &change.new) {
             for (undo, bytes) in changes[..index].iter().zip(&before).rev() {
-                let _ = memory.write(undo.address, bytes);
+                let _ = process.write_code(undo.address, bytes);
             }
             return Err(error);
         }
@@ -537,30 +504,17 @@ fn one_window(
     })
 }
 
-/// Unmaps payload mappings; a process that exited meanwhile needs nothing.
-fn unmap_markers<'m>(pid: i32, markers: impl Iterator<Item = &'m Marker>) {
+/// Frees payload memory; a process that exited meanwhile needs nothing.
+fn unmap_markers<'m>(process: &Process, markers: impl Iterator<Item = &'m Marker>) {
     let markers: Vec<&Marker> = markers.collect();
     if markers.is_empty() {
         return;
     }
-    let Ok(memory) = ProcessMemory::open(pid) else {
-        return;
-    };
-    let Ok(maps) = maps::read(pid) else { return };
-    let Ok(mut stopped) = Stopped::one(pid) else {
-        return;
-    };
-    let Ok(instruction) = remote::find_syscall_instruction(&memory, &maps) else {
+    let Ok(mut staging) = Staging::begin(process) else {
         return;
     };
     for marker in markers {
-        let _ = remote::munmap(
-            pid,
-            stopped.first(),
-            instruction,
-            marker.address,
-            marker.mapping_len,
-        );
+        let _ = staging.free(marker.address, marker.mapping_len);
     }
 }
 
@@ -573,15 +527,14 @@ pub struct ProcessStatus {
 
 /// The markers in `pid` and, for each site, whether the redirect bytes are still in place.
 pub fn process_status(pid: i32) -> Result<ProcessStatus, Error> {
-    let memory = ProcessMemory::open(pid)?;
-    let maps = maps::read(pid)?;
+    let process = Process::open(pid)?;
     let mut markers = Vec::new();
-    for marker in locate::markers(&memory, &maps)? {
+    for marker in backend::markers(&process)? {
         let intact = marker
             .sites
             .iter()
             .map(|site| {
-                memory
+                process
                     .read_vec(site.write_address, site.redirect.len())
                     .is_ok_and(|bytes| bytes == site.redirect)
             })

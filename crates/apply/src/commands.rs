@@ -1,16 +1,17 @@
 //! The applier's commands as library functions (the binary only parses arguments and prints):
 //! `verify`, `apply`, `rollback` and `status`, with the state directory's sequence and trust
-//! bookkeeping around the per-process work in `patch`.
+//! bookkeeping around the per-process work in `patch`. OS-neutral: processes are found and
+//! opened through `crate::backend`.
 
-use super::locate::{self, IdentityCache, WantedIdentity};
-use super::maps;
-use super::patch::{self, Config, Patch};
+use crate::backend::{self, IdentityCache, Process};
 use crate::error::{Error, hex};
+use crate::identity::WantedIdentity;
+pub use crate::identity::wanted_identities;
+use crate::patch::{self, Config, Patch};
 use crate::report::{Outcome, TargetResult};
 use crate::state::{InstalledTarget, ProductState, StateDir};
 use hotpatch_package::{
-    Limits, PackageKind, PublicKey, TargetIdentity, Trust, TrustFile, VerifiedPackage,
-    check_sequence, open,
+    Limits, PackageKind, PublicKey, Trust, TrustFile, VerifiedPackage, check_sequence, open,
 };
 use serde::Serialize;
 use sha2::{Digest, Sha256};
@@ -78,26 +79,6 @@ fn product_key(product: &str, channel: &str) -> String {
 
 fn sha256_hex(bytes: &[u8]) -> String {
     hex(&Sha256::digest(bytes))
-}
-
-/// The Linux file identities the package's targets expect, by target index.
-pub(crate) fn wanted_identities(package: &VerifiedPackage) -> Vec<(usize, WantedIdentity)> {
-    package
-        .manifest
-        .targets
-        .iter()
-        .enumerate()
-        .filter_map(|(index, target)| match &target.identity {
-            TargetIdentity::Elf { build_id, sha256 } => Some((
-                index,
-                WantedIdentity {
-                    sha256: sha256.clone(),
-                    build_id: build_id.clone(),
-                },
-            )),
-            _ => None,
-        })
-        .collect()
 }
 
 /// Verifies `bytes`, checks the sequence against the state directory, and applies the package
@@ -191,11 +172,19 @@ fn record_installed(
     entry.packages.insert(manifest.sequence, stored);
     entry.targets = wanted_identities(package)
         .into_iter()
-        .map(|(index, wanted)| InstalledTarget {
-            name: manifest.targets[index].name.clone(),
-            sha256: wanted.sha256,
-            build_id: wanted.build_id,
-            patched: !manifest.targets[index].sites.is_empty(),
+        .filter(|(index, _)| backend::handles(&manifest.targets[*index].identity))
+        .map(|(index, wanted)| {
+            let (build_id, pe) = match &wanted {
+                WantedIdentity::Elf { build_id, .. } => (build_id.clone(), None),
+                WantedIdentity::Pe { headers, .. } => (None, Some(*headers)),
+            };
+            InstalledTarget {
+                name: manifest.targets[index].name.clone(),
+                sha256: wanted.sha256().to_owned(),
+                build_id,
+                pe,
+                patched: !manifest.targets[index].sites.is_empty(),
+            }
         })
         .collect();
     state_dir.save(&state)
@@ -215,28 +204,37 @@ fn apply_package(
         manifest_sha256: manifest_sha256.to_owned(),
         entries: &package.entries,
     };
-    let wanted = wanted_identities(package);
+    let wanted: Vec<(usize, WantedIdentity)> = wanted_identities(package)
+        .into_iter()
+        .filter(|(index, _)| backend::handles(&manifest.targets[*index].identity))
+        .collect();
     let identities: Vec<WantedIdentity> = wanted.iter().map(|(_, w)| w.clone()).collect();
     let mut results = Vec::new();
     for target in &manifest.targets {
-        if !matches!(target.identity, TargetIdentity::Elf { .. }) {
+        if !backend::handles(&target.identity) {
             results.push(TargetResult::new(
                 0,
                 &target.name,
                 Outcome::Skipped {
-                    reason: "not an ELF target; this is the Linux applier".into(),
+                    reason: format!(
+                        "not an {} target; this is the {} applier",
+                        backend::FORMAT,
+                        backend::NAME
+                    ),
                 },
             ));
         }
     }
     let (pids, explicit) = match processes {
         Processes::Pids(pids) => (pids.clone(), true),
-        Processes::All => (locate::all_pids(), false),
+        Processes::All => (backend::all_pids(), false),
     };
     let mut cache = IdentityCache::default();
     for pid in pids {
-        let maps = match maps::read(pid) {
-            Ok(maps) => maps,
+        let images = match Process::open(pid)
+            .and_then(|process| backend::find_images(&process, &identities, &mut cache))
+        {
+            Ok(images) => images,
             Err(error) => {
                 if explicit {
                     results.push(TargetResult::from_error(pid, "-", &error));
@@ -244,14 +242,16 @@ fn apply_package(
                 continue;
             }
         };
-        let images = locate::find_images(pid, &maps, &identities, &mut cache);
         if images.is_empty() && explicit {
             // Asked to patch this process, and it runs another build: an identity mismatch.
             results.push(TargetResult::new(
                 pid,
                 "-",
                 Outcome::Refused {
-                    reason: "the process maps no file with the identity (SHA-256, build-id) of a target of this package".into(),
+                    reason: format!(
+                        "the process maps no file with the identity ({}) of a target of this package",
+                        backend::IDENTITY
+                    ),
                 },
             ));
         }
@@ -278,7 +278,7 @@ pub fn rollback(
         RollbackTo::Baseline => {
             let (pids, explicit) = match processes {
                 Processes::Pids(pids) => (pids.clone(), true),
-                Processes::All => (locate::all_pids(), false),
+                Processes::All => (backend::all_pids(), false),
             };
             let mut results = Vec::new();
             for pid in pids {
@@ -386,7 +386,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
     let state = state_dir.load()?;
     let pids = match processes {
         Processes::Pids(pids) => pids.clone(),
-        Processes::All => locate::all_pids(),
+        Processes::All => backend::all_pids(),
     };
     let installed_targets: Vec<(String, String, WantedIdentity)> = state
         .products
@@ -396,9 +396,15 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                 (
                     key.clone(),
                     t.name.clone(),
-                    WantedIdentity {
-                        sha256: t.sha256.clone(),
-                        build_id: t.build_id.clone(),
+                    match t.pe {
+                        Some(headers) => WantedIdentity::Pe {
+                            sha256: t.sha256.clone(),
+                            headers,
+                        },
+                        None => WantedIdentity::Elf {
+                            sha256: t.sha256.clone(),
+                            build_id: t.build_id.clone(),
+                        },
                     },
                 )
             })
@@ -449,8 +455,12 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
         if identities.is_empty() {
             continue;
         }
-        let Ok(maps) = maps::read(pid) else { continue };
-        for (index, _image) in locate::find_images(pid, &maps, &identities, &mut cache) {
+        let Ok(images) = Process::open(pid)
+            .and_then(|process| backend::find_images(&process, &identities, &mut cache))
+        else {
+            continue;
+        };
+        for (index, _image) in images {
             let (key, name, _) = &installed_targets[index];
             if found.markers.iter().any(|(m, _)| &m.target == name) {
                 continue;

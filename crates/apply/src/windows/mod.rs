@@ -1,0 +1,31 @@
+//! The Windows backend (Win32 through `windows-sys`): processes are opened with `OpenProcess`,
+//! their modules listed with `EnumProcessModulesEx` and matched by the image headers and the
+//! SHA-256 of the module file, payloads staged with `VirtualAllocEx` near the image, threads
+//! suspended with `SuspendThread` (re-listed from Toolhelp32 snapshots until stable) and
+//! checked with `GetThreadContext` and a stack scan, redirects written with
+//! `WriteProcessMemory` and `FlushInstructionCache`. It exports the same names as
+//! `crate::linux` for the OS-neutral orchestration.
+
+pub mod handle;
+pub mod modules;
+pub mod process;
+pub mod threads;
+
+pub use modules::{IdentityCache, all_pids, find_images, markers};
+pub use process::{
+    Priority, Process, Staging, exists as process_exists, raise_priority, restore_priority,
+};
+pub use threads::Stopped;
+
+/// How results name this backend, its file format and what identifies a file.
+pub const NAME: &str = "Windows";
+/// How a result names a stop window run at raised priority, and one that could not be.
+pub const RAISED_PRIORITY: &str = "time-critical priority";
+pub const NORMAL_PRIORITY: &str = "normal priority: time-critical not permitted";
+pub const FORMAT: &str = "PE";
+pub const IDENTITY: &str = "TimeDateStamp, CheckSum, SizeOfImage, SHA-256";
+
+/// Whether this backend patches targets of this identity (PE files).
+pub fn handles(identity: &hotpatch_package::TargetIdentity) -> bool {
+    matches!(identity, hotpatch_package::TargetIdentity::Pe { .. })
+}
