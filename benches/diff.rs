@@ -3,10 +3,10 @@
 //! else), `hotpatch_diff::diff`, the same diff on a 1-thread and a 2-thread rayon pool, and
 //! `hotpatch_image::load` of both files.
 //!
-//! Pairs: the committed `fixtures/bounds_check` (ELF, and PE with its PDBs), and the large
-//! generated pair in `target/bench-data` (or `$HOTPATCH_BENCH_DATA`), which
-//! `cargo xtask bench` builds when it is missing. `cargo xtask bench` also turns criterion's
-//! results into the one table; `cargo bench --bench diff` alone runs whatever pairs exist.
+//! Pairs: those `cargo xtask bench` built and names in `HOTPATCH_BENCH_PAIRS` (the generated
+//! pair in both formats, a real program's releases); without it, the committed
+//! `fixtures/bounds_check` in both formats. `cargo xtask bench` turns criterion's results
+//! into the one table.
 
 use std::hint::black_box;
 use std::path::{Path, PathBuf};
@@ -29,18 +29,21 @@ struct PairFiles {
 }
 
 impl PairFiles {
-    fn read(name: &str, dir: &Path, baseline: &str, fixed: &str, pdbs: bool, large: bool) -> Self {
-        let read = |file: &str| {
-            let path = dir.join(file);
-            std::fs::read(&path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
+    fn read(name: &str, files: &[PathBuf], large: bool) -> Self {
+        let read = |path: &PathBuf| {
+            std::fs::read(path).unwrap_or_else(|e| panic!("reading {}: {e}", path.display()))
         };
-        let pdb = |binary: &str| read(&Path::new(binary).with_extension("pdb").to_string_lossy());
+        let (baseline_debug, fixed_debug) = match files {
+            [_, _, baseline_pdb, fixed_pdb] => (Some(read(baseline_pdb)), Some(read(fixed_pdb))),
+            [_, _] => (None, None),
+            _ => panic!("pair {name}: expected 2 or 4 files, got {files:?}"),
+        };
         PairFiles {
             name: name.to_owned(),
-            baseline: read(baseline),
-            fixed: read(fixed),
-            baseline_debug: pdbs.then(|| pdb(baseline)),
-            fixed_debug: pdbs.then(|| pdb(fixed)),
+            baseline: read(&files[0]),
+            fixed: read(&files[1]),
+            baseline_debug,
+            fixed_debug,
             large,
         }
     }
@@ -59,56 +62,61 @@ impl PairFiles {
     }
 }
 
+/// The pairs named in `HOTPATCH_BENCH_PAIRS` (what `cargo xtask bench` built:
+/// `name|baseline|fixed[|baseline.pdb|fixed.pdb]`, `;`-separated), or else the committed
+/// `fixtures/bounds_check` in both formats.
 fn pairs() -> Vec<PairFiles> {
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
-    let fixture = root.join("fixtures/bounds_check");
-    let mut pairs = vec![
+    if let Ok(list) = std::env::var("HOTPATCH_BENCH_PAIRS") {
+        let smoke = std::env::var_os("HOTPATCH_BENCH_SMOKE").is_some();
+        return list
+            .split(';')
+            .filter(|spec| !spec.is_empty())
+            .map(|spec| {
+                let mut fields = spec.split('|');
+                let name = fields.next().unwrap_or_default();
+                let files: Vec<PathBuf> = fields.map(PathBuf::from).collect();
+                PairFiles::read(name, &files, !smoke)
+            })
+            .collect();
+    }
+    let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/bounds_check");
+    vec![
         PairFiles::read(
             "bounds_check-elf",
-            &fixture.join("elf"),
-            "baseline",
-            "fixed",
-            false,
+            &[fixture.join("elf/baseline"), fixture.join("elf/fixed")],
             false,
         ),
         PairFiles::read(
             "bounds_check-pe",
-            &fixture.join("pe"),
-            "baseline.exe",
-            "fixed.exe",
-            true,
+            &[
+                fixture.join("pe/baseline.exe"),
+                fixture.join("pe/fixed.exe"),
+                fixture.join("pe/baseline.pdb"),
+                fixture.join("pe/fixed.pdb"),
+            ],
             false,
         ),
-    ];
-    let data = std::env::var_os("HOTPATCH_BENCH_DATA")
+    ]
+}
+
+/// Writes what the table reports beside the timings (functions and code bytes of both
+/// builds) to `<target>/bench-facts/<pair>.json`.
+fn write_facts(pair: &PairFiles, baseline: &Image<'_>, fixed: &Image<'_>) {
+    let target = std::env::var_os("CARGO_TARGET_DIR")
         .map(PathBuf::from)
-        .unwrap_or_else(|| root.join("target/bench-data"));
-    if data.join("elf/STAMP").is_file() {
-        pairs.push(PairFiles::read(
-            "large-elf",
-            &data.join("elf"),
-            "baseline",
-            "fixed",
-            false,
-            true,
-        ));
-    } else {
-        eprintln!(
-            "note: no large pair in {}; `cargo xtask bench` generates it",
-            data.display()
-        );
-    }
-    if data.join("pe/STAMP").is_file() {
-        pairs.push(PairFiles::read(
-            "large-pe",
-            &data.join("pe"),
-            "baseline.exe",
-            "fixed.exe",
-            true,
-            true,
-        ));
-    }
-    pairs
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("target"));
+    let dir = target.join("bench-facts");
+    let code_bytes =
+        |image: &Image<'_>| -> u64 { image.functions.iter().map(|f| f.code.len() as u64).sum() };
+    let facts = format!(
+        "{{\"functions\": {}, \"code_bytes\": {}, \"instructions\": {}}}\n",
+        baseline.functions.len() + fixed.functions.len(),
+        code_bytes(baseline) + code_bytes(fixed),
+        decode_all(baseline) + decode_all(fixed),
+    );
+    std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(dir.join(format!("{}.json", pair.name)), facts))
+        .unwrap_or_else(|e| panic!("writing {}: {e}", dir.display()));
 }
 
 /// Decodes every instruction of every function: the least any diff has to do.
@@ -135,8 +143,16 @@ fn bench_pair(c: &mut Criterion, pair: &PairFiles) {
     let fixed = load(&pair.fixed, pair.fixed_debug.as_deref());
     let config = hotpatch_diff::Config::default();
 
+    write_facts(pair, &baseline.image, &fixed.image);
+
     let mut group = c.benchmark_group(&pair.name);
-    if pair.large {
+    if std::env::var_os("HOTPATCH_BENCH_SMOKE").is_some() {
+        // Seconds for the whole run: the smoke checks that the bench works, not the figures.
+        group
+            .sample_size(10)
+            .warm_up_time(Duration::from_millis(50))
+            .measurement_time(Duration::from_millis(200));
+    } else if pair.large {
         group
             .sample_size(10)
             .sampling_mode(SamplingMode::Flat)

@@ -116,15 +116,24 @@ fn lift(
         Ok(lifted) => Some(lifted),
         Err(problems) => {
             for problem in problems {
-                let function = problem.function().to_owned();
+                // The assessment names a function by the diff's name: the baseline name of a
+                // replaced function, the fixed name of an added one.
+                let function = match problem.baseline_index() {
+                    Some(baseline_index) => diff
+                        .changed
+                        .iter()
+                        .find(|c| c.baseline_index == baseline_index)
+                        .map(|c| c.name.as_str()),
+                    None => diff
+                        .added
+                        .iter()
+                        .find(|a| a.index == problem.fixed_index())
+                        .map(|a| a.name.as_str()),
+                };
                 hotpatch_policy::add_stage_finding(
                     assessment,
                     &hotpatch_policy::codes::LIFT_UNSUPPORTED,
-                    diff.changed
-                        .iter()
-                        .find(|c| c.display_name == function)
-                        .map(|c| c.name.as_str())
-                        .or(Some(function.as_str())),
+                    function.or(Some(problem.function())),
                     problem.to_string(),
                     &problem.evidence(),
                 );

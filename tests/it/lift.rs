@@ -181,5 +181,26 @@ fn new_writable_data_is_refused() {
                 .any(|p| p.to_string().contains("error_count")),
             "{format}: {problems:?}"
         );
+        // Each reason names its function by index into both images, not only by name.
+        let (base, fixed) = fixture_pair(&root().join("fixtures/new_global"), format);
+        let (base_bytes, fixed_bytes) = (
+            std::fs::read(&base).unwrap(),
+            std::fs::read(&fixed).unwrap(),
+        );
+        let (base_debug, fixed_debug) = (debug_for(&base), debug_for(&fixed));
+        let old = hotpatch_image::load(&base_bytes, base_debug.as_deref()).unwrap();
+        let new = hotpatch_image::load(&fixed_bytes, fixed_debug.as_deref()).unwrap();
+        for problem in &problems {
+            assert_eq!(
+                new.image.functions[problem.fixed_index()].display_name,
+                "handle_error",
+                "{format}: {problem}"
+            );
+            let baseline_index = problem.baseline_index().expect("a replaced function");
+            assert_eq!(
+                old.image.functions[baseline_index].display_name,
+                "handle_error"
+            );
+        }
     }
 }

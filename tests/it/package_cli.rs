@@ -79,6 +79,7 @@ fn build_package(secret_key: &Path, out: &Path) -> Manifest {
                 },
             }],
             relocations: Vec::new(),
+            unwind: None,
         }],
     };
     let files = BTreeMap::from([

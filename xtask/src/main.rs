@@ -4,6 +4,8 @@
 //! command, and each command's logic lives in its own module so other commands can call it.
 
 mod bench;
+mod bench_diff;
+mod bench_pair;
 mod ci;
 mod demo;
 mod fixtures;
@@ -18,7 +20,7 @@ const COMMANDS: &[(&str, Command, &str)] = &[
     (
         "bench",
         bench::run,
-        "generate the large pair if missing, run the criterion benches, print one table and write benches/runs/<date>-<host>.csv; extra args go to criterion",
+        "build the benchmark inputs if missing (cached in target/bench-data), measure every figure against its reference, print one table and write benches/runs/<date>-<host>.json; `--smoke`: small inputs, seconds, no targets judged",
     ),
     (
         "ci",

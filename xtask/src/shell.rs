@@ -56,3 +56,22 @@ pub fn build_release_binary(package: &str, bin: &str) -> Result<PathBuf> {
         .current_dir(workspace_root()))?;
     Ok(target_dir().join("release").join(bin))
 }
+
+/// Builds the binary `bin` of `package` with the test profile (what `cargo test` already
+/// compiled, so it costs seconds) and returns its path.
+pub fn build_test_profile_binary(package: &str, bin: &str) -> Result<PathBuf> {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_owned());
+    run(Command::new(&cargo)
+        .args([
+            "build",
+            "--profile",
+            "test",
+            "--quiet",
+            "-p",
+            package,
+            "--bin",
+            bin,
+        ])
+        .current_dir(workspace_root()))?;
+    Ok(target_dir().join("debug").join(bin))
+}

@@ -48,6 +48,10 @@ pub struct CopiedData {
 }
 
 /// Why a change cannot be lifted exactly.
+///
+/// Each reason names its function by index, as `hotpatch_diff::ChangedFunction` does:
+/// `fixed_index` into the fixed image's functions, and `baseline_index` into the baseline's
+/// for a replaced function (`None` for an added one).
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum Unliftable {
@@ -56,6 +60,8 @@ pub enum Unliftable {
     )]
     Reference {
         function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
         rva: u64,
         target: String,
         why: &'static str,
@@ -65,11 +71,17 @@ pub enum Unliftable {
     )]
     NoRoomForRedirect {
         function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
         available: u64,
         needed: u64,
     },
     #[error("{function}: the code bytes of the function are not in the file")]
-    NoCode { function: String },
+    NoCode {
+        function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
+    },
 }
 
 impl Unliftable {
@@ -78,7 +90,26 @@ impl Unliftable {
         match self {
             Unliftable::Reference { function, .. }
             | Unliftable::NoRoomForRedirect { function, .. }
-            | Unliftable::NoCode { function } => function,
+            | Unliftable::NoCode { function, .. } => function,
+        }
+    }
+
+    /// The index of the function concerned in the fixed image's functions.
+    pub fn fixed_index(&self) -> usize {
+        match self {
+            Unliftable::Reference { fixed_index, .. }
+            | Unliftable::NoRoomForRedirect { fixed_index, .. }
+            | Unliftable::NoCode { fixed_index, .. } => *fixed_index,
+        }
+    }
+
+    /// The index of the replaced function in the baseline image's functions; `None` for an
+    /// added function.
+    pub fn baseline_index(&self) -> Option<usize> {
+        match self {
+            Unliftable::Reference { baseline_index, .. }
+            | Unliftable::NoRoomForRedirect { baseline_index, .. }
+            | Unliftable::NoCode { baseline_index, .. } => *baseline_index,
         }
     }
 
@@ -125,11 +156,13 @@ pub fn lift(
     }
     carried.sort_by_key(|(fixed_index, _, _)| fixed.functions[*fixed_index].name.clone());
     let mut problems = Vec::new();
-    for (fixed_index, _, _) in &carried {
+    for (fixed_index, _, baseline_index) in &carried {
         let function = &fixed.functions[*fixed_index];
         if function.code.len() as u64 != function.size {
             problems.push(Unliftable::NoCode {
                 function: function.display_name.clone(),
+                fixed_index: *fixed_index,
+                baseline_index: *baseline_index,
             });
             continue;
         }
@@ -145,13 +178,18 @@ pub fn lift(
         layout: &mut layout,
         relocations: Vec::new(),
     };
-    for (fixed_index, code, _) in &carried {
-        let function = &fixed.functions[*fixed_index];
+    for (fixed_index, code, baseline_index) in &carried {
         let Some(&offset) = context.layout.function_offsets.get(fixed_index) else {
             continue;
         };
+        let function = retarget::Carried {
+            function: &fixed.functions[*fixed_index],
+            fixed_index: *fixed_index,
+            baseline_index: *baseline_index,
+            offset,
+        };
         for instruction in code.iter() {
-            if let Err(problem) = context.retarget(function, offset, instruction) {
+            if let Err(problem) = context.retarget(&function, instruction) {
                 problems.push(problem);
             }
         }
@@ -168,7 +206,14 @@ pub fn lift(
         ) else {
             continue;
         };
-        match patch_site(baseline, old, offset, fixed.functions[*fixed_index].size) {
+        let indexes = (*fixed_index, *baseline_index);
+        match patch_site(
+            baseline,
+            old,
+            indexes,
+            offset,
+            fixed.functions[*fixed_index].size,
+        ) {
             Ok(site) => sites.push(site),
             Err(problem) => problems.push(problem),
         }
@@ -219,6 +264,7 @@ impl Layout {
 fn patch_site(
     baseline: &Image<'_>,
     old: &Function<'_>,
+    (fixed_index, baseline_index): (usize, usize),
     payload_offset: u64,
     payload_size: u64,
 ) -> Result<PatchSite, Unliftable> {
@@ -227,6 +273,8 @@ fn patch_site(
             .bytes_at(old.rva, JUMP_LEN)
             .ok_or_else(|| Unliftable::NoCode {
                 function: old.display_name.clone(),
+                fixed_index,
+                baseline_index: Some(baseline_index),
             })?;
         Redirect::Entry {
             original: original.to_vec(),
@@ -241,6 +289,8 @@ fn patch_site(
             .bytes_at(old.rva - JUMP_LEN, JUMP_LEN + SHORT_JUMP_LEN)
             .ok_or_else(|| Unliftable::NoCode {
                 function: old.display_name.clone(),
+                fixed_index,
+                baseline_index: Some(baseline_index),
             })?;
         Redirect::Padding {
             original: original.to_vec(),
@@ -248,6 +298,8 @@ fn patch_site(
     } else {
         return Err(Unliftable::NoRoomForRedirect {
             function: old.display_name.clone(),
+            fixed_index,
+            baseline_index: Some(baseline_index),
             available: old.size,
             needed: JUMP_LEN,
         });

@@ -24,6 +24,16 @@ pub(crate) struct Context<'a, 'b> {
     pub relocations: Vec<Relocation>,
 }
 
+/// A function the payload carries: the fixed build's function, its indexes (as
+/// `hotpatch_diff::ChangedFunction` has them; no baseline index for an added function) and its
+/// offset in the payload.
+pub(crate) struct Carried<'a, 'data> {
+    pub function: &'a Function<'data>,
+    pub fixed_index: usize,
+    pub baseline_index: Option<usize>,
+    pub offset: u64,
+}
+
 /// Where a re-targeted reference goes.
 enum Destination {
     /// Nothing to do: the displacement is relative inside the copied function.
@@ -35,10 +45,10 @@ enum Destination {
 impl Context<'_, '_> {
     pub(crate) fn retarget(
         &mut self,
-        function: &Function<'_>,
-        function_offset: u64,
+        carried: &Carried<'_, '_>,
         instruction: &Instruction,
     ) -> Result<(), Unliftable> {
+        let (function, function_offset) = (carried.function, carried.offset);
         let instruction_offset = function_offset + (instruction.rva - function.rva);
         let is_branch = matches!(
             instruction.flow,
@@ -47,6 +57,8 @@ impl Context<'_, '_> {
         for reference in instruction.references() {
             let problem = |why: &'static str| Unliftable::Reference {
                 function: function.display_name.clone(),
+                fixed_index: carried.fixed_index,
+                baseline_index: carried.baseline_index,
                 rva: instruction.rva,
                 target: reference.target.render(),
                 why,

@@ -128,6 +128,63 @@ pub enum Error {
     /// A target's payload entry is missing or of another length than `payload_len`.
     #[error("payload of target {target:?}: {reason}")]
     BadPayload { target: String, reason: String },
+    /// A target's function table does not lie inside its payload (or it has no payload, or no
+    /// entries).
+    #[error(
+        "the unwind table of {target:?} ({count} entries at payload offset {offset:#x}) is not inside the payload of {payload_len} bytes"
+    )]
+    UnwindTableOutOfPayload {
+        target: String,
+        offset: u64,
+        count: u64,
+        payload_len: u64,
+    },
+    /// A target's function table does not start on a 4-byte boundary.
+    #[error("the unwind table of {target:?} at payload offset {offset:#x} is not 4-byte aligned")]
+    UnwindTableMisaligned { target: String, offset: u64 },
+    /// A `RUNTIME_FUNCTION`'s code range is empty, reversed or not inside the payload.
+    #[error(
+        "unwind entry {index} of {target:?} covers [{begin:#x}, {end:#x}), not a non-empty range inside the payload of {payload_len} bytes"
+    )]
+    UnwindRangeOutOfPayload {
+        target: String,
+        index: u64,
+        begin: u32,
+        end: u32,
+        payload_len: u64,
+    },
+    /// `RUNTIME_FUNCTION`s not sorted by `BeginAddress`, or overlapping the previous one (the
+    /// unwinder's binary search would miss entries).
+    #[error("unwind entry {index} of {target:?} at {begin:#x} is not after the previous entry")]
+    UnwindTableUnsorted {
+        target: String,
+        index: u64,
+        begin: u32,
+    },
+    /// A `RUNTIME_FUNCTION`'s `UNWIND_INFO` is misaligned, or it (header, codes, chained entry)
+    /// does not lie inside the payload.
+    #[error(
+        "unwind entry {index} of {target:?}: its UNWIND_INFO at {info:#x} is not 4-byte aligned inside the payload of {payload_len} bytes"
+    )]
+    UnwindInfoOutOfPayload {
+        target: String,
+        index: u64,
+        info: u32,
+        payload_len: u64,
+    },
+    /// An `UNWIND_INFO` this format does not carry: a version other than 1 or 2, a language
+    /// handler (its RVAs are the fixed build's), or a chained entry outside the payload.
+    #[error("unwind entry {index} of {target:?}: the UNWIND_INFO at {info:#x} {reason}")]
+    BadUnwindInfo {
+        target: String,
+        index: u64,
+        info: u32,
+        reason: String,
+    },
+    /// A relocation writes into the function table or an `UNWIND_INFO`, which must reach the
+    /// unwinder as signed.
+    #[error("the relocation at payload offset {offset:#x} of {target:?} writes into unwind data")]
+    UnwindDataRelocated { target: String, offset: u64 },
 
     // --- keys and trust ---------------------------------------------------------------------
     /// A key's text form is not `hotpatch-{secret,public}-key-v1 <hex>` of 32 bytes, or the

@@ -12,6 +12,7 @@ pub mod read;
 pub mod relocate;
 pub mod sequence;
 pub mod trust;
+pub mod unwind;
 pub mod write;
 
 #[cfg(test)]
@@ -20,8 +21,8 @@ mod tests;
 pub use error::Error;
 pub use keys::{PublicKey, SecretKey, key_id_of};
 pub use manifest::{
-    Entry, FORMAT_VERSION, Manifest, PackageKind, PatchSite, Redirect, Relocation, RelocationKind,
-    RelocationTarget, Target, TargetIdentity,
+    Entry, FORMAT_VERSION, Manifest, PackageKind, PatchSite, RUNTIME_FUNCTION_SIZE, Redirect,
+    Relocation, RelocationKind, RelocationTarget, Target, TargetIdentity, UnwindTable,
 };
 pub use read::{
     Limits, MANIFEST_NAME, SIGNATURE_NAME, UnverifiedPackage, VerifiedPackage, open,

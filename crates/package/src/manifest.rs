@@ -76,7 +76,30 @@ pub struct Target {
     pub sites: Vec<PatchSite>,
     /// Sorted by `offset`.
     pub relocations: Vec<Relocation>,
+    /// PE only: the function table the applier registers for the new code
+    /// (`RtlAddFunctionTable(payload_base + offset, count, payload_base)`), so that exceptions
+    /// and stack walks unwind through patched frames. Absent when the new code needs none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub unwind: Option<UnwindTable>,
 }
+
+/// Where a payload holds its x64 function table: `count` `RUNTIME_FUNCTION` entries of
+/// [`RUNTIME_FUNCTION_SIZE`] bytes (`BeginAddress`, `EndAddress`, `UnwindInfoAddress`, each a
+/// little-endian u32) at payload `offset`, sorted by `BeginAddress`.
+/// All three addresses are offsets from the payload base, so no relocation touches them; each
+/// `UnwindInfoAddress` names an `UNWIND_INFO` (version 1 or 2, no language handler) inside the
+/// payload, whose chained `RUNTIME_FUNCTION`, if any, is payload-relative too.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "snake_case")]
+pub struct UnwindTable {
+    /// Offset of the first entry in the payload; a multiple of 4.
+    pub offset: u64,
+    /// Number of entries; at least 1.
+    pub count: u64,
+}
+
+/// The size of one x64 `RUNTIME_FUNCTION`.
+pub const RUNTIME_FUNCTION_SIZE: u64 = 12;
 
 /// The exact build a target must be; the applier refuses any other.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]

@@ -35,6 +35,8 @@ pub struct Limits {
     pub max_sites: u64,
     /// Relocations of all targets together.
     pub max_relocations: u64,
+    /// `RUNTIME_FUNCTION` entries of all targets' unwind tables together.
+    pub max_unwind_entries: u64,
     /// How far the verifier's clock may lag the signer's: a package issued up to this many
     /// seconds in the future is accepted.
     pub clock_skew_seconds: u64,
@@ -52,6 +54,7 @@ impl Default for Limits {
             max_targets: 4096,
             max_sites: 100_000,
             max_relocations: 1_000_000,
+            max_unwind_entries: 1_000_000,
             clock_skew_seconds: 300,
         }
     }
@@ -314,6 +317,18 @@ pub(crate) fn check_manifest(
             limit: limits.max_relocations,
         });
     }
+    let n_unwind_entries = manifest
+        .targets
+        .iter()
+        .filter_map(|t| t.unwind.map(|table| table.count))
+        .fold(0u64, u64::saturating_add);
+    if n_unwind_entries > limits.max_unwind_entries {
+        return Err(Error::TooMany {
+            what: "unwind entries".to_owned(),
+            count: n_unwind_entries,
+            limit: limits.max_unwind_entries,
+        });
+    }
     for target in &manifest.targets {
         check_target(target, entries)?;
     }
@@ -326,7 +341,7 @@ fn check_target(target: &Target, entries: &BTreeMap<String, Vec<u8>>) -> Result<
         target: target.name.clone(),
         reason,
     };
-    match &target.payload {
+    let payload: &[u8] = match &target.payload {
         Some(name) => {
             let data = entries
                 .get(name)
@@ -338,16 +353,22 @@ fn check_target(target: &Target, entries: &BTreeMap<String, Vec<u8>>) -> Result<
                     target.payload_len
                 )));
             }
+            data
         }
         None => {
-            if target.payload_len != 0 || !target.sites.is_empty() || !target.relocations.is_empty()
+            if target.payload_len != 0
+                || !target.sites.is_empty()
+                || !target.relocations.is_empty()
+                || target.unwind.is_some()
             {
                 return Err(bad_payload(
-                    "no payload, yet a payload length, sites or relocations".to_owned(),
+                    "no payload, yet a payload length, sites, relocations or an unwind table"
+                        .to_owned(),
                 ));
             }
+            &[]
         }
-    }
+    };
     let payload_len = target.payload_len;
     for pair in target.sites.windows(2) {
         if pair[0].baseline_rva >= pair[1].baseline_rva {
@@ -409,6 +430,9 @@ fn check_target(target: &Target, entries: &BTreeMap<String, Vec<u8>>) -> Result<
                 payload_len,
             });
         }
+    }
+    if let Some(table) = &target.unwind {
+        crate::unwind::check_table(target, table, payload)?;
     }
     Ok(())
 }

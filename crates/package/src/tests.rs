@@ -22,13 +22,32 @@ fn open_now(bytes: &[u8]) -> Result<VerifiedPackage, Error> {
 }
 
 /// A small but real payload: `lea rax, [rip+disp32]` (relocated to a payload constant),
-/// `ret`, `jmp rel32` (relocated to the baseline), then an 8-byte pointer slot.
+/// `ret`, `jmp rel32` (relocated to the baseline), then an 8-byte pointer slot, a string, and
+/// unwind data: an `UNWIND_INFO` at [`UNWIND_INFO_AT`] and a one-entry function table at
+/// [`UNWIND_TABLE_AT`] covering the code.
 fn payload() -> Vec<u8> {
     let mut code = vec![0x48, 0x8D, 0x05, 0, 0, 0, 0, 0xC3, 0xE9, 0, 0, 0, 0];
     code.extend_from_slice(&[0u8; 8]);
     code.extend_from_slice(b"fixed\0");
+    code.push(0); // align to 4
+    assert_eq!(code.len() as u64, UNWIND_INFO_AT);
+    // Version 1, no flags, a 5-byte prolog, two codes, no frame register: at 5
+    // UWOP_ALLOC_SMALL of 32 bytes, at 1 UWOP_PUSH_NONVOL rbp.
+    code.extend_from_slice(&[0x01, 0x05, 0x02, 0x00, 0x05, 0x32, 0x01, 0x50]);
+    assert_eq!(code.len() as u64, UNWIND_TABLE_AT);
+    code.extend_from_slice(
+        &unwind::RuntimeFunction {
+            begin: 0,
+            end: 13,
+            unwind_info: UNWIND_INFO_AT as u32,
+        }
+        .to_bytes(),
+    );
     code
 }
+
+const UNWIND_INFO_AT: u64 = 28;
+const UNWIND_TABLE_AT: u64 = 36;
 
 fn manifest() -> Manifest {
     Manifest {
@@ -95,6 +114,10 @@ fn manifest() -> Manifest {
                     addend: 0,
                 },
             ],
+            unwind: Some(UnwindTable {
+                offset: UNWIND_TABLE_AT,
+                count: 1,
+            }),
         }],
     }
 }
@@ -838,6 +861,260 @@ fn absurd_counts_are_refused() {
     let error = open(&package(), &trust(), NOW, &limits).expect_err("targets");
     assert!(
         matches!(error, Error::TooMany { ref what, .. } if what == "targets"),
+        "{error}"
+    );
+}
+
+// --- unwind table ------------------------------------------------------------------------------
+
+#[test]
+fn unwind_table_round_trips_and_is_omitted_when_absent() {
+    let verified = open_now(&package()).expect("opens");
+    let target = &verified.manifest.targets[0];
+    assert_eq!(
+        target.unwind,
+        Some(UnwindTable {
+            offset: UNWIND_TABLE_AT,
+            count: 1
+        })
+    );
+    let text = String::from_utf8(verified.manifest_bytes.clone()).expect("utf-8");
+    assert!(text.contains("\"unwind\": {"), "{text}");
+    // The table's entry, read from the payload as the applier hands it to the OS.
+    let payload = verified.payload(target).expect("payload");
+    let at = UNWIND_TABLE_AT as usize;
+    assert_eq!(
+        payload[at..at + 12],
+        [0, 0, 0, 0, 13, 0, 0, 0, UNWIND_INFO_AT as u8, 0, 0, 0]
+    );
+    // A target without one has no `unwind` key, so format-1 manifests written before the field
+    // existed read the same.
+    let mut m = manifest();
+    m.targets[0].unwind = None;
+    let bytes = write_package(m, files(), &key(1)).expect("valid");
+    let verified = open_now(&bytes).expect("opens");
+    assert_eq!(verified.manifest.targets[0].unwind, None);
+    let text = String::from_utf8(verified.manifest_bytes).expect("utf-8");
+    assert!(!text.contains("unwind"), "{text}");
+}
+
+/// Signs the sample with its payload edited by `edit_payload` and its manifest by `edit`.
+fn open_with_payload(
+    edit_payload: impl FnOnce(&mut Vec<u8>),
+    edit: impl FnOnce(&mut Manifest),
+) -> Result<VerifiedPackage, Error> {
+    let mut files = files();
+    let mut data = payload();
+    edit_payload(&mut data);
+    files.insert("payloads/000.bin".to_owned(), data);
+    let mut m = filled_manifest(&files, &key(1));
+    m.targets[0].payload_len = files["payloads/000.bin"].len() as u64;
+    edit(&mut m);
+    open_now(&sign_manifest(&m, &files, &key(1)))
+}
+
+/// Overwrites the 4-byte little-endian word at `at`.
+fn put_u32(data: &mut [u8], at: u64, value: u32) {
+    let at = at as usize;
+    data[at..at + 4].copy_from_slice(&value.to_le_bytes());
+}
+
+#[test]
+fn unwind_table_outside_the_payload_is_refused() {
+    let len = payload().len() as u64;
+    for (offset, count) in [
+        (len - 8, 1),
+        (UNWIND_TABLE_AT, 2),
+        (UNWIND_TABLE_AT, 0),
+        (u64::MAX - 4, 1),
+    ] {
+        let error = open_edited(|m| m.targets[0].unwind = Some(UnwindTable { offset, count }))
+            .expect_err("outside");
+        assert!(
+            matches!(error, Error::UnwindTableOutOfPayload { offset: o, count: c, payload_len, .. }
+                if o == offset && c == count && payload_len == len),
+            "{offset} {count}: {error}"
+        );
+    }
+    // No payload, yet a table.
+    let error = open_edited(|m| {
+        let target = &mut m.targets[0];
+        target.payload = None;
+        target.payload_len = 0;
+        target.sites.clear();
+        target.relocations.clear();
+    })
+    .expect_err("no payload");
+    assert!(matches!(error, Error::BadPayload { .. }), "{error}");
+}
+
+#[test]
+fn misaligned_unwind_table_is_refused() {
+    let error = open_with_payload(
+        |data| data.insert(UNWIND_TABLE_AT as usize, 0),
+        |m| {
+            m.targets[0].unwind = Some(UnwindTable {
+                offset: UNWIND_TABLE_AT + 1,
+                count: 1,
+            })
+        },
+    )
+    .expect_err("misaligned");
+    assert!(
+        matches!(error, Error::UnwindTableMisaligned { offset, .. } if offset == UNWIND_TABLE_AT + 1),
+        "{error}"
+    );
+}
+
+#[test]
+fn unwind_entry_with_a_bad_range_is_refused() {
+    let len = payload().len() as u32;
+    for (begin, end) in [(13, 13), (13, 0), (0, len + 1), (0, u32::MAX)] {
+        let error = open_with_payload(
+            |data| {
+                put_u32(data, UNWIND_TABLE_AT, begin);
+                put_u32(data, UNWIND_TABLE_AT + 4, end);
+            },
+            |_| {},
+        )
+        .expect_err("range");
+        assert!(
+            matches!(error, Error::UnwindRangeOutOfPayload { index: 0, begin: b, end: e, .. }
+                if b == begin && e == end),
+            "{begin} {end}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unsorted_or_overlapping_unwind_entries_are_refused() {
+    for (first, second) in [((7, 13), (0, 7)), ((0, 8), (7, 13))] {
+        let error = open_with_payload(
+            |data| {
+                data.truncate(UNWIND_TABLE_AT as usize);
+                for (begin, end) in [first, second] {
+                    data.extend_from_slice(
+                        &unwind::RuntimeFunction {
+                            begin,
+                            end,
+                            unwind_info: UNWIND_INFO_AT as u32,
+                        }
+                        .to_bytes(),
+                    );
+                }
+            },
+            |m| {
+                m.targets[0].unwind = Some(UnwindTable {
+                    offset: UNWIND_TABLE_AT,
+                    count: 2,
+                })
+            },
+        )
+        .expect_err("unsorted");
+        assert!(
+            matches!(error, Error::UnwindTableUnsorted { index: 1, begin, .. } if begin == second.0),
+            "{first:?} {second:?}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unwind_info_misaligned_or_outside_the_payload_is_refused() {
+    let len = payload().len() as u32;
+    // Misaligned, past the end, and a header whose codes run past the end.
+    for (info, codes) in [
+        (UNWIND_INFO_AT as u32 + 2, 2),
+        (len, 2),
+        (UNWIND_INFO_AT as u32, 40),
+    ] {
+        let error = open_with_payload(
+            |data| {
+                put_u32(data, UNWIND_TABLE_AT + 8, info);
+                data[UNWIND_INFO_AT as usize + 2] = codes;
+            },
+            |_| {},
+        )
+        .expect_err("info");
+        assert!(
+            matches!(error, Error::UnwindInfoOutOfPayload { index: 0, info: i, .. } if i == info),
+            "{info} {codes}: {error}"
+        );
+    }
+}
+
+#[test]
+fn unwind_info_this_format_does_not_carry_is_refused() {
+    let at = UNWIND_INFO_AT as usize;
+    // Version 3; a language handler (UNW_FLAG_EHANDLER) whose address lies in the payload.
+    for header in [0x03, 0x01 | (unwind::UNW_FLAG_EHANDLER << 3)] {
+        let error = open_with_payload(|data| data[at] = header, |_| {}).expect_err("info");
+        assert!(
+            matches!(error, Error::BadUnwindInfo { index: 0, ref reason, .. }
+                if reason.contains(if header == 0x03 { "version 3" } else { "handler" })),
+            "{header:#x}: {error}"
+        );
+    }
+    // Chained (UNW_FLAG_CHAININFO) to an entry outside the payload, then to one inside.
+    let chained = |end: u32| {
+        move |data: &mut Vec<u8>| {
+            data[at] = 0x01 | (unwind::UNW_FLAG_CHAININFO << 3);
+            // The chained entry follows the two codes; move the table after it.
+            let entry = unwind::RuntimeFunction {
+                begin: 0,
+                end,
+                unwind_info: UNWIND_INFO_AT as u32,
+            };
+            let table: Vec<u8> = data[UNWIND_TABLE_AT as usize..].to_vec();
+            data.truncate(UNWIND_TABLE_AT as usize);
+            data.extend_from_slice(&entry.to_bytes());
+            data.extend_from_slice(&table);
+        }
+    };
+    let moved = |m: &mut Manifest| {
+        m.targets[0].unwind = Some(UnwindTable {
+            offset: UNWIND_TABLE_AT + 12,
+            count: 1,
+        })
+    };
+    let error = open_with_payload(chained(0x1000), moved).expect_err("chained outside");
+    assert!(
+        matches!(error, Error::BadUnwindInfo { ref reason, .. } if reason.contains("chained")),
+        "{error}"
+    );
+    open_with_payload(chained(13), moved).expect("chained inside the payload");
+}
+
+#[test]
+fn relocation_into_unwind_data_is_refused() {
+    for offset in [UNWIND_TABLE_AT + 8, UNWIND_INFO_AT + 4, UNWIND_INFO_AT - 2] {
+        let error = open_with_payload(
+            |_| {},
+            |m| {
+                m.targets[0].relocations.push(Relocation {
+                    offset,
+                    kind: RelocationKind::Rel32,
+                    target: RelocationTarget::Payload { offset: 0 },
+                    addend: 0,
+                })
+            },
+        )
+        .expect_err("relocated");
+        assert!(
+            matches!(error, Error::UnwindDataRelocated { offset: o, .. } if o == offset),
+            "{offset}: {error}"
+        );
+    }
+}
+
+#[test]
+fn too_many_unwind_entries_are_refused() {
+    let limits = Limits {
+        max_unwind_entries: 0,
+        ..Limits::default()
+    };
+    let error = open(&package(), &trust(), NOW, &limits).expect_err("unwind entries");
+    assert!(
+        matches!(error, Error::TooMany { ref what, count: 1, limit: 0 } if what == "unwind entries"),
         "{error}"
     );
 }

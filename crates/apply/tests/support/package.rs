@@ -62,6 +62,7 @@ pub fn target(binary: &Path, name: &str, fix: Fix) -> (Target, BTreeMap<String, 
         payload_len: 0,
         sites: Vec::new(),
         relocations: Vec::new(),
+        unwind: None,
     };
     let mut files = BTreeMap::new();
     let (function, code, relocations): (&str, Vec<u8>, Vec<Relocation>) = match fix {
