@@ -34,6 +34,14 @@ pub enum Error {
         syscall: &'static str,
         rip: u64,
     },
+    /// A function the applier called inside the process (a remote thread on Windows) failed,
+    /// did not finish in time, or could not be found.
+    #[error("{function} in process {pid} failed: {what}")]
+    RemoteCall {
+        pid: i32,
+        function: &'static str,
+        what: &'static str,
+    },
     /// No executable mapping of the process holds a `syscall` instruction to borrow.
     #[error("process {pid} has no `syscall` instruction in an executable mapping")]
     NoSyscallInstruction { pid: i32 },

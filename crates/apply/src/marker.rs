@@ -18,6 +18,9 @@
 //!                 package_sha256 (SHA-256 of the signed manifest bytes)
 //!      sites      u32 count, then per site: baseline_rva u64, baseline_size u64,
 //!                 write_address u64, len u8, original [len], redirect [len], function (string)
+//!      unwind     u64       address of the function table registered for the code with
+//!                           `RtlAddFunctionTable` (Windows), 0 for none; absent in headers
+//!                           written before it existed, which read as 0
 //! ```
 
 /// The first bytes of every marker.
@@ -50,6 +53,9 @@ pub struct Marker {
     pub target_sha256: String,
     pub package_sha256: String,
     pub sites: Vec<SiteRecord>,
+    /// The function table registered for the payload code (Windows), 0 when none: rollback
+    /// and supersede delete it before the memory is released.
+    pub unwind_table: u64,
 }
 
 /// One redirect this applier wrote, with the bytes it replaced.
@@ -110,6 +116,7 @@ impl Marker {
             out.extend_from_slice(&site.redirect[..len]);
             put_str(&mut out, &site.function);
         }
+        out.extend_from_slice(&self.unwind_table.to_le_bytes());
         let len = (out.len() as u32).to_le_bytes();
         out[20..24].copy_from_slice(&len);
         out
@@ -149,6 +156,7 @@ impl Marker {
             target_sha256: reader.string()?,
             package_sha256: reader.string()?,
             sites: Vec::new(),
+            unwind_table: 0,
         };
         let count = reader.u32()?;
         for _ in 0..count {
@@ -167,6 +175,9 @@ impl Marker {
                 original,
                 redirect,
             });
+        }
+        if reader.at < reader.bytes.len() {
+            marker.unwind_table = reader.u64()?;
         }
         if marker
             .code_offset
@@ -248,7 +259,20 @@ mod tests {
                 original: vec![0x55, 0x48, 0x89, 0xe5, 0x89],
                 redirect: vec![0xe9, 1, 2, 3, 4],
             }],
+            unwind_table: 0x7f00_0000_1040,
         }
+    }
+
+    #[test]
+    fn a_header_without_the_unwind_field_reads_as_none_registered() {
+        let marker = sample();
+        let mut bytes = marker.encode();
+        bytes.truncate(bytes.len() - 8);
+        let len = (bytes.len() as u32).to_le_bytes();
+        bytes[20..24].copy_from_slice(&len);
+        let decoded = Marker::decode(&bytes, marker.address).unwrap().unwrap();
+        assert_eq!(decoded.unwind_table, 0);
+        assert_eq!(decoded.sites, marker.sites);
     }
 
     #[test]

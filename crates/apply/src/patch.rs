@@ -249,6 +249,7 @@ fn stage(
                 redirect: vec![0; site.redirect.len()],
             })
             .collect(),
+        unwind_table: 0,
     };
     if marker
         .sites
@@ -273,9 +274,28 @@ fn stage(
             len,
         })?;
     marker.address = address;
+    if let Some(unwind) = target.unwind {
+        // The table's entries are payload-relative: RtlAddFunctionTable gets the payload base
+        // as their base address (the package reader checked the table lies in the payload).
+        marker.unwind_table = marker.code_start().saturating_add(unwind.offset);
+    }
     if let Err(error) = fill_and_protect(&mut staging, &mut marker, target, payload) {
         let _ = staging.free(address, len);
         return Err(error);
+    }
+    // Registered after the code is in place and before any redirect leads into it, so that an
+    // exception thrown through new code always finds its unwind data.
+    if let Some(unwind) = target.unwind {
+        let registered = staging.register_unwind(
+            &target.name,
+            marker.code_start(),
+            marker.unwind_table,
+            unwind.count,
+        );
+        if let Err(error) = registered {
+            let _ = staging.free(address, len);
+            return Err(error);
+        }
     }
     Ok(marker)
 }
@@ -514,6 +534,9 @@ fn unmap_markers<'m>(process: &Process, markers: impl Iterator<Item = &'m Marker
         return;
     };
     for marker in markers {
+        if marker.unwind_table != 0 {
+            let _ = staging.unregister_unwind(marker.unwind_table);
+        }
         let _ = staging.free(marker.address, marker.mapping_len);
     }
 }

@@ -91,6 +91,25 @@ impl<'p> Staging<'p> {
         )
     }
 
+    /// A PE function table has no meaning in an ELF process: refused.
+    pub fn register_unwind(
+        &mut self,
+        target: &str,
+        _base: u64,
+        _table: u64,
+        _count: u64,
+    ) -> Result<(), Error> {
+        Err(Error::Unsupported {
+            target: target.to_owned(),
+            what: "a PE function table (unwind) in a target for Linux",
+        })
+    }
+
+    /// Nothing is ever registered on Linux.
+    pub fn unregister_unwind(&mut self, _table: u64) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Unmaps memory this applier mapped.
     pub fn free(&mut self, address: u64, len: u64) -> Result<(), Error> {
         remote::munmap(

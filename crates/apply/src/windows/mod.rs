@@ -3,12 +3,14 @@
 //! SHA-256 of the module file, payloads staged with `VirtualAllocEx` near the image, threads
 //! suspended with `SuspendThread` (re-listed from Toolhelp32 snapshots until stable) and
 //! checked with `GetThreadContext` and a stack scan, redirects written with
-//! `WriteProcessMemory` and `FlushInstructionCache`. It exports the same names as
+//! `WriteProcessMemory` and `FlushInstructionCache`. A payload's function table is registered
+//! with `RtlAddFunctionTable` on a thread created in the process (`remote`). It exports the same names as
 //! `crate::linux` for the OS-neutral orchestration.
 
 pub mod handle;
 pub mod modules;
 pub mod process;
+pub mod remote;
 pub mod threads;
 
 pub use modules::{IdentityCache, all_pids, find_images, markers};

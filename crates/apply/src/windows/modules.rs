@@ -55,14 +55,14 @@ fn sha256_of_file(path: &str) -> std::io::Result<String> {
     Ok(crate::error::hex(&hasher.finalize()))
 }
 
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
+pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
     Some(u32::from_le_bytes(
         bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
     ))
 }
 
 /// The module handles (base addresses) of the process.
-fn modules(process: &Process) -> Result<Vec<u64>, Error> {
+pub(crate) fn modules(process: &Process) -> Result<Vec<u64>, Error> {
     let mut handles: Vec<HMODULE> = vec![std::ptr::null_mut(); 256];
     loop {
         let mut needed = 0u32;
@@ -99,7 +99,7 @@ fn modules(process: &Process) -> Result<Vec<u64>, Error> {
 }
 
 /// The file a module was loaded from.
-fn module_path(process: &Process, base: u64) -> Option<String> {
+pub(crate) fn module_path(process: &Process, base: u64) -> Option<String> {
     let mut buffer = vec![0u16; 1024];
     // SAFETY: `buffer` is live and its length in u16 is passed.
     let len = unsafe {

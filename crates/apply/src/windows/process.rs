@@ -278,6 +278,45 @@ impl<'p> Staging<'p> {
         Ok(())
     }
 
+    /// Registers the payload's function table (`count` RUNTIME_FUNCTION entries at `table`,
+    /// relative to `base`) with the process's own `RtlAddFunctionTable`, called on a thread
+    /// created in the process, so that exceptions and stack walks unwind through new code.
+    pub fn register_unwind(
+        &mut self,
+        _target: &str,
+        base: u64,
+        table: u64,
+        count: u64,
+    ) -> Result<(), Error> {
+        let function = super::remote::ntdll_export(self.process, "RtlAddFunctionTable")?;
+        let added = super::remote::call(
+            self.process,
+            "RtlAddFunctionTable",
+            function,
+            [table, count, base],
+        )?;
+        if !added {
+            return Err(Error::RemoteCall {
+                pid: self.process.pid(),
+                function: "RtlAddFunctionTable",
+                what: "it returned FALSE",
+            });
+        }
+        Ok(())
+    }
+
+    /// Deletes a function table `register_unwind` added.
+    pub fn unregister_unwind(&mut self, table: u64) -> Result<(), Error> {
+        let function = super::remote::ntdll_export(self.process, "RtlDeleteFunctionTable")?;
+        super::remote::call(
+            self.process,
+            "RtlDeleteFunctionTable",
+            function,
+            [table, 0, 0],
+        )?;
+        Ok(())
+    }
+
     /// Releases a reservation this applier made (the whole of it, from its base).
     pub fn free(&mut self, address: u64, _len: u64) -> Result<(), Error> {
         // SAFETY: plain values; the OS releases the reservation in the other process.
