@@ -148,6 +148,11 @@ pub struct Function<'data> {
     /// The type of the function as the debug information gives it, `ret(arg, arg)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The debug information says a call never returns (DWARF `DW_AT_noreturn`, PDB
+    /// `S_GPROC32` flag `CV_PFLAG_NEVER`): the call ends the process, the thread or the frame
+    /// (an error-raising routine that longjmps or throws). See also [`crate::is_noreturn_import`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub noreturn: bool,
     /// Other names whose body is this same body (identical code folding), sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,

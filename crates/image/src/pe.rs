@@ -579,6 +579,7 @@ fn add_undescribed_functions(
             linkage: Linkage::Global,
             has_debug_info: false,
             signature: None,
+            noreturn: false,
             code: &[],
             padding_before: 0,
             first_instruction_len: None,
