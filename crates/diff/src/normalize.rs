@@ -8,7 +8,7 @@ use crate::code::{
     Constant, ConstantContent, Encoding, Flow, Instruction, JumpTable, Labels, Memory, Operand,
     Reference, TableBound, TableEncoding, TableEntry, Target, Unresolved, Value,
 };
-use hotpatch_image::{DataKind, Function, Image};
+use hotpatch_image::{DataKind, ElfType, Function, Image};
 use iced_x86::{
     ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, Mnemonic,
     OpKind, Register,
@@ -507,7 +507,7 @@ fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
             .identity
             .elf
             .as_ref()
-            .is_some_and(|elf| elf.elf_type == "dyn")
+            .is_some_and(|elf| elf.elf_type == ElfType::Dyn)
     {
         // PIE code reaches everything RIP-relative; a small constant is just a constant.
         return None;

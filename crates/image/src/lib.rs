@@ -12,6 +12,7 @@ mod identity;
 mod model;
 mod noreturn;
 mod pe;
+mod relocation;
 
 pub use error::{Error, Result};
 pub use finish::MappedSection;

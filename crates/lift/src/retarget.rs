@@ -9,7 +9,7 @@ use crate::{CODE_ALIGN, Layout, Unliftable};
 use hotpatch_diff::code::{
     Encoding, Flow, Instruction, JumpTable, TableEncoding, TableEntry, Target,
 };
-use hotpatch_image::{DataKind, Function, Image};
+use hotpatch_image::{DataKind, ElfType, Function, Image};
 use hotpatch_package::{Relocation, RelocationKind, RelocationTarget};
 use std::collections::BTreeMap;
 
@@ -104,7 +104,7 @@ impl Context<'_, '_> {
             .identity
             .elf
             .as_ref()
-            .is_some_and(|elf| elf.elf_type == "exec")
+            .is_some_and(|elf| elf.elf_type == ElfType::Exec)
     }
 
     fn write_u32(&mut self, field: u64, value: u64) -> Option<()> {
