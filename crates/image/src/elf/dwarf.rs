@@ -83,6 +83,8 @@ pub(super) struct DwarfFacts {
     subprogram_entries: BTreeMap<u64, (String, usize)>,
     /// The signature of the subprogram whose entry is the key.
     signatures: BTreeMap<u64, String>,
+    /// Entries of the subprograms that never return (`DW_AT_noreturn`).
+    noreturn: std::collections::BTreeSet<u64>,
     /// The code every subprogram covers, merged into disjoint sorted ranges.
     subprogram_ranges: Vec<(u64, u64)>,
     variables: BTreeMap<u64, VariableFacts>,
@@ -102,6 +104,11 @@ impl DwarfFacts {
     /// The signature (`ret(args)`) of the subprogram whose entry is `address`.
     pub fn signature_at(&self, address: u64) -> Option<&str> {
         self.signatures.get(&address).map(String::as_str)
+    }
+
+    /// Whether the subprogram whose entry is `address` never returns (`DW_AT_noreturn`).
+    pub fn noreturn_at(&self, address: u64) -> bool {
+        self.noreturn.contains(&address)
     }
 
     /// The name of the subprogram whose entry is `address`.
@@ -549,6 +556,9 @@ fn resolve_unit(
                 .or_insert((name, cu_index));
             if let Some(signature) = names.subprogram_signature(offset) {
                 facts.signatures.entry(address).or_insert(signature);
+            }
+            if names.subprogram_noreturn(offset) {
+                facts.noreturn.insert(address);
             }
         }
     }

@@ -241,6 +241,9 @@ fn read_module_symbols(
                     },
                     has_debug_info: true,
                     signature: Some(type_names.signature(procedure.type_index)),
+                    // CV_PFLAG_NEVER: MSVC sets it for `__declspec(noreturn)` and functions it
+                    // proves never return; clang 14 leaves it clear.
+                    noreturn: procedure.flags.never,
                     code: &[],
                     padding_before: 0,
                     first_instruction_len: None,
