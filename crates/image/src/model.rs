@@ -320,6 +320,16 @@ pub struct InlineSite {
     pub inlinee: String,
     /// `(start RVA, length)` of the inlined code.
     pub ranges: Vec<(u64, u64)>,
+    /// Where the call was written (`DW_AT_call_file`/`DW_AT_call_line`), as a row at the first
+    /// range. `None` for PDBs: CodeView records no call site, and the caller's own line table
+    /// (or the enclosing inline site's lines) gives the call's line over the inlined range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<LineRow>,
+    /// The inlinee's own line rows inside `ranges`, sorted, for formats whose line table holds
+    /// only the outer function's lines (PDB: the `S_INLINESITE` binary annotations). Empty for
+    /// DWARF, whose line program already describes inlined code row by row in `Image::lines`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<LineRow>,
 }
 
 /// A section of the image.
