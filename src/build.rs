@@ -1,7 +1,8 @@
 //! `hotpatch build`: one signed, cumulative package for a monthly release.
 //! It pairs the binaries of a baseline tree and a fixed tree by relative path, runs diff, policy
 //! and lift on every pair in parallel (`check::assess`), packages what is eligible and changed,
-//! and writes the release report (JSON and Markdown) inside the package and beside it.
+//! and writes the release report (JSON and Markdown) inside the package and beside it, with a
+//! SARIF log and a JUnit report of every binary's findings beside it (`release_formats.rs`).
 //! The month is a hotpatch month (exit 0) or needs a baseline (exit 10).
 
 use crate::check;
@@ -85,6 +86,8 @@ pub struct Args {
     /// Print the release report (schema hotpatch-release/1) on stdout.
     #[arg(long)]
     pub json: bool,
+    #[command(flatten)]
+    pub sources: check::SourceArgs,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -257,6 +260,8 @@ struct Built {
     target: Option<(Target, Vec<u8>)>,
     /// The HTML audit report of a binary with changes (`report/binaries/<name>.html`).
     audit_html: Option<String>,
+    /// What the release's SARIF and JUnit reports need of a compared pair.
+    record: Option<crate::release_formats::PairRecord>,
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
@@ -276,10 +281,11 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let pairs = pair_trees(&args.baseline, &args.fixed)?;
     let total = pairs.len();
     let done = AtomicUsize::new(0);
+    let roots = crate::source::SourceRoots::new(&args.sources.source_roots);
     let built: Vec<Result<Built>> = pairs
         .par_iter()
         .map(|(name, sides)| {
-            let result = build_one(name, sides, &policy);
+            let result = build_one(name, sides, &policy, &roots);
             let n = done.fetch_add(1, Ordering::Relaxed) + 1;
             match &result {
                 Ok(built) => eprintln!("[{n}/{total}] {name}: {}", progress(&built.report)),
@@ -292,6 +298,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     for result in built {
         binaries.push(result?);
     }
+    let records: Vec<Option<crate::release_formats::PairRecord>> =
+        binaries.iter_mut().map(|b| b.record.take()).collect();
 
     let leave_out = policy.release.leave_out_reboot_required;
     let blocking: Vec<String> = binaries
@@ -379,6 +387,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (json_path, markdown_path) = report_paths(args)?;
     fs_err::write(&json_path, &report_json)?;
     fs_err::write(&markdown_path, &report_markdown)?;
+    let (sarif_path, junit_path) = write_ci_reports(args, &report, &records)?;
 
     if args.json {
         out.write_all(&report_json)?;
@@ -413,6 +422,12 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             "  report: {} and {}",
             json_path.display(),
             markdown_path.display()
+        )?;
+        writeln!(
+            out,
+            "  code scanning: {}; test report: {}",
+            sarif_path.display(),
+            junit_path.display()
         )?;
     }
     Ok(match month {
@@ -602,7 +617,12 @@ fn is_binary(path: &Path) -> Result<bool> {
 }
 
 /// Diffs, assesses and lifts one pair; a binary in one tree only is reported as such.
-fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
+fn build_one(
+    name: &str,
+    sides: &Sides,
+    policy: &Policy,
+    roots: &crate::source::SourceRoots,
+) -> Result<Built> {
     let (base_path, fixed_path) = match sides {
         (Some(base), Some(fixed)) => (base, fixed),
         (base, _) => {
@@ -633,6 +653,7 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
                 },
                 target: None,
                 audit_html: None,
+                record: None,
             });
         }
     };
@@ -642,6 +663,8 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
     };
     let (base, fixed) = pair.load()?;
     let outcome = check::assess(&pair, &base, &fixed, policy);
+    let record =
+        crate::release_formats::record((base_path, fixed_path), &base, &fixed, &outcome, roots);
     let assessment = &outcome.assessment;
     let lifted = outcome
         .lifted
@@ -757,6 +780,7 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
         },
         target,
         audit_html,
+        record: Some(record),
     })
 }
 
@@ -805,6 +829,50 @@ fn report_paths(args: &Args) -> Result<(PathBuf, PathBuf)> {
         dir.join(format!("{stem}.release.json")),
         dir.join(format!("{stem}.release.md")),
     ))
+}
+
+/// Writes the release's SARIF log and JUnit report beside the release report (`release.sarif`
+/// and `release.junit.xml` in `--report-dir`, else `<package stem>.release.sarif` and
+/// `.release.junit.xml`); returns their paths.
+fn write_ci_reports(
+    args: &Args,
+    report: &ReleaseReport,
+    records: &[Option<crate::release_formats::PairRecord>],
+) -> Result<(PathBuf, PathBuf)> {
+    use crate::release_formats::{ReleaseEntry, ReleaseFacts};
+    let (json_path, _) = report_paths(args)?;
+    let stem = json_path
+        .file_name()
+        .and_then(|name| name.to_str())
+        .and_then(|name| name.strip_suffix(".json"))
+        .context("the release report has a .json name")?
+        .to_owned();
+    let sarif_path = json_path.with_file_name(format!("{stem}.sarif"));
+    let junit_path = json_path.with_file_name(format!("{stem}.junit.xml"));
+    let entries: Vec<ReleaseEntry<'_>> = report
+        .binaries
+        .iter()
+        .zip(records)
+        .map(|(binary, record)| ReleaseEntry {
+            name: &binary.name,
+            status: binary.status.as_str(),
+            left_out: report.left_out.contains(&binary.name),
+            record: record.as_ref(),
+        })
+        .collect();
+    let facts = ReleaseFacts {
+        product: &report.product,
+        channel: &report.channel,
+        release: &report.release,
+        month: report.month.as_str(),
+        rules_uri: &args.sources.rules_uri,
+    };
+    fs_err::write(
+        &sarif_path,
+        crate::release_formats::sarif(&facts, &entries)?,
+    )?;
+    fs_err::write(&junit_path, crate::release_formats::junit(&facts, &entries))?;
+    Ok((sarif_path, junit_path))
 }
 
 /// The Markdown release report.

@@ -6,6 +6,7 @@ use anyhow::{Context, Result};
 use hotpatch_diff::Diff;
 use hotpatch_image::{Diagnostic, Image, Loaded};
 use hotpatch_policy::{Assessment, Policy, Severity, Subject, Verdict};
+use std::borrow::Cow;
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -146,25 +147,40 @@ fn lift(
 /// The readable name (`display_name`) of each function of both builds by its symbol name, so
 /// text output names a function as people write it (`std::bad_alloc::~bad_alloc`, not
 /// `??1bad_alloc@std@@UEAA@XZ`); JSON keeps the symbol name.
-pub struct ReadableNames<'a>(BTreeMap<&'a str, &'a str>);
+pub struct ReadableNames<'a>(BTreeMap<Cow<'a, str>, Cow<'a, str>>);
 
 impl<'a> ReadableNames<'a> {
     pub fn new(baseline: &'a Image<'_>, fixed: &'a Image<'_>) -> Self {
         let mut names = BTreeMap::new();
         for function in fixed.functions.iter().chain(&baseline.functions) {
             names
-                .entry(function.name.as_str())
-                .or_insert(function.display_name.as_str());
+                .entry(Cow::Borrowed(function.name.as_str()))
+                .or_insert(Cow::Borrowed(function.display_name.as_str()));
+        }
+        ReadableNames(names)
+    }
+
+    /// The names of `functions` only, owned: what outlives the images (`hotpatch build` keeps
+    /// them for the release's SARIF and JUnit reports).
+    pub fn owned_subset<'n>(
+        &self,
+        functions: impl IntoIterator<Item = &'n str>,
+    ) -> ReadableNames<'static> {
+        let mut names = BTreeMap::new();
+        for function in functions {
+            if let Some(readable) = self.0.get(function) {
+                names.insert(
+                    Cow::Owned(function.to_owned()),
+                    Cow::Owned(readable.clone().into_owned()),
+                );
+            }
         }
         ReadableNames(names)
     }
 
     /// The readable name of `name`, or `name` itself when no function has it.
-    pub fn get<'n>(&self, name: &'n str) -> &'n str
-    where
-        'a: 'n,
-    {
-        self.0.get(name).copied().unwrap_or(name)
+    pub fn get<'n>(&'n self, name: &'n str) -> &'n str {
+        self.0.get(name).map_or(name, |readable| readable.as_ref())
     }
 }
 
@@ -264,16 +280,25 @@ fn write_check(
     match format {
         CheckFormat::Sarif => {
             let addresses = addresses(&outcome.diff);
-            let text = crate::sarif::render(&crate::sarif::Input {
+            let binaries = [crate::sarif::Binary {
                 assessment,
                 sources,
                 binary: &binary,
-                baseline: &baseline,
-                baseline_sha256: &base.image.identity.sha256,
+                fingerprint_name: &binary,
                 fixed_sha256: &fixed.image.identity.sha256,
-                rules_uri: &args.sources.rules_uri,
                 addresses: &addresses,
                 names: &names,
+            }];
+            let text = crate::sarif::render(&crate::sarif::Input {
+                binaries: &binaries,
+                rules_uri: &args.sources.rules_uri,
+                properties: serde_json::json!({
+                    "verdict": assessment.verdict.as_str(),
+                    "baseline": baseline,
+                    "baselineSha256": base.image.identity.sha256,
+                    "fixed": binary,
+                    "fixedSha256": fixed.image.identity.sha256,
+                }),
             })?;
             out.write_all(text.as_bytes())?;
             return Ok(());

@@ -80,7 +80,7 @@ fn summary(
         out,
         "{}: {format} {}, debug info: {debug}",
         input.path.display(),
-        image.identity.machine
+        image.identity.machine.name()
     )?;
     writeln!(out, "  sha256        {}", image.identity.sha256)?;
     if let Some(pe) = &image.identity.pe {
@@ -99,7 +99,11 @@ fn summary(
     }
     if let Some(elf) = &image.identity.elf {
         let build_id = elf.build_id.as_deref().unwrap_or("(none)");
-        writeln!(out, "  elf           {}  build-id {build_id}", elf.elf_type)?;
+        writeln!(
+            out,
+            "  elf           {}  build-id {build_id}",
+            elf.elf_type.name()
+        )?;
     }
     let described = image.functions.iter().filter(|f| f.has_debug_info).count();
     let aliases: usize = image.functions.iter().map(|f| f.aliases.len()).sum();

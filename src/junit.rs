@@ -1,7 +1,8 @@
-//! `hotpatch check --format junit`: the assessment as JUnit XML for the test tab of CI systems
-//! (GitLab, Jenkins, Azure DevOps): one test suite per pair, one test case for the binary and
-//! one per changed, added or line-only function; a blocking finding is a failure naming its
-//! rule and reason, an eligible function passes.
+//! `hotpatch check --format junit` and the release report of `hotpatch build`: assessments as
+//! JUnit XML for the test tab of CI systems (GitLab, Jenkins, Azure DevOps): one test suite per
+//! pair (or per release), one test case for each binary and one per changed, added or
+//! line-only function; a blocking finding is a failure naming its rule and reason, an eligible
+//! function passes.
 
 use crate::source::Sources;
 use hotpatch_policy::{Assessment, Finding, Verdict};
@@ -45,6 +46,16 @@ struct Case<'a> {
     failures: Vec<&'a Finding>,
     /// Findings that do not block (info, waived), shown as output.
     notes: Vec<&'a Finding>,
+    /// A failure without findings (a binary only one release tree has).
+    failure_message: Option<String>,
+    /// Why the case was skipped (a binary the policy leaves out of the release).
+    skipped: Option<String>,
+}
+
+impl Case<'_> {
+    fn fails(&self) -> bool {
+        self.skipped.is_none() && (!self.failures.is_empty() || self.failure_message.is_some())
+    }
 }
 
 fn finding_line(finding: &Finding) -> String {
@@ -76,7 +87,16 @@ fn write_case(xml: &mut String, suite: &str, case: &Case<'_>) {
         let _ = write!(xml, " file=\"{}\" line=\"{line}\"", escape(file));
     }
     xml.push_str(" time=\"0\">\n");
-    if let Some(first) = case.failures.first() {
+    if let Some(why) = &case.skipped {
+        let _ = writeln!(xml, "      <skipped message=\"{}\"/>", escape(why));
+    } else if let Some(message) = &case.failure_message {
+        let _ = writeln!(
+            xml,
+            "      <failure message=\"{}\" type=\"reboot-required\">{}</failure>",
+            escape(message),
+            escape(message)
+        );
+    } else if let Some(first) = case.failures.first() {
         let rules: Vec<&str> = case.failures.iter().map(|f| f.rule.as_str()).collect();
         let body: Vec<String> = case
             .failures
@@ -105,8 +125,127 @@ fn write_case(xml: &mut String, suite: &str, case: &Case<'_>) {
     xml.push_str("    </testcase>\n");
 }
 
-/// The JUnit XML document.
+/// The JUnit XML document of one pair.
 pub fn render(input: &Input<'_>) -> String {
+    let cases = cases(input);
+    let suite = Suite {
+        name: input.binary,
+        properties: vec![
+            ("baseline", input.baseline),
+            ("fixed", input.binary),
+            ("verdict", input.assessment.verdict.as_str()),
+        ],
+        cases: cases.iter().map(|case| (input.binary, case)).collect(),
+    };
+    document("hotpatch check", &[suite])
+}
+
+/// One binary of a release, for [`render_release`].
+pub enum ReleaseBinary<'a> {
+    /// A compared pair.
+    Compared(Input<'a>),
+    /// A binary only one tree has, or one the policy leaves out: a case of its own.
+    Status {
+        name: &'a str,
+        /// Why it fails (added or removed binaries need a baseline).
+        failure: Option<String>,
+        /// Why it is skipped (left out by the policy).
+        skipped: Option<String>,
+    },
+}
+
+/// The JUnit XML document of a release: one suite, each binary's cases under its name.
+pub fn render_release(
+    title: &str,
+    properties: &[(&str, &str)],
+    binaries: &[ReleaseBinary<'_>],
+) -> String {
+    let mut owned: Vec<(&str, Vec<Case<'_>>)> = Vec::new();
+    for binary in binaries {
+        match binary {
+            ReleaseBinary::Compared(input) => owned.push((input.binary, cases(input))),
+            ReleaseBinary::Status {
+                name,
+                failure,
+                skipped,
+            } => owned.push((
+                name,
+                vec![Case {
+                    name: format!("binary {name}"),
+                    file: None,
+                    failures: Vec::new(),
+                    notes: Vec::new(),
+                    failure_message: failure.clone(),
+                    skipped: skipped.clone(),
+                }],
+            )),
+        }
+    }
+    let suite = Suite {
+        name: title,
+        properties: properties.to_vec(),
+        cases: owned
+            .iter()
+            .flat_map(|(name, cases)| cases.iter().map(move |case| (*name, case)))
+            .collect(),
+    };
+    document("hotpatch build", &[suite])
+}
+
+/// A `<testsuite>`: cases with their class names.
+struct Suite<'a> {
+    name: &'a str,
+    properties: Vec<(&'a str, &'a str)>,
+    cases: Vec<(&'a str, &'a Case<'a>)>,
+}
+
+fn document(title: &str, suites: &[Suite<'_>]) -> String {
+    let n_tests: usize = suites.iter().map(|s| s.cases.len()).sum();
+    let failures = |suite: &Suite<'_>| suite.cases.iter().filter(|(_, c)| c.fails()).count();
+    let skipped = |suite: &Suite<'_>| {
+        suite
+            .cases
+            .iter()
+            .filter(|(_, c)| c.skipped.is_some())
+            .count()
+    };
+    let n_failures: usize = suites.iter().map(failures).sum();
+    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
+    let _ = writeln!(
+        xml,
+        "<testsuites name=\"{}\" tests=\"{n_tests}\" failures=\"{n_failures}\" errors=\"0\" time=\"0\">",
+        escape(title)
+    );
+    for suite in suites {
+        let _ = writeln!(
+            xml,
+            "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{}\" errors=\"0\" skipped=\"{}\" time=\"0\">",
+            escape(suite.name),
+            suite.cases.len(),
+            failures(suite),
+            skipped(suite)
+        );
+        xml.push_str("    <properties>\n");
+        for (name, value) in &suite.properties {
+            let _ = writeln!(
+                xml,
+                "      <property name=\"{}\" value=\"{}\"/>",
+                escape(name),
+                escape(value)
+            );
+        }
+        xml.push_str("    </properties>\n");
+        for (classname, case) in &suite.cases {
+            write_case(&mut xml, classname, case);
+        }
+        xml.push_str("  </testsuite>\n");
+    }
+    xml.push_str("</testsuites>\n");
+    xml
+}
+
+/// The cases of one pair: the binary, then each changed, added or line-only function.
+fn cases<'a>(input: &Input<'a>) -> Vec<Case<'a>> {
     let assessment = input.assessment;
     let mut cases = Vec::new();
     let binary_findings: Vec<&Finding> = assessment
@@ -133,6 +272,8 @@ pub fn render(input: &Input<'_>) -> String {
             .copied()
             .filter(|f| !f.blocks())
             .collect(),
+        failure_message: None,
+        skipped: None,
     });
     for function in &assessment.functions {
         let own = |blocks: bool| -> Vec<&Finding> {
@@ -166,37 +307,9 @@ pub fn render(input: &Input<'_>) -> String {
             file,
             failures,
             notes: own(false),
+            failure_message: None,
+            skipped: None,
         });
     }
-    let n_failures = cases.iter().filter(|c| !c.failures.is_empty()).count();
-    let mut xml = String::from("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
-    let _ = writeln!(
-        xml,
-        "<testsuites name=\"hotpatch check\" tests=\"{}\" failures=\"{n_failures}\" errors=\"0\" time=\"0\">",
-        cases.len()
-    );
-    let _ = writeln!(
-        xml,
-        "  <testsuite name=\"{}\" tests=\"{}\" failures=\"{n_failures}\" errors=\"0\" skipped=\"0\" time=\"0\">",
-        escape(input.binary),
-        cases.len()
-    );
-    xml.push_str("    <properties>\n");
-    for (name, value) in [
-        ("baseline", input.baseline),
-        ("fixed", input.binary),
-        ("verdict", assessment.verdict.as_str()),
-    ] {
-        let _ = writeln!(
-            xml,
-            "      <property name=\"{name}\" value=\"{}\"/>",
-            escape(value)
-        );
-    }
-    xml.push_str("    </properties>\n");
-    for case in &cases {
-        write_case(&mut xml, input.binary, case);
-    }
-    xml.push_str("  </testsuite>\n</testsuites>\n");
-    xml
+    cases
 }

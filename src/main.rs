@@ -10,6 +10,7 @@ mod junit;
 mod mapped;
 mod package;
 mod pair;
+mod release_formats;
 mod report;
 mod sarif;
 mod source;

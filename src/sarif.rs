@@ -1,7 +1,8 @@
-//! `hotpatch check --format sarif`: the assessment as a SARIF 2.1.0 log for code scanning
-//! (GitHub, GitLab, Azure DevOps): one run, the rule catalogue as `tool.driver.rules`, one result
-//! per finding at the source line of the fix, the binary as a related location, and
-//! fingerprints that survive rebuilds.
+//! `hotpatch check --format sarif` and the release log of `hotpatch build`: assessments as a
+//! SARIF 2.1.0 log for code scanning (GitHub, GitLab, Azure DevOps): one run, the rule
+//! catalogue as `tool.driver.rules`, one result per finding at the source line of the fix (of
+//! every binary, for a release), the binary as a related location, and fingerprints that
+//! survive rebuilds.
 //!
 //! The log is built as a `serde_json::Value`, whose maps are sorted, so the bytes are the same
 //! on every run; docs/dependencies.md says why this is not `serde-sarif`.
@@ -11,18 +12,26 @@ use hotpatch_policy::{Assessment, Finding, Rule, Severity};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-/// What a SARIF log is written from.
+/// What a SARIF log is written from: one run over one or more compared binaries.
 pub struct Input<'a> {
-    pub assessment: &'a Assessment,
-    pub sources: &'a Sources,
-    /// The fixed build as given on the command line, relative to the working directory when
-    /// it lies under it; part of each fingerprint.
-    pub binary: &'a str,
-    pub baseline: &'a str,
-    pub baseline_sha256: &'a str,
-    pub fixed_sha256: &'a str,
+    pub binaries: &'a [Binary<'a>],
     /// Where the rule documentation lives (`docs/eligibility.md`, or a URL of it).
     pub rules_uri: &'a str,
+    /// The run's `properties`: what was compared (a pair, or a release).
+    pub properties: Value,
+}
+
+/// One compared binary: its findings become results.
+pub struct Binary<'a> {
+    pub assessment: &'a Assessment,
+    pub sources: &'a Sources,
+    /// The fixed build's path, relative to the working directory when it lies under it: the
+    /// artifact of the binary's related location.
+    pub binary: &'a str,
+    /// The binary's identity in fingerprints: the path for `check`, the path inside the
+    /// release tree for `build`, so a finding keeps its fingerprint from month to month.
+    pub fingerprint_name: &'a str,
+    pub fixed_sha256: &'a str,
     /// Addresses of changed and added functions in the fixed build, by assessment name.
     pub addresses: &'a std::collections::BTreeMap<String, (String, u64)>,
     /// Readable names of functions by symbol name, for messages and logical locations.
@@ -30,7 +39,7 @@ pub struct Input<'a> {
 }
 
 /// A function's logical location: the readable name, and the symbol when it differs.
-fn logical(input: &Input<'_>, function: &str) -> Value {
+fn logical(input: &Binary<'_>, function: &str) -> Value {
     let readable = input.names.get(function);
     let mut location = json!({ "name": readable, "kind": "function" });
     if readable != function {
@@ -141,7 +150,7 @@ fn hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
 }
 
-fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
+fn result(input: &Binary<'_>, finding: &Finding, rule_index: usize) -> Value {
     let function = finding.function.as_deref();
     let source: Option<&FunctionSource> = function.and_then(|f| input.sources.get(f));
     let primary: Option<SourceLine> = source.and_then(FunctionSource::primary);
@@ -194,6 +203,25 @@ fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
             entry["physicalLocation"] = source_location(&line.file, line.line, None);
         }
         related.push(entry);
+        if let Some(call) = &inlined.call_site {
+            related.push(json!({
+                "id": 4,
+                "physicalLocation": source_location(&call.file, call.line, None),
+                "message": { "text": format!("the call of {} the compiler inlined", inlined.inlinee) },
+            }));
+        }
+    }
+    // When the fix line was chosen over the first difference, the first difference stays in
+    // view.
+    if let Some(first) = source
+        .and_then(|s| s.first_difference.as_ref())
+        .filter(|first| primary.as_ref() != Some(*first))
+    {
+        related.push(json!({
+            "id": 5,
+            "physicalLocation": source_location(&first.file, first.line, None),
+            "message": { "text": "the first differing instruction" },
+        }));
     }
     let mut text = finding.reason.clone();
     if let Some(function) = function {
@@ -207,7 +235,7 @@ fn result(input: &Input<'_>, finding: &Finding, rule_index: usize) -> Value {
         "locations": locations,
         "relatedLocations": related,
         "partialFingerprints": {
-            "hotpatchFinding/v1": fingerprint(finding.rule.as_str(), input.binary, function),
+            "hotpatchFinding/v1": fingerprint(finding.rule.as_str(), input.fingerprint_name, function),
         },
         "properties": {
             "severity": finding.severity.as_str(),
@@ -233,15 +261,16 @@ pub fn render(input: &Input<'_>) -> serde_json::Result<String> {
         .map(|rule| rule_descriptor(rule, input.rules_uri))
         .collect();
     let results: Vec<Value> = input
-        .assessment
-        .findings
+        .binaries
         .iter()
-        .map(|finding| {
-            let index = catalogue
-                .iter()
-                .position(|rule| rule.id == finding.rule)
-                .unwrap_or(0);
-            result(input, finding, index)
+        .flat_map(|binary| {
+            binary.assessment.findings.iter().map(move |finding| {
+                let index = catalogue
+                    .iter()
+                    .position(|rule| rule.id == finding.rule)
+                    .unwrap_or(0);
+                result(binary, finding, index)
+            })
         })
         .collect();
     let log = json!({
@@ -256,13 +285,7 @@ pub fn render(input: &Input<'_>) -> serde_json::Result<String> {
             }},
             "columnKind": "unicodeCodePoints",
             "results": results,
-            "properties": {
-                "verdict": input.assessment.verdict.as_str(),
-                "baseline": input.baseline,
-                "baselineSha256": input.baseline_sha256,
-                "fixed": input.binary,
-                "fixedSha256": input.fixed_sha256,
-            },
+            "properties": input.properties,
         }],
     });
     Ok(serde_json::to_string_pretty(&log)? + "\n")

@@ -137,11 +137,36 @@ pub struct SourceLine {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InlinedFrom {
     pub inlinee: String,
-    /// The inlinee's own file and line, when the line table describes the inlined code (DWARF
-    /// does; the PDB reader records inline ranges without their lines, so this is absent there
-    /// and `first_difference` is the call site).
+    /// The inlinee's own file and line at the difference (DWARF: the line program's row;
+    /// PDB: the inline site's binary annotations).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub line: Option<SourceLine>,
+    /// The line of the call the compiler inlined: the caller's line, or the enclosing
+    /// inlinee's when inlined code was itself inlined.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<SourceLine>,
+}
+
+/// How the line a finding points at was chosen (see [`fix_line`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FixBasis {
+    /// A line with changed code that has no counterpart in the baseline: the fix added it.
+    NewLine,
+    /// The inlinee's line at the first difference, whose code changed at every site it is
+    /// inlined into.
+    FirstDifference,
+    /// The call site of the inlined code at the first difference: the inlinee is inlined
+    /// unchanged elsewhere, so the edit is in the call, not in the inlinee.
+    CallSite,
+}
+
+/// The line a reviewer edits: where findings on the function point.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FixLine {
+    #[serde(flatten)]
+    pub line: SourceLine,
+    pub basis: FixBasis,
 }
 
 /// The source location of one changed, added or line-only function in the fixed build.
@@ -153,18 +178,25 @@ pub struct FunctionSource {
     /// The function's own lines in the baseline build.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline: Option<SourceRange>,
-    /// The line of the first differing instruction of the fixed build: where the fix is.
+    /// The line of the first differing instruction of the fixed build (when the first
+    /// difference deleted code, of the first changed instruction outside the prologue).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub first_difference: Option<SourceLine>,
     /// Set when the first differing instruction lies in inlined code.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub inlined_from: Option<InlinedFrom>,
+    /// The line of the fix, chosen from the line tables of both builds (see [`fix_line`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fix: Option<FixLine>,
 }
 
 impl FunctionSource {
-    /// The line a finding on this function points at: the fix if known, else the function's
-    /// first line.
+    /// The line a finding on this function points at: the fix if known, else the first
+    /// difference, else the function's first line.
     pub fn primary(&self) -> Option<SourceLine> {
+        if let Some(fix) = &self.fix {
+            return Some(fix.line.clone());
+        }
         if let Some(line) = &self.first_difference {
             return Some(line.clone());
         }
@@ -202,16 +234,33 @@ pub fn locate(
     roots: &SourceRoots,
 ) -> Sources {
     let mut sources = Sources::new();
+    let unchanged_inlinees = unchanged_inlinees(fixed, diff);
     for changed in &diff.changed {
         let fixed_function = fixed.functions.get(changed.fixed_index);
         let baseline_function = baseline.functions.get(changed.baseline_index);
-        let difference_rva = changed
-            .first_difference
-            .as_ref()
-            .and_then(|difference| difference.fixed_rva);
+        let difference_rva =
+            fixed_function.and_then(|f| first_changed_rva(Side::new(fixed, f), changed));
         let (first_difference, inlined_from) = match (fixed_function, difference_rva) {
             (Some(function), Some(rva)) => at(fixed, function, rva, roots),
             _ => (None, None),
+        };
+        let fix = match (baseline_function, fixed_function) {
+            (Some(b), Some(f)) => fix_line(
+                Side::new(baseline, b),
+                Side::new(fixed, f),
+                changed,
+                &unchanged_inlinees,
+            )
+            .and_then(|(key, basis)| {
+                Some(FixLine {
+                    line: SourceLine {
+                        file: source_file(fixed, key.file, roots)?,
+                        line: key.line,
+                    },
+                    basis,
+                })
+            }),
+            _ => None,
         };
         sources.insert(
             changed.name.clone(),
@@ -220,6 +269,7 @@ pub fn locate(
                 baseline: baseline_function.and_then(|f| range(baseline, f, roots)),
                 first_difference,
                 inlined_from,
+                fix,
             },
         );
     }
@@ -232,6 +282,7 @@ pub fn locate(
                 baseline: None,
                 first_difference: None,
                 inlined_from: None,
+                fix: None,
             },
         );
     }
@@ -247,6 +298,7 @@ pub fn locate(
                 baseline: find(baseline),
                 first_difference: None,
                 inlined_from: None,
+                fix: None,
             },
         );
     }
@@ -320,43 +372,299 @@ fn range(image: &Image<'_>, function: &Function<'_>, roots: &SourceRoots) -> Opt
     })
 }
 
-/// The line in effect at `rva` (the last row at or before it inside the function; of several
-/// rows at one address the highest line, which in a DWARF program is the statement the code
-/// belongs to rather than the brace before it), and the inlinee when `rva` is in inlined code.
+/// The line at the first differing instruction and, when it lies in inlined code, the inlinee
+/// with its own line and the line of the call.
 fn at(
     image: &Image<'_>,
     function: &Function<'_>,
     rva: u64,
     roots: &SourceRoots,
 ) -> (Option<SourceLine>, Option<InlinedFrom>) {
-    let end = image.lines.partition_point(|row| row.rva <= rva);
-    let row = image.lines[..end]
-        .iter()
-        .rev()
-        .take_while(|row| row.rva >= function.rva)
-        .find(|row| row.line != 0);
-    let line = row.and_then(|row| {
+    let side = Side::new(image, function);
+    let stack = side.stack(rva);
+    let shown = |key: Option<&LineKey>| -> Option<SourceLine> {
+        let key = key?;
         Some(SourceLine {
-            file: source_file(image, row.file, roots)?,
+            file: source_file(image, key.file, roots)?,
+            line: key.line,
+        })
+    };
+    let line = shown(stack.innermost.as_ref());
+    let inlined = side.innermost_site(rva).map(|site| InlinedFrom {
+        inlinee: site.inlinee.clone(),
+        line: line.clone(),
+        call_site: shown(stack.calls.first()),
+    });
+    (line, inlined)
+}
+
+/// A line of a source file as the line tables name it: an index into `Image::source_files`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+struct LineKey {
+    file: u32,
+    line: u32,
+}
+
+/// The source lines an instruction belongs to: the innermost line (the inlinee's, in inlined
+/// code) and the call sites that led there, innermost first.
+#[derive(Default)]
+struct Stack {
+    innermost: Option<LineKey>,
+    calls: Vec<LineKey>,
+}
+
+impl Stack {
+    fn all(&self) -> impl Iterator<Item = LineKey> + '_ {
+        self.innermost.iter().chain(&self.calls).copied()
+    }
+}
+
+/// One build's function with the inline sites inside it.
+#[derive(Clone, Copy)]
+struct Side<'a, 'data> {
+    image: &'a Image<'data>,
+    function: &'a Function<'data>,
+    sites: &'a [hotpatch_image::InlineSite],
+}
+
+impl<'a, 'data> Side<'a, 'data> {
+    fn new(image: &'a Image<'data>, function: &'a Function<'data>) -> Self {
+        let start = image
+            .inline_sites
+            .partition_point(|site| site.caller_rva < function.rva);
+        let len = image.inline_sites[start..]
+            .iter()
+            .take_while(|site| site.caller_rva == function.rva)
+            .count();
+        Side {
+            image,
+            function,
+            sites: &image.inline_sites[start..start + len],
+        }
+    }
+
+    /// The inline sites whose code holds `rva`, innermost (shortest range) first.
+    fn sites_at(&self, rva: u64) -> Vec<&'a hotpatch_image::InlineSite> {
+        let mut found: Vec<(u64, &hotpatch_image::InlineSite)> = self
+            .sites
+            .iter()
+            .filter_map(|site| {
+                site.ranges
+                    .iter()
+                    .find(|&&(begin, len)| rva >= begin && rva < begin.saturating_add(len))
+                    .map(|&(_, len)| (len, site))
+            })
+            .collect();
+        found.sort_by(|a, b| (a.0, &a.1.inlinee).cmp(&(b.0, &b.1.inlinee)));
+        found.into_iter().map(|(_, site)| site).collect()
+    }
+
+    fn innermost_site(&self, rva: u64) -> Option<&'a hotpatch_image::InlineSite> {
+        self.sites_at(rva).into_iter().next()
+    }
+
+    /// The row of the image's line table in effect at `rva` inside the function (of several
+    /// rows at one address the highest line, which in a DWARF program is the statement the code
+    /// belongs to rather than the brace before it).
+    fn table_row(&self, rva: u64) -> Option<LineKey> {
+        let lines = &self.image.lines;
+        let end = lines.partition_point(|row| row.rva <= rva);
+        let row = lines[..end]
+            .iter()
+            .rev()
+            .take_while(|row| row.rva >= self.function.rva)
+            .find(|row| row.line != 0)?;
+        Some(LineKey {
+            file: row.file,
             line: row.line,
         })
-    });
-    let inlinee = inlined_ranges(image, function)
-        .find(|&(_, begin, end)| rva >= begin && rva < end)
-        .map(|(inlinee, begin, _)| (inlinee.to_owned(), begin));
-    let Some((inlinee, begin)) = inlinee else {
-        return (line, None);
+    }
+
+    /// An inline site's own row at `rva`, from its lines (PDB); `None` when it has none.
+    fn site_row(site: &hotpatch_image::InlineSite, rva: u64) -> Option<LineKey> {
+        let end = site.lines.partition_point(|row| row.rva <= rva);
+        let row = site.lines[..end].iter().rev().find(|row| row.line != 0)?;
+        Some(LineKey {
+            file: row.file,
+            line: row.line,
+        })
+    }
+
+    /// The lines the instruction at `rva` belongs to. In DWARF the line table's row is the
+    /// innermost line and each site records its call; in a PDB the innermost site's
+    /// annotations give the inlinee's line, and each call is the line of the scope around it
+    /// (the enclosing site's annotations, or the function's own table).
+    fn stack(&self, rva: u64) -> Stack {
+        let sites = self.sites_at(rva);
+        let Some(innermost_site) = sites.first() else {
+            return Stack {
+                innermost: self.table_row(rva),
+                calls: Vec::new(),
+            };
+        };
+        let innermost = if innermost_site.lines.is_empty() {
+            self.table_row(rva)
+        } else {
+            Self::site_row(innermost_site, rva)
+        };
+        let mut calls = Vec::new();
+        for (idx, site) in sites.iter().enumerate() {
+            let call = match &site.call_site {
+                Some(row) => Some(LineKey {
+                    file: row.file,
+                    line: row.line,
+                }),
+                None => match sites.get(idx + 1) {
+                    Some(outer) => Self::site_row(outer, rva),
+                    None => self.table_row(rva),
+                },
+            };
+            calls.extend(call);
+        }
+        Stack { innermost, calls }
+    }
+}
+
+/// Inlinees that some function the diff left alone (unchanged in code) has inlined into it in
+/// the fixed build: their source did not change in a way their code shows.
+fn unchanged_inlinees(fixed: &Image<'_>, diff: &Diff) -> std::collections::BTreeSet<String> {
+    let changed: std::collections::BTreeSet<u64> = diff
+        .changed
+        .iter()
+        .map(|c| c.fixed_rva)
+        .chain(diff.added.iter().map(|a| a.rva))
+        .collect();
+    fixed
+        .inline_sites
+        .iter()
+        .filter(|site| !changed.contains(&site.caller_rva))
+        .map(|site| site.inlinee.clone())
+        .collect()
+}
+
+/// The fixed build's first differing instruction. A first difference that deleted code has
+/// none: the first changed instruction outside the prologue and epilogue stands in (their code
+/// carries the entry line and changes with register allocation and frame size, not with the
+/// source).
+fn first_changed_rva(fixed: Side<'_, '_>, changed: &hotpatch_diff::ChangedFunction) -> Option<u64> {
+    if let Some(rva) = changed
+        .first_difference
+        .as_ref()
+        .and_then(|difference| difference.fixed_rva)
+    {
+        return Some(rva);
+    }
+    let unchanged: std::collections::BTreeSet<u64> =
+        changed.unchanged.iter().map(|&(_, f)| f).collect();
+    let entry_line = fixed.table_row(fixed.function.rva);
+    let mut differing = changed
+        .fixed_code
+        .iter()
+        .map(|instruction| instruction.rva)
+        .filter(|rva| !unchanged.contains(rva));
+    differing
+        .clone()
+        .find(|&rva| fixed.stack(rva).innermost != entry_line)
+        .or_else(|| differing.next())
+}
+
+/// The line a reviewer edits, derived from the line tables of both builds and the diff's
+/// alignment of their instructions.
+///
+/// The aligned equal instructions map baseline lines to fixed lines (which is how lines that
+/// only moved are recognized). A line of changed code in the fixed build is *new* when no
+/// equal instruction lies on it and the baseline line it corresponds to (by the shift of the
+/// nearest mapped line below or above) had no changed code either: the fix wrote it. The first
+/// new line in code order, at any level of inlining, is the fix (Lua CVE-2022-28805: the first
+/// difference is register allocation in inlined `singlevaraux`, the new line is the added
+/// `luaK_exp2anyregup` call). Without a new line the fix is an edit in place: the innermost
+/// line at the first difference, unless that lies in an inlinee that other, unchanged
+/// functions inline too, whose source therefore did not change: then the call site.
+fn fix_line(
+    baseline: Side<'_, '_>,
+    fixed: Side<'_, '_>,
+    changed: &hotpatch_diff::ChangedFunction,
+    unchanged_inlinees: &std::collections::BTreeSet<String>,
+) -> Option<(LineKey, FixBasis)> {
+    use std::collections::{BTreeMap, BTreeSet};
+    let unchanged_fixed: BTreeSet<u64> = changed.unchanged.iter().map(|&(_, f)| f).collect();
+    let unchanged_baseline: BTreeSet<u64> = changed.unchanged.iter().map(|&(b, _)| b).collect();
+    // Fixed lines with unchanged code, and the baseline line each came from (innermost level
+    // and call sites, paired level by level).
+    let mut mapped_fixed: BTreeSet<LineKey> = BTreeSet::new();
+    let mut line_map: BTreeMap<LineKey, LineKey> = BTreeMap::new();
+    for &(b, f) in &changed.unchanged {
+        let (old, new) = (baseline.stack(b), fixed.stack(f));
+        for (old_key, new_key) in old.all().zip(new.all()) {
+            mapped_fixed.insert(new_key);
+            line_map.entry(new_key).or_insert(old_key);
+        }
+        mapped_fixed.extend(new.all());
+    }
+    // Baseline lines whose code changed (none of it stayed equal).
+    let mut baseline_with_code: BTreeSet<LineKey> = BTreeSet::new();
+    let mut baseline_mapped: BTreeSet<LineKey> = BTreeSet::new();
+    for instruction in &changed.baseline_code {
+        let keys = baseline.stack(instruction.rva);
+        if unchanged_baseline.contains(&instruction.rva) {
+            baseline_mapped.extend(keys.all());
+        } else {
+            baseline_with_code.extend(keys.all());
+        }
+    }
+    let baseline_changed: BTreeSet<LineKey> = baseline_with_code
+        .difference(&baseline_mapped)
+        .copied()
+        .collect();
+    // Where `key` was in the baseline, by the shift of the nearest mapped line of its file.
+    let counterparts = |key: LineKey| -> Vec<LineKey> {
+        let same_file = |(new, _): &(&LineKey, &LineKey)| new.file == key.file;
+        let below = line_map.range(..key).rev().find(same_file);
+        let above = line_map.range(key..).find(same_file);
+        [below, above]
+            .into_iter()
+            .flatten()
+            .filter_map(|(new, old)| {
+                let line = i64::from(key.line) - i64::from(new.line) + i64::from(old.line);
+                Some(LineKey {
+                    file: old.file,
+                    line: u32::try_from(line).ok()?,
+                })
+            })
+            .collect()
     };
-    // The row belongs to the inlinee only when the line table has rows inside the inlined range
-    // (DWARF); otherwise it is the caller's row before the call site.
-    let inlinee_line = row.filter(|row| row.rva >= begin).and(line.clone());
-    (
-        line,
-        Some(InlinedFrom {
-            inlinee,
-            line: inlinee_line,
-        }),
-    )
+    let entry_line = fixed.table_row(fixed.function.rva);
+    let rva = first_changed_rva(fixed, changed)?;
+    let stack = fixed.stack(rva);
+    let Some(site) = fixed.innermost_site(rva) else {
+        return stack.innermost.map(|key| (key, FixBasis::FirstDifference));
+    };
+    // In inlined code the first difference is often a side effect (register allocation,
+    // scheduling) of an edit elsewhere in the caller: a new line wins.
+    let has_map = !line_map.is_empty();
+    let differing = changed
+        .fixed_code
+        .iter()
+        .map(|instruction| instruction.rva)
+        .filter(|rva| !unchanged_fixed.contains(rva));
+    for rva in differing {
+        for key in fixed.stack(rva).all() {
+            if mapped_fixed.contains(&key) || Some(key) == entry_line {
+                continue;
+            }
+            let counterparts = counterparts(key);
+            let existed = counterparts
+                .iter()
+                .any(|old| baseline_changed.contains(old));
+            if has_map && !counterparts.is_empty() && !existed {
+                return Some((key, FixBasis::NewLine));
+            }
+        }
+    }
+    if unchanged_inlinees.contains(&site.inlinee) {
+        return stack.calls.first().map(|&key| (key, FixBasis::CallSite));
+    }
+    stack.innermost.map(|key| (key, FixBasis::FirstDifference))
 }
 
 /// Reads line `line` (1-based) of a source file, when it is readable.

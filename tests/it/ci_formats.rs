@@ -458,6 +458,245 @@ fn json_is_additive_and_reports_show_source_locations() {
     }
 }
 
+/// The line of `function`'s call of `callee` in a fixture source file.
+fn call_line(path: &Path, function: &str, callee: &str) -> u32 {
+    let (first, last, _) = source_lines(path, function, "{");
+    let text = std::fs::read_to_string(path).unwrap();
+    let idx = text
+        .lines()
+        .enumerate()
+        .skip(usize::try_from(first).unwrap())
+        .take(usize::try_from(last - first).unwrap())
+        .find(|(_, line)| line.contains(&format!("{callee}(")))
+        .expect("the call is in the function")
+        .0;
+    u32::try_from(idx + 1).unwrap()
+}
+
+#[test]
+fn inlined_code_carries_the_inlinee_line_and_the_call_site() {
+    // clamp_len is inlined into copy_field and field_width in both formats; the fix edits its
+    // body in place, so findings point at that line, with the call site beside it (PE: from the
+    // S_INLINESITE annotations and the caller's line table; ELF: DW_AT_call_line).
+    let source = root().join("fixtures/inlined_helper/fixed.c");
+    let (_, _, helper_fix) = source_lines(&source, "clamp_len", "BUF_SIZE - 1");
+    for format in ["elf", "pe"] {
+        let (_, text) = check("inlined_helper", format, "sarif");
+        validate_sarif(&text);
+        let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let results = log["runs"][0]["results"].as_array().unwrap();
+        for caller in ["copy_field", "field_width"] {
+            let result = results
+                .iter()
+                .find(|r| r["locations"][0]["logicalLocations"][0]["name"] == caller)
+                .unwrap_or_else(|| panic!("{format}: a result on {caller}: {text}"));
+            let primary = &result["locations"][0]["physicalLocation"];
+            assert_eq!(
+                primary["artifactLocation"]["uri"],
+                "fixtures/inlined_helper/fixed.c"
+            );
+            assert_eq!(
+                primary["region"]["startLine"], helper_fix,
+                "{format} {caller}"
+            );
+            let related = |id: u64| {
+                result["relatedLocations"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .find(|l| l["id"] == id)
+                    .unwrap_or_else(|| panic!("{format} {caller}: related location {id}: {result}"))
+            };
+            assert_eq!(
+                related(3)["physicalLocation"]["region"]["startLine"],
+                helper_fix,
+                "{format} {caller}: the inlinee's line"
+            );
+            assert_eq!(
+                related(4)["physicalLocation"]["region"]["startLine"],
+                call_line(&source, caller, "clamp_len"),
+                "{format} {caller}: the call site"
+            );
+        }
+        // The JSON says the same, and how the line was chosen.
+        let (base, fixed) = pair("inlined_helper", format);
+        let json = hotpatch(&["check", &base, &fixed, "--json"]);
+        let value: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+        for function in value["functions"].as_array().unwrap() {
+            let name = function["function"].as_str().unwrap();
+            let source_json = &function["source"];
+            assert_eq!(source_json["fix"]["line"], helper_fix, "{format} {name}");
+            assert_eq!(source_json["fix"]["basis"], "first-difference");
+            assert_eq!(
+                source_json["inlined_from"]["call_site"]["line"],
+                call_line(&source, name, "clamp_len"),
+                "{format} {name}"
+            );
+        }
+    }
+}
+
+/// A release tree under `dir/<side>`: each case's ELF build as `<case>/app`, its PE build and
+/// PDB as `<case>/app.exe` and `<case>/app.pdb`.
+fn release_tree(dir: &Path, cases: &[&str]) {
+    for side in ["baseline", "fixed"] {
+        for case in cases {
+            let fixture = root().join("fixtures").join(case);
+            let into = dir.join(side).join(case);
+            std::fs::create_dir_all(&into).unwrap();
+            std::fs::copy(fixture.join("elf").join(side), into.join("app")).unwrap();
+            std::fs::copy(
+                fixture.join("pe").join(format!("{side}.exe")),
+                into.join("app.exe"),
+            )
+            .unwrap();
+            std::fs::copy(
+                fixture.join("pe").join(format!("{side}.pdb")),
+                into.join("app.pdb"),
+            )
+            .unwrap();
+        }
+    }
+}
+
+/// Runs `hotpatch build` in `dir` on its release tree, writing the reports to `dir/<reports>`;
+/// the exit code.
+fn build_release(dir: &Path, reports: &str) -> i32 {
+    let key = dir.join("keys");
+    if !key.join("hotpatch.key").is_file() {
+        let output = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+            .args(["keygen", "--out", "keys"])
+            .current_dir(dir)
+            .output()
+            .unwrap();
+        assert!(output.status.success());
+    }
+    std::fs::create_dir_all(dir.join(reports)).unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .args([
+            "build",
+            "--release",
+            "2026-05",
+            "--baseline",
+            "baseline",
+            "--fixed",
+            "fixed",
+            "--key",
+            "keys/hotpatch.key",
+            "--out",
+            &format!("{reports}/month.hpkg"),
+            "--sequence",
+            "2",
+            "--min-sequence",
+            "1",
+            "--baseline-id",
+            "series-1",
+            "--issued-at",
+            "1800000000",
+        ])
+        .current_dir(dir)
+        .output()
+        .unwrap();
+    assert!(
+        matches!(output.status.code(), Some(0 | 10)),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.status.code().unwrap()
+}
+
+#[test]
+fn build_writes_sarif_and_junit_for_the_whole_release() {
+    let dir = scratch_dir("release");
+    let cases = ["bounds_check", "inlined_helper", "tls"];
+    release_tree(&dir, &cases);
+    assert_eq!(build_release(&dir, "first"), 10, "tls needs a baseline");
+    assert_eq!(build_release(&dir, "second"), 10);
+    let read = |path: &str| std::fs::read_to_string(dir.join(path)).unwrap();
+    let sarif = read("first/month.release.sarif");
+    let junit = read("first/month.release.junit.xml");
+    assert_eq!(
+        sarif,
+        read("second/month.release.sarif"),
+        "SARIF is byte-identical"
+    );
+    assert_eq!(
+        junit,
+        read("second/month.release.junit.xml"),
+        "JUnit is byte-identical"
+    );
+    validate_sarif(&sarif);
+
+    // The line each finding must point at, from the fixtures' sources.
+    let expected = |case: &str, function: &str| -> u32 {
+        let source = root().join("fixtures").join(case).join("fixed.c");
+        match (case, function) {
+            ("bounds_check", "lookup_user") => source_lines(&source, function, "MAX_USERS").2,
+            ("inlined_helper", _) => source_lines(&source, "clamp_len", "BUF_SIZE - 1").2,
+            ("tls", "enter_scope") => source_lines(&source, function, "scope_depth >= 64").2,
+            _ => panic!("no finding expected on {case} {function}"),
+        }
+    };
+    let log: serde_json::Value = serde_json::from_str(&sarif).unwrap();
+    let runs = log["runs"].as_array().unwrap();
+    assert_eq!(runs.len(), 1, "one run for the release");
+    let results = runs[0]["results"].as_array().unwrap();
+    let mut seen = std::collections::BTreeSet::new();
+    for result in results {
+        // The binary is the first related location: `fixed/<case>/app[.exe]`.
+        let binary = result["relatedLocations"][0]["physicalLocation"]["artifactLocation"]["uri"]
+            .as_str()
+            .unwrap();
+        let case = binary.split('/').nth(1).unwrap();
+        let function = result["locations"][0]["logicalLocations"][0]["name"]
+            .as_str()
+            .unwrap();
+        let location = &result["locations"][0]["physicalLocation"];
+        // The fixtures record the relative build path `fixed.c`.
+        assert_eq!(location["artifactLocation"]["uri"], "fixed.c", "{result}");
+        assert_eq!(
+            location["region"]["startLine"],
+            expected(case, function),
+            "{binary} {function}: {result}"
+        );
+        seen.insert((
+            binary.to_owned(),
+            result["ruleId"].as_str().unwrap().to_owned(),
+        ));
+    }
+    for case in cases {
+        for binary in ["app", "app.exe"] {
+            let rule = if case == "tls" { "HP0201" } else { "HP0010" };
+            assert!(
+                seen.contains(&(format!("fixed/{case}/{binary}"), rule.to_owned())),
+                "{case}/{binary} {rule}: {seen:?}"
+            );
+        }
+    }
+    let statuses = &runs[0]["properties"]["binaries"];
+    assert_eq!(statuses.as_array().unwrap().len(), 6);
+
+    if let Some(suites) = read_junit(&junit, "release") {
+        let suites = suites.as_array().unwrap();
+        assert_eq!(suites.len(), 1, "one suite for the release");
+        assert_eq!(suites[0]["name"], "release 2026-05 of default (stable)");
+        let cases_read = suites[0]["cases"].as_array().unwrap();
+        for case in cases {
+            for binary in ["app", "app.exe"] {
+                let name = format!("{case}/{binary}");
+                let of_binary: Vec<&serde_json::Value> = cases_read
+                    .iter()
+                    .filter(|c| c["classname"] == name.as_str())
+                    .collect();
+                assert!(of_binary.len() >= 2, "{name}: the binary and its functions");
+                assert_eq!(of_binary[0]["name"], format!("binary {name}"));
+                let passed = of_binary.iter().all(|c| c["passed"] == true);
+                assert_eq!(passed, case != "tls", "{name}");
+            }
+        }
+    }
+}
+
 fn scratch_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join(format!("ci_formats-{name}"));
     let _ = std::fs::remove_dir_all(&dir);

@@ -279,3 +279,31 @@ fn expect_only(expect: &toml::Value) -> toml::Value {
     }
     truth
 }
+
+/// Issue 7, F2: which functions never return comes from the debug information.
+/// fixtures/never_returns/fixed.c declares `shutdown_process` `__attribute__((noreturn))`; gcc
+/// writes `DW_AT_noreturn` on its DIE. clang 14 writes no `CV_PFLAG_NEVER` into the PDB for
+/// it (`llvm-pdbutil dump --symbols`: `flags = none`), so on PE nothing is marked.
+#[test]
+fn noreturn_functions_are_marked_from_the_debug_information() {
+    let case = root().join("fixtures/never_returns");
+    for format in ["elf", "pe"] {
+        let (_, fixed) = builds(&case, format);
+        let bytes = std::fs::read(&fixed).unwrap();
+        let pdb = std::path::Path::new(&fixed).with_extension("pdb");
+        let debug = pdb.is_file().then(|| std::fs::read(&pdb).unwrap());
+        let loaded = hotpatch_image::load(&bytes, debug.as_deref()).unwrap();
+        let marked: BTreeSet<&str> = loaded
+            .image
+            .functions
+            .iter()
+            .filter(|f| f.noreturn)
+            .map(|f| f.display_name.as_str())
+            .collect();
+        let expected: BTreeSet<&str> = match format {
+            "elf" => ["shutdown_process"].into(),
+            _ => BTreeSet::new(),
+        };
+        assert_eq!(marked, expected, "{format}");
+    }
+}

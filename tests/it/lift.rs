@@ -204,3 +204,53 @@ fn new_writable_data_is_refused() {
         }
     }
 }
+
+/// Issue 7, F1: gcc sends the tags without a case of `object_flags` (0, 3, 6, 9, 10 in
+/// fixtures/cold_switch/fixed.c; its table spans tags 0-12) into `object_flags.cold`, a separate
+/// symbol in `.text.unlikely`. The copied table must send those entries to the baseline's cold
+/// part (unchanged, so not in the payload) and the others to the copied code.
+#[test]
+fn jump_table_entries_into_the_cold_part_reach_the_baseline_cold_part() {
+    let (base_bytes, lifted) = lift_pair("cold_switch", "elf");
+    let lifted = lifted.unwrap();
+    let image = hotpatch_image::load(&base_bytes, None).unwrap();
+    let cold = image
+        .image
+        .functions
+        .iter()
+        .find(|f| f.name == "object_flags.cold")
+        .expect("gcc split object_flags");
+    let site = lifted
+        .sites
+        .iter()
+        .find(|s| s.function == "object_flags")
+        .unwrap();
+    let table = lifted
+        .copied_data
+        .iter()
+        .find(|data| data.what.starts_with("jumptable"))
+        .expect("the jump table is copied");
+    assert_eq!(table.len, 13 * 4);
+    let (payload_base, bias) = (0x7000_0000u64, 0x7100_0000u64);
+    let mut payload = lifted.payload.clone();
+    hotpatch_package::relocate::apply_relocations(
+        &mut payload,
+        payload_base,
+        bias,
+        &lifted.relocations,
+    )
+    .unwrap();
+    let code =
+        payload_base + site.payload_offset..payload_base + site.payload_offset + site.payload_size;
+    let cold_code = bias + cold.rva..bias + cold.end();
+    for tag in 0..13u64 {
+        let at = (table.payload_offset + tag * 4) as usize;
+        let entry = i32::from_le_bytes(payload[at..at + 4].try_into().unwrap());
+        let target = (payload_base + table.payload_offset).wrapping_add(entry as i64 as u64);
+        if [0, 3, 6, 9, 10].contains(&tag) {
+            assert!(cold_code.contains(&target), "tag {tag} -> {target:#x}");
+        } else {
+            assert!(code.contains(&target), "tag {tag} -> {target:#x}");
+        }
+    }
+}

@@ -166,7 +166,7 @@ pub enum Target {
     SymbolSlot { symbol: String, addend: i64 },
     /// A PLT entry or import thunk, by the slot it jumps through.
     Stub { slot: Box<Target> },
-    /// A jump table: its entries as targets inside the same function.
+    /// A jump table: its entries as targets inside the same function or its cold part.
     JumpTable(JumpTable),
     /// An unnamed read-only constant, by its bounded content.
     Constant(Constant),
@@ -223,11 +223,24 @@ pub enum TableBound {
 }
 
 /// One jump table entry.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum TableEntry {
-    Label { index: usize },
-    InsideInstruction { offset: u64 },
+    Label {
+        index: usize,
+    },
+    InsideInstruction {
+        offset: u64,
+    },
+    /// Code of another function symbol plus offset: the part of the same function that gcc
+    /// split off into `foo.cold` (unlikely cases, the `default:` of an exhaustive switch). `index`
+    /// points into `Image::functions`; `name` is the name it is compared under, as for
+    /// [`Target::Function`] (the clone suffixes removed, so rendered as `name.cold+offset`).
+    Function {
+        index: usize,
+        name: String,
+        offset: u64,
+    },
 }
 
 /// An unnamed read-only constant.
@@ -276,7 +289,7 @@ impl Instruction {
                 Target::JumpTable(table) => {
                     labels.extend(table.entries.iter().filter_map(|entry| match entry {
                         TableEntry::Label { index } => Some(*index),
-                        TableEntry::InsideInstruction { .. } => None,
+                        TableEntry::InsideInstruction { .. } | TableEntry::Function { .. } => None,
                     }))
                 }
                 _ => {}
@@ -517,6 +530,9 @@ pub fn render_target(text: &mut String, target: &Target, labels: &Labels<'_>) {
                     TableEntry::Label { index } => labels.write(text, *index),
                     TableEntry::InsideInstruction { offset } => {
                         let _ = write!(text, "L?+{offset:#x}");
+                    }
+                    TableEntry::Function { name, offset, .. } => {
+                        let _ = write!(text, "{name}.cold+{offset:#x}");
                     }
                 }
             }

@@ -111,6 +111,11 @@ pub struct ChangedFunction {
     pub baseline_code: Vec<Instruction>,
     #[serde(skip)]
     pub fixed_code: Vec<Instruction>,
+    /// `(baseline RVA, fixed RVA)` of each instruction pair the alignment found equal, in
+    /// order: the code the change left alone. Source locations use it to tell the lines a fix
+    /// touched from lines that only moved.
+    #[serde(skip)]
+    pub unchanged: Vec<(u64, u64)>,
     /// Normalized disassembly of both builds rendered from the typed code, for `--disasm` and
     /// reports; the fixed listing's labels are renamed to the baseline labels they align with.
     #[serde(skip)]
@@ -367,6 +372,7 @@ fn compare(
     let alignment = align(&old, &new);
     let causes = causes(&old, &new, &alignment, f, fixed);
     let first_difference = first_difference(&old, &new, &old_text, &new_text, &alignment);
+    let unchanged = unchanged_pairs(&old, &new, &alignment);
     let fixed_listing = relabel(&new, &alignment);
     let kind = pair.kind;
     // A pair made through a folded alias goes by the alias: that is the function that changed.
@@ -390,6 +396,7 @@ fn compare(
         first_difference,
         baseline_code: old,
         fixed_code: new,
+        unchanged,
         baseline_listing: old_text,
         fixed_listing,
     }))
@@ -430,6 +437,33 @@ fn align(old: &[Instruction], new: &[Instruction]) -> Alignment {
         }
     }
     Alignment { ops, label_map }
+}
+
+/// The RVAs of the aligned instruction pairs that are equal, targets included.
+fn unchanged_pairs(
+    old: &[Instruction],
+    new: &[Instruction],
+    alignment: &Alignment,
+) -> Vec<(u64, u64)> {
+    let mut pairs = Vec::new();
+    for op in &alignment.ops {
+        if let similar::DiffOp::Equal {
+            old_index,
+            new_index,
+            len,
+        } = *op
+        {
+            for k in 0..len {
+                let (Some(o), Some(n)) = (old.get(old_index + k), new.get(new_index + k)) else {
+                    continue;
+                };
+                if same_targets(o, n, &alignment.label_map) {
+                    pairs.push((o.rva, n.rva));
+                }
+            }
+        }
+    }
+    pairs
 }
 
 /// Whether two aligned instructions with equal blanked text branch to corresponding places.

@@ -8,7 +8,7 @@ use crate::code::{
     Constant, ConstantContent, Encoding, Flow, Instruction, JumpTable, Labels, Memory, Operand,
     Reference, TableBound, TableEncoding, TableEntry, Target, Unresolved, Value,
 };
-use hotpatch_image::{DataKind, Function, Image};
+use hotpatch_image::{DataKind, ElfType, Function, Image};
 use iced_x86::{
     ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, Mnemonic,
     OpKind, Register,
@@ -483,13 +483,12 @@ fn resolve_data_operand(
     namer: &Namer<'_>,
     access_bytes: Option<u64>,
 ) -> Target {
-    let image = namer.image;
     let plain = resolve(rva, namer, 0, access_bytes);
     let anonymous = matches!(
         plain,
         Target::Constant(_) | Target::Unresolved { .. } | Target::InsideInstruction { .. }
     );
-    if anonymous && let Some(table) = jump_table(rva, decoded, at, scope, image, namer.index) {
+    if anonymous && let Some(table) = jump_table(rva, decoded, at, scope, namer) {
         return Target::JumpTable(table);
     }
     plain
@@ -508,7 +507,7 @@ fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
             .identity
             .elf
             .as_ref()
-            .is_some_and(|elf| elf.elf_type == "dyn")
+            .is_some_and(|elf| elf.elf_type == ElfType::Dyn)
     {
         // PIE code reaches everything RIP-relative; a small constant is just a constant.
         return None;
@@ -684,18 +683,19 @@ fn guarded_entries(decoded: &[Decoded], at: usize) -> Option<u64> {
     None
 }
 
-/// A table of entries at `rva` whose targets all lie inside the function: 32-bit entries relative
-/// to the table (gcc and clang PIC code) or image-relative (MSVC, clang for COFF), or 64-bit
-/// absolute pointers (non-PIE code). The length comes from the guarding compare when there is
-/// one, and never runs past the next referenced address or symbol.
+/// A table of entries at `rva` whose targets all lie inside the function or its cold part:
+/// 32-bit entries relative to the table (gcc and clang PIC code) or image-relative (MSVC, clang
+/// for COFF), or 64-bit absolute pointers (non-PIE code). The length comes from the guarding
+/// compare when there is one, and never runs past the next referenced address or symbol.
 fn jump_table(
     rva: u64,
     decoded: &[Decoded],
     at: usize,
     scope: &Scope<'_>,
-    image: &Image<'_>,
-    index: &ImageIndex,
+    namer: &Namer<'_>,
 ) -> Option<JumpTable> {
+    let image = namer.image;
+    let index = namer.index;
     let guard = guarded_entries(decoded, at).filter(|n| (1..=MAX_JUMP_TABLE).contains(n));
     let section_end = image
         .section_at(rva)
@@ -738,15 +738,27 @@ fn jump_table(
         };
         let mut entries = Vec::new();
         for slot in 0..count {
-            let Some(target) = entry_target(slot).filter(|&t| scope.contains(t)) else {
+            let Some(target) = entry_target(slot) else {
                 break;
             };
-            entries.push(match scope.index_of.get(&target) {
-                Some(&index) => TableEntry::Label { index },
-                None => TableEntry::InsideInstruction {
-                    offset: target - scope.function.rva,
-                },
-            });
+            let entry = if scope.contains(target) {
+                match scope.index_of.get(&target) {
+                    Some(&index) => TableEntry::Label { index },
+                    None => TableEntry::InsideInstruction {
+                        offset: target - scope.function.rva,
+                    },
+                }
+            } else if let Some(cold) = cold_part_index(image, scope.function, target) {
+                let cold_function = &image.functions[cold];
+                TableEntry::Function {
+                    index: cold,
+                    name: namer.function_name(cold_function),
+                    offset: target - cold_function.rva,
+                }
+            } else {
+                break;
+            };
+            entries.push(entry);
         }
         let complete = match bound {
             TableBound::GuardingCompare => entries.len() as u64 == count,
@@ -762,6 +774,21 @@ fn jump_table(
         }
     }
     None
+}
+
+/// The index of the function holding `rva` when it is `function`'s cold part: gcc moves the
+/// unlikely paths of `foo` (a `default:` that only reports an error, cases that end in a cold
+/// call) into `foo.cold` in `.text.unlikely`, and `foo`'s jump tables point into it. Only that
+/// part is accepted, so a run of unrelated code addresses is not taken for a table.
+fn cold_part_index(image: &Image<'_>, function: &Function<'_>, rva: u64) -> Option<usize> {
+    let index = function_index_at(image, rva)?;
+    let candidate = image.functions.get(index)?;
+    let suffix = candidate.name.strip_prefix(function.name.as_str())?;
+    let rest = suffix.strip_prefix(".cold")?;
+    let numbered = rest
+        .strip_prefix('.')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (rest.is_empty() || numbered).then_some(index)
 }
 
 /// An unnamed read-only constant, by content. A load of known size compares exactly the bytes

@@ -34,7 +34,8 @@ use object::{LittleEndian, Object, ObjectSection};
 
 use crate::finish::MappedSection;
 use crate::model::{
-    DebugInfoSource, Diagnostic, ElfIdentity, Format, Identity, Image, Section, Tls,
+    DebugInfoSource, Diagnostic, ElfIdentity, ElfType, Format, Identity, Image, Machine, Section,
+    Tls,
 };
 use crate::{Error, Loaded, Result};
 
@@ -86,8 +87,8 @@ pub(crate) fn load<'data>(
     let file = ElfFile::parse(binary).map_err(malformed("file header and section table"))?;
     let header = file.elf_header();
     let elf_type = match header.e_type(ENDIAN) {
-        elf::ET_EXEC => "exec",
-        elf::ET_DYN => "dyn",
+        elf::ET_EXEC => ElfType::Exec,
+        elf::ET_DYN => ElfType::Dyn,
         elf::ET_REL => {
             return Err(Error::Unsupported {
                 what: "relocatable ELF object (ET_REL)".into(),
@@ -187,12 +188,9 @@ pub(crate) fn load<'data>(
         identity: Identity {
             sha256: crate::identity::sha256_hex(binary),
             file_size: binary.len() as u64,
-            machine: "x86_64".into(),
+            machine: Machine::X86_64,
             pe: None,
-            elf: Some(ElfIdentity {
-                build_id,
-                elf_type: elf_type.into(),
-            }),
+            elf: Some(ElfIdentity { build_id, elf_type }),
         },
         debug_info,
         entry_point: (entry != 0).then_some(entry),

@@ -342,6 +342,7 @@ mod tests {
             padding_before: 0,
             first_instruction_len: None,
             signature: None,
+            noreturn: false,
             aliases: Vec::new(),
             alias_display_names: Vec::new(),
             parent: None,

@@ -10,12 +10,15 @@ mod error;
 mod finish;
 mod identity;
 mod model;
+mod noreturn;
 mod pe;
+mod relocation;
 
 pub use error::{Error, Result};
 pub use finish::MappedSection;
 pub use identity::{guid_string, hex, sha256_hex};
 pub use model::*;
+pub use noreturn::is_noreturn_import;
 pub use pe::codeview_record;
 
 /// An image and what could not be read of it.

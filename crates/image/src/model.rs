@@ -10,6 +10,8 @@
 
 use serde::Serialize;
 
+pub use crate::relocation::{RelocationOrigin, RelocationType};
+
 /// Which container format the image came from.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -73,12 +75,29 @@ pub struct Identity {
     /// SHA-256 of the whole file, lowercase hex.
     pub sha256: String,
     pub file_size: u64,
-    /// `"x86_64"`, the only architecture the readers accept today.
-    pub machine: String,
+    /// The only architecture the readers accept today.
+    pub machine: Machine,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub pe: Option<PeIdentity>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub elf: Option<ElfIdentity>,
+}
+
+/// The instruction set of the image.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+pub enum Machine {
+    #[default]
+    #[serde(rename = "x86_64")]
+    X86_64,
+}
+
+impl Machine {
+    /// The name reports print (`x86_64`).
+    pub fn name(self) -> &'static str {
+        match self {
+            Machine::X86_64 => "x86_64",
+        }
+    }
 }
 
 /// The fields Windows keys a hotpatch on, plus the CodeView record naming the PDB.
@@ -107,8 +126,28 @@ pub struct ElfIdentity {
     /// The `NT_GNU_BUILD_ID` note, lowercase hex.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub build_id: Option<String>,
-    /// `"exec"` or `"dyn"`.
-    pub elf_type: String,
+    pub elf_type: ElfType,
+}
+
+/// The ELF file type (`e_type`) of an image the readers accept.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ElfType {
+    /// `ET_EXEC`: linked at a fixed address.
+    #[default]
+    Exec,
+    /// `ET_DYN`: position-independent (PIE or shared object).
+    Dyn,
+}
+
+impl ElfType {
+    /// The name reports print (`exec`, `dyn`).
+    pub fn name(self) -> &'static str {
+        match self {
+            ElfType::Exec => "exec",
+            ElfType::Dyn => "dyn",
+        }
+    }
 }
 
 /// Whether a symbol is visible outside its compilation unit.
@@ -148,6 +187,11 @@ pub struct Function<'data> {
     /// The type of the function as the debug information gives it, `ret(arg, arg)`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub signature: Option<String>,
+    /// The debug information says a call never returns (DWARF `DW_AT_noreturn`, PDB
+    /// `S_GPROC32` flag `CV_PFLAG_NEVER`): the call ends the process, the thread or the frame
+    /// (an error-raising routine that longjmps or throws). See also [`crate::is_noreturn_import`].
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub noreturn: bool,
     /// Other names whose body is this same body (identical code folding), sorted.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub aliases: Vec<String>,
@@ -276,6 +320,16 @@ pub struct InlineSite {
     pub inlinee: String,
     /// `(start RVA, length)` of the inlined code.
     pub ranges: Vec<(u64, u64)>,
+    /// Where the call was written (`DW_AT_call_file`/`DW_AT_call_line`), as a row at the first
+    /// range. `None` for PDBs: CodeView records no call site, and the caller's own line table
+    /// (or the enclosing inline site's lines) gives the call's line over the inlined range.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub call_site: Option<LineRow>,
+    /// The inlinee's own line rows inside `ranges`, sorted, for formats whose line table holds
+    /// only the outer function's lines (PDB: the `S_INLINESITE` binary annotations). Empty for
+    /// DWARF, whose line program already describes inlined code row by row in `Image::lines`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lines: Vec<LineRow>,
 }
 
 /// A section of the image.
@@ -322,11 +376,10 @@ pub struct Export {
 pub struct Relocation {
     /// RVA of the bytes that are patched.
     pub rva: u64,
-    /// The format's own name of the relocation type (`IMAGE_REL_BASED_DIR64`, `R_X86_64_PC32`).
-    pub kind: String,
-    /// `"base"` (PE `.reloc`), `"dynamic"` (ELF `.rela.dyn`/`.rela.plt`) or `"static"`
-    /// (ELF relocations kept by `--emit-relocs`).
-    pub origin: String,
+    /// The relocation type (serialized as the format's own name: `IMAGE_REL_BASED_DIR64`,
+    /// `R_X86_64_PC32`).
+    pub kind: RelocationType,
+    pub origin: RelocationOrigin,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub symbol: Option<String>,
     pub addend: i64,

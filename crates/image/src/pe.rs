@@ -76,7 +76,7 @@ pub(crate) fn load<'data>(
     let identity = Identity {
         sha256: sha256_hex(binary),
         file_size: binary.len() as u64,
-        machine: "x86_64".into(),
+        machine: Machine::X86_64,
         pe: Some(PeIdentity {
             time_date_stamp: nt.file_header().time_date_stamp.get(LE),
             size_of_image: optional.size_of_image(),
@@ -356,8 +356,8 @@ fn read_base_relocations(
                 }
                 relocations.push(Relocation {
                     rva: u64::from(relocation.virtual_address),
-                    kind: base_relocation_name(relocation.typ),
-                    origin: "base".into(),
+                    kind: RelocationType::PeBase(relocation.typ),
+                    origin: RelocationOrigin::Base,
                     symbol: None,
                     addend: 0,
                 });
@@ -372,17 +372,6 @@ fn read_base_relocations(
         ));
     }
     relocations
-}
-
-fn base_relocation_name(typ: u16) -> String {
-    match typ {
-        pe::IMAGE_REL_BASED_HIGH => "IMAGE_REL_BASED_HIGH".into(),
-        pe::IMAGE_REL_BASED_LOW => "IMAGE_REL_BASED_LOW".into(),
-        pe::IMAGE_REL_BASED_HIGHLOW => "IMAGE_REL_BASED_HIGHLOW".into(),
-        pe::IMAGE_REL_BASED_HIGHADJ => "IMAGE_REL_BASED_HIGHADJ".into(),
-        pe::IMAGE_REL_BASED_DIR64 => "IMAGE_REL_BASED_DIR64".into(),
-        other => format!("IMAGE_REL_BASED_{other}"),
-    }
 }
 
 /// `.pdata`: one `RUNTIME_FUNCTION` (begin, end, unwind info RVAs) per non-leaf function.
@@ -579,6 +568,7 @@ fn add_undescribed_functions(
             linkage: Linkage::Global,
             has_debug_info: false,
             signature: None,
+            noreturn: false,
             code: &[],
             padding_before: 0,
             first_instruction_len: None,

@@ -9,7 +9,7 @@ use crate::{CODE_ALIGN, Layout, Unliftable};
 use hotpatch_diff::code::{
     Encoding, Flow, Instruction, JumpTable, TableEncoding, TableEntry, Target,
 };
-use hotpatch_image::{DataKind, Function, Image};
+use hotpatch_image::{DataKind, ElfType, Function, Image};
 use hotpatch_package::{Relocation, RelocationKind, RelocationTarget};
 use std::collections::BTreeMap;
 
@@ -116,7 +116,7 @@ impl Context<'_, '_> {
             .identity
             .elf
             .as_ref()
-            .is_some_and(|elf| elf.elf_type == "exec")
+            .is_some_and(|elf| elf.elf_type == ElfType::Exec)
     }
 
     fn write_u32(&mut self, field: u64, value: u64) -> Option<()> {
@@ -300,8 +300,41 @@ impl Context<'_, '_> {
             len,
         });
         for (slot, entry) in table.entries.iter().enumerate() {
-            if matches!(entry, TableEntry::InsideInstruction { .. }) {
-                return None;
+            let place = at + slot as u64 * width;
+            match entry {
+                TableEntry::InsideInstruction { .. } => return None,
+                TableEntry::Label { .. } => {}
+                TableEntry::Function {
+                    index,
+                    name,
+                    offset,
+                } => {
+                    // Code outside the copied function (its `.cold` part): the new copy of that
+                    // part when the payload carries one, else the baseline's part the diff
+                    // matched. The entry holds target minus table, a `Rel32` whose place is
+                    // the entry itself: `S + A - P` with `A = place - table` gives
+                    // `S - table`.
+                    if table.encoding != TableEncoding::TableRelative || width != 4 {
+                        return None;
+                    }
+                    let target = Target::Function {
+                        index: *index,
+                        name: name.clone(),
+                        offset: *offset,
+                    };
+                    let destination = match self.destination(&target, rva, true).ok()? {
+                        Destination::Baseline(rva) => RelocationTarget::Baseline { rva },
+                        Destination::Payload(offset) => RelocationTarget::Payload { offset },
+                        Destination::Unchanged => return None,
+                    };
+                    self.relocations.push(Relocation {
+                        offset: place,
+                        kind: RelocationKind::Rel32,
+                        target: destination,
+                        addend: i64::try_from(place - at).ok()?,
+                    });
+                    continue;
+                }
             }
             // The entry's target, from the original entry value (the normalizer already proved
             // it lands on an instruction of the function).
@@ -316,7 +349,7 @@ impl Context<'_, '_> {
             };
             let target_offset = function_offset + target_rva.checked_sub(function.rva)?;
             let value = i32::try_from(target_offset as i64 - at as i64).ok()?;
-            let place = usize::try_from(at + slot as u64 * width).ok()?;
+            let place = usize::try_from(place).ok()?;
             self.layout
                 .bytes
                 .get_mut(place..place + 4)?

@@ -83,6 +83,8 @@ pub(super) struct DwarfFacts {
     subprogram_entries: BTreeMap<u64, (String, usize)>,
     /// The signature of the subprogram whose entry is the key.
     signatures: BTreeMap<u64, String>,
+    /// Entries of the subprograms that never return (`DW_AT_noreturn`).
+    noreturn: std::collections::BTreeSet<u64>,
     /// The code every subprogram covers, merged into disjoint sorted ranges.
     subprogram_ranges: Vec<(u64, u64)>,
     variables: BTreeMap<u64, VariableFacts>,
@@ -91,6 +93,8 @@ pub(super) struct DwarfFacts {
     tls_variables: BTreeMap<u64, VariableFacts>,
     pub types: Vec<TypeLayout>,
     pub source_files: Vec<String>,
+    /// `source_files` while reading: line programs and call sites intern paths here.
+    interned_files: SourceFiles,
     pub lines: Vec<LineRow>,
     pub inline_sites: Vec<InlineSite>,
     pub diagnostics: Vec<Diagnostic>,
@@ -102,6 +106,11 @@ impl DwarfFacts {
     /// The signature (`ret(args)`) of the subprogram whose entry is `address`.
     pub fn signature_at(&self, address: u64) -> Option<&str> {
         self.signatures.get(&address).map(String::as_str)
+    }
+
+    /// Whether the subprogram whose entry is `address` never returns (`DW_AT_noreturn`).
+    pub fn noreturn_at(&self, address: u64) -> bool {
+        self.noreturn.contains(&address)
     }
 
     /// The name of the subprogram whose entry is `address`.
@@ -183,7 +192,6 @@ pub(super) fn read(
         space,
         directory: Directory::default(),
         pending: Vec::new(),
-        source_files: SourceFiles::default(),
         facts: DwarfFacts::default(),
     };
     let mut debug_types = dwarf.type_units();
@@ -218,7 +226,6 @@ pub(super) fn read(
     let Reading {
         directory,
         pending,
-        source_files,
         mut facts,
         ..
     } = reading;
@@ -237,7 +244,7 @@ pub(super) fn read(
     }
     facts.cu_ranges.sort_unstable();
     facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
-    facts.source_files = source_files.paths;
+    facts.source_files = std::mem::take(&mut facts.interned_files.paths);
     facts
 }
 
@@ -259,7 +266,6 @@ struct Reading<'a, 'd> {
     directory: Directory<'a>,
     /// By directory index.
     pending: Vec<(usize, Pending)>,
-    source_files: SourceFiles,
     facts: DwarfFacts,
 }
 
@@ -337,12 +343,7 @@ impl<'a> Reading<'a, '_> {
                         format!("compilation unit {name} at offset {unit_offset:#x}: {error}"),
                     );
                 }
-                if let Err(error) = read_lines(
-                    unit_ref,
-                    self.space,
-                    &mut self.source_files,
-                    &mut self.facts,
-                ) {
+                if let Err(error) = read_lines(unit_ref, self.space, &mut self.facts) {
                     self.facts.report(
                         ".debug_line",
                         format!("line program of compilation unit {name}: {error}"),
@@ -409,8 +410,9 @@ enum Scope {
     Other,
 }
 
-/// An inlined subroutine: the caller's entry, the DIE, and `(start, length)` ranges.
-type CollectedInlineSite = (u64, UnitOffset, Vec<(u64, u64)>);
+/// An inlined subroutine: the caller's entry, the DIE, `(start, length)` ranges, and the call
+/// site.
+type CollectedInlineSite = (u64, UnitOffset, Vec<(u64, u64)>, Option<LineRow>);
 
 /// What the walk of one unit collects for resolving afterwards.
 #[derive(Default)]
@@ -550,15 +552,20 @@ fn resolve_unit(
             if let Some(signature) = names.subprogram_signature(offset) {
                 facts.signatures.entry(address).or_insert(signature);
             }
+            if names.subprogram_noreturn(offset) {
+                facts.noreturn.insert(address);
+            }
         }
     }
-    for (caller_rva, offset, ranges) in &collected.inline_sites {
+    for (caller_rva, offset, ranges, call_site) in &collected.inline_sites {
         facts.inline_sites.push(InlineSite {
             caller_rva: *caller_rva,
             inlinee: names
                 .die_name(*offset)
                 .unwrap_or_else(|| "<unknown>".to_owned()),
             ranges: ranges.clone(),
+            call_site: *call_site,
+            lines: Vec::new(),
         });
     }
     for &(address, offset) in &collected.variables {
@@ -625,7 +632,10 @@ fn visit_die<'a>(
                 }
                 if !ranges.is_empty() {
                     ranges.sort_unstable();
-                    collected.inline_sites.push((caller, offset, ranges));
+                    let call_site = call_site(unit, entry, ranges[0].0, &mut facts.interned_files);
+                    collected
+                        .inline_sites
+                        .push((caller, offset, ranges, call_site));
                 }
             }
             Scope::Other
@@ -741,7 +751,7 @@ fn variable_address<'a>(
 }
 
 /// Source paths, deduplicated, in order of first use.
-#[derive(Default)]
+#[derive(Debug, Default)]
 struct SourceFiles {
     paths: Vec<String>,
     index: HashMap<String, u32>,
@@ -764,7 +774,6 @@ impl SourceFiles {
 fn read_lines(
     unit: UnitRef<'_, Reader<'_>>,
     space: &AddressSpace<'_>,
-    source_files: &mut SourceFiles,
     facts: &mut DwarfFacts,
 ) -> gimli::Result<()> {
     let Some(program) = unit.line_program.clone() else {
@@ -780,7 +789,7 @@ fn read_lines(
             Some(&file) => file,
             None => {
                 let path = file_path(unit, header, row.file_index())?;
-                let file = source_files.intern(path);
+                let file = facts.interned_files.intern(path);
                 file_indices.insert(row.file_index(), file);
                 file
             }
@@ -830,6 +839,33 @@ fn push_path(path: &mut String, component: &str) {
         }
         path.push_str(component);
     }
+}
+
+/// Where an inlined subroutine was called (`DW_AT_call_file`, `DW_AT_call_line`), as a row at
+/// `rva`; `None` when either is missing or the file is not in the line program.
+fn call_site<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    rva: u64,
+    source_files: &mut SourceFiles,
+) -> Option<LineRow> {
+    // gimli reads the file attributes as `FileIndex`; a producer may use any constant form.
+    let file = match entry.attr_value(constants::DW_AT_call_file).ok()?? {
+        gimli::AttributeValue::FileIndex(index) => index,
+        other => other.udata_value()?,
+    };
+    let line = entry
+        .attr_value(constants::DW_AT_call_line)
+        .ok()??
+        .udata_value()?;
+    let program = unit.line_program.as_ref()?;
+    program.header().file(file)?;
+    let path = file_path(unit, program.header(), file).ok()?;
+    Some(LineRow {
+        rva,
+        file: source_files.intern(path),
+        line: u32::try_from(line).unwrap_or(u32::MAX),
+    })
 }
 
 /// The `DW_AT_producer` of a unit's root DIE.

@@ -12,7 +12,7 @@ use object::read::elf::{Rel, Rela, SectionHeader};
 use object::{SectionIndex, SymbolIndex};
 
 use super::{ENDIAN, ElfHeader, SectionFacts, SectionTable, section_bytes};
-use crate::model::{Diagnostic, Initializer, Relocation};
+use crate::model::{Diagnostic, Initializer, Relocation, RelocationOrigin, RelocationType};
 
 /// Every dynamic relocation, and the static relocations of allocated sections.
 pub(super) fn read<'data>(
@@ -31,7 +31,7 @@ pub(super) fn read<'data>(
             continue;
         }
         let origin = if facts.is_alloc() {
-            "dynamic"
+            RelocationOrigin::Dynamic
         } else {
             // A static relocation section applies to the section named by `sh_info`; those
             // of debug sections say nothing about the running image.
@@ -41,7 +41,7 @@ pub(super) fn read<'data>(
             if !target.is_some_and(SectionFacts::is_alloc) {
                 continue;
             }
-            "static"
+            RelocationOrigin::Static
         };
         let mut report = |message: String| {
             diagnostics.push(Diagnostic {
@@ -92,8 +92,8 @@ pub(super) fn read<'data>(
                     // content; record it so a RELR file reads like a RELA one.
                     relocations.extend(offsets.map(|offset| Relocation {
                         rva: offset,
-                        kind: relocation_type_name(elf::R_X86_64_RELATIVE),
-                        origin: origin.into(),
+                        kind: RelocationType::ELF_RELATIVE,
+                        origin,
                         symbol: None,
                         addend: read_u64_at(sections, data, offset).map_or(0, |value| value as i64),
                     }));
@@ -111,13 +111,13 @@ fn relocation(
     r_type: u32,
     r_sym: u32,
     addend: i64,
-    origin: &str,
+    origin: RelocationOrigin,
     symbols: &SymbolNames<'_, '_>,
 ) -> Relocation {
     Relocation {
         rva: offset,
-        kind: relocation_type_name(r_type),
-        origin: origin.into(),
+        kind: RelocationType::Elf(r_type),
+        origin,
         symbol: symbols.name(r_sym),
         addend,
     }
@@ -196,7 +196,7 @@ pub(super) fn initializers(
 ) -> Vec<Initializer> {
     let relative_addends: HashMap<u64, i64> = relocations
         .iter()
-        .filter(|r| r.origin == "dynamic" && r.kind == "R_X86_64_RELATIVE")
+        .filter(|r| r.origin == RelocationOrigin::Dynamic && r.kind == RelocationType::ELF_RELATIVE)
         .map(|r| (r.rva, r.addend))
         .collect();
     let mut initializers = Vec::new();
@@ -239,53 +239,4 @@ pub(super) fn initializers(
         }
     }
     initializers
-}
-
-/// The ELF name of an x86-64 relocation type, as `readelf -r` prints it.
-pub(super) fn relocation_type_name(r_type: u32) -> String {
-    let name = match r_type {
-        elf::R_X86_64_NONE => "R_X86_64_NONE",
-        elf::R_X86_64_64 => "R_X86_64_64",
-        elf::R_X86_64_PC32 => "R_X86_64_PC32",
-        elf::R_X86_64_GOT32 => "R_X86_64_GOT32",
-        elf::R_X86_64_PLT32 => "R_X86_64_PLT32",
-        elf::R_X86_64_COPY => "R_X86_64_COPY",
-        elf::R_X86_64_GLOB_DAT => "R_X86_64_GLOB_DAT",
-        elf::R_X86_64_JUMP_SLOT => "R_X86_64_JUMP_SLOT",
-        elf::R_X86_64_RELATIVE => "R_X86_64_RELATIVE",
-        elf::R_X86_64_GOTPCREL => "R_X86_64_GOTPCREL",
-        elf::R_X86_64_32 => "R_X86_64_32",
-        elf::R_X86_64_32S => "R_X86_64_32S",
-        elf::R_X86_64_16 => "R_X86_64_16",
-        elf::R_X86_64_PC16 => "R_X86_64_PC16",
-        elf::R_X86_64_8 => "R_X86_64_8",
-        elf::R_X86_64_PC8 => "R_X86_64_PC8",
-        elf::R_X86_64_DTPMOD64 => "R_X86_64_DTPMOD64",
-        elf::R_X86_64_DTPOFF64 => "R_X86_64_DTPOFF64",
-        elf::R_X86_64_TPOFF64 => "R_X86_64_TPOFF64",
-        elf::R_X86_64_TLSGD => "R_X86_64_TLSGD",
-        elf::R_X86_64_TLSLD => "R_X86_64_TLSLD",
-        elf::R_X86_64_DTPOFF32 => "R_X86_64_DTPOFF32",
-        elf::R_X86_64_GOTTPOFF => "R_X86_64_GOTTPOFF",
-        elf::R_X86_64_TPOFF32 => "R_X86_64_TPOFF32",
-        elf::R_X86_64_PC64 => "R_X86_64_PC64",
-        elf::R_X86_64_GOTOFF64 => "R_X86_64_GOTOFF64",
-        elf::R_X86_64_GOTPC32 => "R_X86_64_GOTPC32",
-        elf::R_X86_64_GOT64 => "R_X86_64_GOT64",
-        elf::R_X86_64_GOTPCREL64 => "R_X86_64_GOTPCREL64",
-        elf::R_X86_64_GOTPC64 => "R_X86_64_GOTPC64",
-        elf::R_X86_64_GOTPLT64 => "R_X86_64_GOTPLT64",
-        elf::R_X86_64_PLTOFF64 => "R_X86_64_PLTOFF64",
-        elf::R_X86_64_SIZE32 => "R_X86_64_SIZE32",
-        elf::R_X86_64_SIZE64 => "R_X86_64_SIZE64",
-        elf::R_X86_64_GOTPC32_TLSDESC => "R_X86_64_GOTPC32_TLSDESC",
-        elf::R_X86_64_TLSDESC_CALL => "R_X86_64_TLSDESC_CALL",
-        elf::R_X86_64_TLSDESC => "R_X86_64_TLSDESC",
-        elf::R_X86_64_IRELATIVE => "R_X86_64_IRELATIVE",
-        elf::R_X86_64_RELATIVE64 => "R_X86_64_RELATIVE64",
-        elf::R_X86_64_GOTPCRELX => "R_X86_64_GOTPCRELX",
-        elf::R_X86_64_REX_GOTPCRELX => "R_X86_64_REX_GOTPCRELX",
-        other => return format!("R_X86_64_{other}"),
-    };
-    name.into()
 }

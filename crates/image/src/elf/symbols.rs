@@ -141,6 +141,7 @@ pub(super) fn read<'data>(
                 linkage,
                 has_debug_info: dwarf.code_has_subprogram(value),
                 signature: dwarf.signature_at(value).map(str::to_owned),
+                noreturn: dwarf.noreturn_at(value),
                 code: &[],
                 padding_before: 0,
                 first_instruction_len: None,

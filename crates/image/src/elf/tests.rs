@@ -9,7 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
 
-use crate::model::{DataKind, Image, Linkage, TypeKind};
+use crate::model::{
+    DataKind, ElfType, Image, Linkage, Machine, RelocationOrigin, RelocationType, TypeKind,
+};
 use crate::{Error, Loaded, load};
 
 /// A C program with most of what the reader must see: two CUs with a static function of the
@@ -260,11 +262,11 @@ fn file_name(path: &str) -> &str {
 fn identity_sections_entry_and_tls() {
     let Some(bytes) = main_o2() else { return };
     let image = load_ok(bytes).image;
-    assert_eq!(image.identity.machine, "x86_64");
+    assert_eq!(image.identity.machine, Machine::X86_64);
     assert_eq!(image.identity.file_size, bytes.len() as u64);
     assert_eq!(image.identity.sha256, crate::sha256_hex(bytes));
     let elf = image.identity.elf.as_ref().expect("ELF identity");
-    assert_eq!(elf.elf_type, "dyn");
+    assert_eq!(elf.elf_type, ElfType::Dyn);
     assert_eq!(elf.build_id.as_ref().map(String::len), Some(40));
     let text = image
         .sections
@@ -459,18 +461,23 @@ fn imports_relocations_unwind_and_initializers() {
             .iter()
             .any(|i| i.name == "printf" && i.library == "libc.so.6")
     );
-    assert!(image.relocations.iter().all(|r| r.origin == "dynamic"));
     assert!(
         image
             .relocations
             .iter()
-            .any(|r| r.kind == "R_X86_64_RELATIVE")
+            .all(|r| r.origin == RelocationOrigin::Dynamic)
     );
     assert!(
         image
             .relocations
             .iter()
-            .any(|r| r.kind == "R_X86_64_GLOB_DAT" && r.symbol.is_some())
+            .any(|r| r.kind == RelocationType::ELF_RELATIVE)
+    );
+    assert!(
+        image
+            .relocations
+            .iter()
+            .any(|r| r.kind == RelocationType::ELF_GLOB_DAT && r.symbol.is_some())
     );
     // In a PIE the constructor slot holds 0 and a RELATIVE relocation names the target.
     let init_me = function_named(&image, "init_me");
@@ -499,17 +506,16 @@ fn emit_relocs_keeps_static_relocations() {
     let bytes = read(&path);
     let image = load_ok(&bytes).image;
     let main = function_named(&image, "main");
-    let in_main: Vec<(&str, Option<&str>)> = image
+    let in_main: Vec<(RelocationType, Option<&str>)> = image
         .relocations
         .iter()
-        .filter(|r| r.origin == "static" && r.rva >= main.rva && r.rva < main.end())
-        .map(|r| (r.kind.as_str(), r.symbol.as_deref()))
+        .filter(|r| r.origin == RelocationOrigin::Static && r.rva >= main.rva && r.rva < main.end())
+        .map(|r| (r.kind, r.symbol.as_deref()))
         .collect();
-    assert!(
-        in_main.contains(&("R_X86_64_PLT32", Some("other"))),
-        "{in_main:?}"
-    );
-    assert!(in_main.iter().any(|(kind, _)| *kind == "R_X86_64_TPOFF32"));
+    let plt32 = RelocationType::Elf(object::elf::R_X86_64_PLT32);
+    assert!(in_main.contains(&(plt32, Some("other"))), "{in_main:?}");
+    let tpoff32 = RelocationType::Elf(object::elf::R_X86_64_TPOFF32);
+    assert!(in_main.iter().any(|(kind, _)| *kind == tpoff32));
 }
 
 #[test]

@@ -186,6 +186,28 @@ impl<'a, 'u> Names<'a, 'u> {
         None
     }
 
+    /// Whether the subprogram at `offset`, or the declaration it completes, carries
+    /// `DW_AT_noreturn` (C11 `_Noreturn`, `__attribute__((noreturn))`, C++ `[[noreturn]]`).
+    pub fn subprogram_noreturn(&self, offset: UnitOffset) -> bool {
+        let (mut names, mut offset) = (*self, offset);
+        for _ in 0..MAX_DEPTH {
+            let Ok(entry) = names.unit.entry(offset) else {
+                return false;
+            };
+            if matches!(
+                entry.attr_value(constants::DW_AT_noreturn),
+                Ok(Some(AttributeValue::Flag(true)))
+            ) {
+                return true;
+            }
+            match names.declaration_of(&entry) {
+                Some(next) => (names, offset) = next,
+                None => return false,
+            }
+        }
+        false
+    }
+
     /// The compilation unit that declares the DIE at `offset`: the end of its chain of
     /// `DW_AT_specification`/`DW_AT_abstract_origin`. With LTO, code is described in an
     /// `<artificial>` unit but declared in the unit of its source file.

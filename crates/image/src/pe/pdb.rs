@@ -110,16 +110,34 @@ pub(crate) fn read(
             public_names: &public_names,
             id_finder: &id_finder,
         };
-        if let Err(error) = read_module_symbols(&module_info, &context, &mut type_names, image) {
+        // Without its line program a module still has procedures; only lines are missing.
+        let mut module_files = match pdb2_call("module line program", || module_info.line_program())
+        {
+            Ok(program) => Some(ModuleFiles {
+                program,
+                names: ModuleFileNames {
+                    string_table: string_table.as_ref(),
+                    by_index: HashMap::new(),
+                },
+            }),
+            Err(error) => {
+                diagnostics.push(module_diagnostic(&module_name, error.to_string()));
+                None
+            }
+        };
+        if let Err(error) = read_module_symbols(
+            &module_info,
+            &context,
+            &mut type_names,
+            module_files.as_mut().map(|m| (m, &mut files)),
+            image,
+        ) {
             diagnostics.push(module_diagnostic(&module_name, error.to_string()));
         }
-        if let Err(error) = read_module_lines(
-            &module_info,
-            &address_map,
-            string_table.as_ref(),
-            &mut files,
-            &mut image.lines,
-        ) {
+        if let Some(module_files) = &mut module_files
+            && let Err(error) =
+                read_module_lines(module_files, &address_map, &mut files, &mut image.lines)
+        {
             diagnostics.push(module_diagnostic(&module_name, error.to_string()));
         }
     }
@@ -183,6 +201,7 @@ fn read_module_symbols(
     module_info: &pdb2::ModuleInfo<'_>,
     context: &ModuleContext<'_, '_>,
     type_names: &mut TypeNames<'_, '_>,
+    mut files: Option<(&mut ModuleFiles<'_, '_, '_>, &mut FileTable)>,
     image: &mut Image<'_>,
 ) -> Result<()> {
     let inlinees: HashMap<pdb2::IdIndex, pdb2::Inlinee<'_>> =
@@ -241,6 +260,9 @@ fn read_module_symbols(
                     },
                     has_debug_info: true,
                     signature: Some(type_names.signature(procedure.type_index)),
+                    // CV_PFLAG_NEVER: MSVC sets it for `__declspec(noreturn)` and functions it
+                    // proves never return; clang 14 leaves it clear.
+                    noreturn: procedure.flags.never,
                     code: &[],
                     padding_before: 0,
                     first_instruction_len: None,
@@ -255,21 +277,37 @@ fn read_module_symbols(
                 };
                 let inlinee = inlinee_name(context.id_finder, type_names, site.inlinee)?;
                 let mut ranges = Vec::new();
-                if let Some(lines) = inlinees.get(&site.inlinee) {
-                    let mut rows = contain("inlinee lines", || lines.lines(parent_offset, &site))?;
+                let mut lines = Vec::new();
+                if let Some(inlinee_lines) = inlinees.get(&site.inlinee) {
+                    let mut rows = contain("inlinee lines", || {
+                        inlinee_lines.lines(parent_offset, &site)
+                    })?;
                     while let Some(row) = pdb2_call("inlinee lines", || rows.next())? {
                         let Some(start) = to_rva(row.offset, context.address_map)? else {
                             continue;
                         };
                         ranges.push((start, u64::from(row.length.unwrap_or(0))));
+                        // The binary annotations give each range the inlinee's file and line.
+                        if let Some((module_files, table)) = files.as_mut() {
+                            let file = module_files.file(row.file_index, table)?;
+                            lines.push(LineRow {
+                                rva: start,
+                                file,
+                                line: row.line_start,
+                            });
+                        }
                     }
                 }
                 ranges.sort_unstable();
                 ranges.dedup();
+                lines.sort_unstable();
+                lines.dedup();
                 image.inline_sites.push(InlineSite {
                     caller_rva,
                     inlinee,
                     ranges,
+                    call_site: None,
+                    lines,
                 });
             }
             pdb2::SymbolData::CompileFlags(flags) => {
@@ -484,37 +522,63 @@ impl FileTable {
     }
 }
 
+/// A module's line program and the image-wide index of each of its files.
+struct ModuleFiles<'a, 's, 't> {
+    program: pdb2::LineProgram<'a>,
+    names: ModuleFileNames<'s, 't>,
+}
+
+impl ModuleFiles<'_, '_, '_> {
+    fn file(&mut self, file_index: pdb2::FileIndex, files: &mut FileTable) -> Result<u32> {
+        self.names.file(&self.program, file_index, files)
+    }
+}
+
+struct ModuleFileNames<'s, 't> {
+    string_table: Option<&'s pdb2::StringTable<'t>>,
+    by_index: HashMap<pdb2::FileIndex, u32>,
+}
+
+impl ModuleFileNames<'_, '_> {
+    /// The index in `Image::source_files` of the module's file `file_index` (an offset into
+    /// its file checksums, which line rows and inlinee lines both use).
+    fn file(
+        &mut self,
+        program: &pdb2::LineProgram<'_>,
+        file_index: pdb2::FileIndex,
+        files: &mut FileTable,
+    ) -> Result<u32> {
+        if let Some(&file) = self.by_index.get(&file_index) {
+            return Ok(file);
+        }
+        let info = pdb2_call("module file checksums", || {
+            program.get_file_info(file_index)
+        })?;
+        let name = match self.string_table {
+            Some(table) => pdb2_call("string table", || {
+                Ok(info.name.to_string_lossy(table)?.into_owned())
+            })?,
+            None => format!("<file {}>", info.name.0),
+        };
+        let file = files.intern(name);
+        self.by_index.insert(file_index, file);
+        Ok(file)
+    }
+}
+
 fn read_module_lines(
-    module_info: &pdb2::ModuleInfo<'_>,
+    module_files: &mut ModuleFiles<'_, '_, '_>,
     address_map: &pdb2::AddressMap<'_>,
-    string_table: Option<&pdb2::StringTable<'_>>,
     files: &mut FileTable,
     lines: &mut Vec<LineRow>,
 ) -> Result<()> {
-    let program = pdb2_call("module line program", || module_info.line_program())?;
+    let ModuleFiles { program, names } = module_files;
     let mut rows = contain("module line program", || program.lines())?;
-    let mut file_names: HashMap<pdb2::FileIndex, u32> = HashMap::new();
     while let Some(row) = pdb2_call("module line rows", || rows.next())? {
         let Some(rva) = to_rva(row.offset, address_map)? else {
             continue;
         };
-        let file = match file_names.get(&row.file_index) {
-            Some(&file) => file,
-            None => {
-                let info = pdb2_call("module file checksums", || {
-                    program.get_file_info(row.file_index)
-                })?;
-                let name = match string_table {
-                    Some(table) => pdb2_call("string table", || {
-                        Ok(info.name.to_string_lossy(table)?.into_owned())
-                    })?,
-                    None => format!("<file {}>", info.name.0),
-                };
-                let file = files.intern(name);
-                file_names.insert(row.file_index, file);
-                file
-            }
-        };
+        let file = names.file(program, row.file_index, files)?;
         lines.push(LineRow {
             rva,
             file,

@@ -5,7 +5,7 @@
 use super::{BinaryContext, finding};
 use crate::Finding;
 use crate::codes;
-use hotpatch_image::Image;
+use hotpatch_image::{Image, RelocationType};
 use std::collections::{BTreeMap, BTreeSet};
 
 pub(super) fn incomplete_debug_info(context: &BinaryContext<'_>) -> Vec<Finding> {
@@ -34,7 +34,7 @@ fn exports(image: &Image<'_>) -> BTreeSet<String> {
     let copied: BTreeSet<u64> = image
         .relocations
         .iter()
-        .filter(|r| r.kind == "R_X86_64_COPY")
+        .filter(|r| r.kind == RelocationType::ELF_COPY)
         .map(|r| r.rva)
         .collect();
     image

@@ -4,16 +4,38 @@
 //! whose targets are unknown). A function that ends every call by leaving the process or the
 //! frame (`exit`, `abort`, `longjmp`, a throw) has no such loop: each call is brief, so a
 //! redirect of its entry reaches every later call.
+//!
+//! A call to a function that never returns ends the call of this function there: it has no
+//! successor and counts as a way out. Which callees never return comes from the image: the
+//! debug information of its own functions ([`Function::noreturn`]) and the names of known
+//! library functions ([`is_noreturn_import`]).
 
 use hotpatch_diff::code::{Flow, Instruction, Target};
+use hotpatch_image::{Function, Image, is_noreturn_import};
 
 /// A loop that never leaves the function: the first instruction of it reached from the entry.
-pub(crate) fn endless_loop(code: &[Instruction]) -> Option<usize> {
+/// `never_returns` tells whether a call instruction's callee never returns.
+pub(crate) fn endless_loop(
+    code: &[Instruction],
+    never_returns: &dyn Fn(&Instruction) -> bool,
+) -> Option<usize> {
     let n = code.len();
     if n == 0 {
         return None;
     }
-    let successors: Vec<Vec<usize>> = (0..n).map(|at| successors(code, at)).collect();
+    let ends: Vec<bool> = code
+        .iter()
+        .map(|i| matches!(i.flow, Flow::Call | Flow::IndirectCall) && never_returns(i))
+        .collect();
+    let successors: Vec<Vec<usize>> = (0..n)
+        .map(|at| {
+            if ends[at] {
+                Vec::new()
+            } else {
+                successors(code, at)
+            }
+        })
+        .collect();
     // Instructions from which a way out of the function is reachable (backwards search).
     let mut predecessors: Vec<Vec<usize>> = vec![Vec::new(); n];
     for (from, targets) in successors.iter().enumerate() {
@@ -22,7 +44,9 @@ pub(crate) fn endless_loop(code: &[Instruction]) -> Option<usize> {
         }
     }
     let mut leaves = vec![false; n];
-    let mut stack: Vec<usize> = (0..n).filter(|&at| is_way_out(code, at)).collect();
+    let mut stack: Vec<usize> = (0..n)
+        .filter(|&at| ends[at] || is_way_out(code, at))
+        .collect();
     for &at in &stack {
         leaves[at] = true;
     }
@@ -110,6 +134,39 @@ fn is_way_out(code: &[Instruction], at: usize) -> bool {
     }
 }
 
+/// Whether the call `instruction`, in code of `image`, goes to a function that never returns:
+/// a function of the image its debug information marks so, or a known library function
+/// reached through a PLT stub, an import thunk or an import slot.
+pub(crate) fn call_never_returns(instruction: &Instruction, image: &Image<'_>) -> bool {
+    instruction
+        .references()
+        .any(|reference| target_never_returns(&reference.target, image))
+}
+
+fn target_never_returns(target: &Target, image: &Image<'_>) -> bool {
+    match target {
+        Target::Function { index, offset, .. } => {
+            *offset == 0 && image.functions.get(*index).is_some_and(noreturn_function)
+        }
+        Target::Import { name, .. } => is_noreturn_import(name),
+        Target::SymbolSlot { symbol, .. } => is_noreturn_import(symbol),
+        Target::Stub { slot } => target_never_returns(slot, image),
+        Target::Slot { pointee } => target_never_returns(pointee, image),
+        _ => false,
+    }
+}
+
+/// A function of the image that never returns: marked so, or a body that only jumps to a
+/// library function that never returns (a PLT entry, which the symbol table may name
+/// `exit@plt`).
+fn noreturn_function(function: &Function<'_>) -> bool {
+    function.noreturn
+        || function
+            .name
+            .strip_suffix("@plt")
+            .is_some_and(is_noreturn_import)
+}
+
 #[cfg(test)]
 mod tests {
     use super::endless_loop;
@@ -162,12 +219,15 @@ mod tests {
 
     #[test]
     fn a_loop_before_a_noreturn_call_that_ends_the_function_is_not_endless() {
-        assert_eq!(endless_loop(&error_raiser(None)), None);
+        assert_eq!(endless_loop(&error_raiser(None), &|_| false), None);
     }
 
     #[test]
     fn a_loop_before_a_trap_is_not_endless() {
-        assert_eq!(endless_loop(&error_raiser(Some(Flow::Trap))), None);
+        assert_eq!(
+            endless_loop(&error_raiser(Some(Flow::Trap)), &|_| false),
+            None
+        );
     }
 
     #[test]
@@ -177,7 +237,7 @@ mod tests {
             plain(1, Flow::Call), // serve one request
             branch(2, Flow::Jump, 1),
         ];
-        assert_eq!(endless_loop(&code), Some(1));
+        assert_eq!(endless_loop(&code, &|_| false), Some(1));
     }
 
     #[test]
@@ -190,6 +250,36 @@ mod tests {
             plain(3, Flow::Call),
             branch(4, Flow::Jump, 1),
         ];
-        assert_eq!(endless_loop(&code), Some(1));
+        assert_eq!(endless_loop(&code, &|_| false), Some(1));
+    }
+
+    /// The shape gcc gave Lua 5.4.4's `luaG_runerror` (issue 7, F2): the `noreturn` call of
+    /// `luaG_errormsg` sits in the middle, and the block after it, reached only by a branch,
+    /// jumps back to the instructions before the call. Without knowing that the call never
+    /// returns, its fall-through closes a cycle the machine code does not have.
+    fn mid_function_error_call() -> Vec<Instruction> {
+        vec![
+            branch(0, Flow::ConditionalJump, 4), // a Lua function: compute the line first
+            plain(1, Flow::Next),                // mov rdi, rbx
+            plain(2, Flow::Call),                // luaG_errormsg (noreturn)
+            plain(3, Flow::Trap),                // never reached: gcc's padding
+            plain(4, Flow::Call),                // luaG_addinfo
+            branch(5, Flow::Jump, 1),            // back to the call
+        ]
+    }
+
+    #[test]
+    fn a_noreturn_call_in_the_middle_has_no_fall_through() {
+        let code = mid_function_error_call();
+        assert_eq!(endless_loop(&code, &|i| i.rva == 2), None);
+    }
+
+    #[test]
+    fn an_unknown_callee_is_assumed_to_return() {
+        // The same code, with the call taken to return: the fall-through into the branch-only
+        // block makes a cycle with no way out, as before the image knew about noreturn.
+        let mut code = mid_function_error_call();
+        code[3] = plain(3, Flow::Next);
+        assert_eq!(endless_loop(&code, &|_| false), Some(1));
     }
 }

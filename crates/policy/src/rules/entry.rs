@@ -5,6 +5,7 @@
 use super::{FunctionContext, cfg, code::listing_line, finding};
 use crate::Finding;
 use crate::codes;
+use hotpatch_diff::code::Instruction;
 
 /// The smallest redirect: `jmp rel32`.
 const REDIRECT_LEN: u64 = 5;
@@ -132,13 +133,16 @@ pub(super) fn folded_function(context: &FunctionContext<'_>) -> Option<Finding> 
 
 pub(super) fn endless_loop(context: &FunctionContext<'_>) -> Option<Finding> {
     // The running invocation executes the baseline code; new calls run the fixed code.
-    let (build, code) = [
-        ("baseline", &context.changed.baseline_code),
-        ("fixed", &context.changed.fixed_code),
+    let subject = context.binary.subject;
+    let (build, position) = [
+        ("baseline", &context.changed.baseline_code, subject.baseline),
+        ("fixed", &context.changed.fixed_code, subject.fixed),
     ]
     .into_iter()
-    .find(|(_, code)| cfg::endless_loop(code).is_some())?;
-    let position = cfg::endless_loop(code)?;
+    .find_map(|(build, code, image)| {
+        let never_returns = |instruction: &Instruction| cfg::call_never_returns(instruction, image);
+        cfg::endless_loop(code, &never_returns).map(|position| (build, position))
+    })?;
     let instruction = match build {
         "baseline" => context
             .changed
