@@ -394,3 +394,266 @@ fn walk(dir: &Path) -> Vec<PathBuf> {
     files.sort();
     files
 }
+
+const YAML_TO_JSON: &str = r#"
+import json, sys, yaml
+print(json.dumps(yaml.safe_load(sys.stdin.read())))
+"#;
+
+/// The `yaml release` blocks of docs/ci.md, parsed by PyYAML (`None` when it is missing outside
+/// CI).
+fn release_pipelines() -> Option<Vec<serde_json::Value>> {
+    let doc = std::fs::read_to_string(crate::support::root().join("docs/ci.md")).expect("ci.md");
+    let mut blocks = Vec::new();
+    let mut current: Option<String> = None;
+    for line in doc.lines() {
+        match (&mut current, line) {
+            (None, "```yaml release") => current = Some(String::new()),
+            (Some(block), "```") => {
+                blocks.push(std::mem::take(block));
+                current = None;
+            }
+            (Some(block), line) => {
+                block.push_str(line);
+                block.push('\n');
+            }
+            (None, _) => {}
+        }
+    }
+    assert_eq!(
+        blocks.len(),
+        2,
+        "docs/ci.md has a GitHub and a GitLab release pipeline"
+    );
+    blocks
+        .iter()
+        .map(|block| {
+            let json = crate::ci_formats::python(&["yaml"], YAML_TO_JSON, &[], block)?;
+            Some(serde_json::from_str(&json).expect("PyYAML printed JSON"))
+        })
+        .collect()
+}
+
+/// Runs a pipeline's shell script with `bash -e` in `dir`, `hotpatch` on PATH; the exit code.
+fn run_step(script: &str, dir: &Path, env: &[(String, String)]) -> i32 {
+    let bin_dir = Path::new(env!("CARGO_BIN_EXE_hotpatch"))
+        .parent()
+        .expect("the binary has a directory");
+    let path = format!(
+        "{}:{}",
+        bin_dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let output = std::process::Command::new("bash")
+        .args(["-e", "-c", script])
+        .current_dir(dir)
+        .env("PATH", path)
+        .env("SOURCE_DATE_EPOCH", ISSUED_AT.to_string())
+        .envs(env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+        .output()
+        .expect("bash runs");
+    eprintln!(
+        "{script}\n--- stdout\n{}--- stderr\n{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    output.status.code().unwrap_or(-1)
+}
+
+/// The variables of a pipeline (`env:` or `variables:`) as strings.
+fn variables(map: &serde_json::Value) -> Vec<(String, String)> {
+    map.as_object()
+        .expect("a map of variables")
+        .iter()
+        .map(|(k, v)| {
+            let value = v.as_str().map_or_else(|| v.to_string(), str::to_owned);
+            (k.clone(), value)
+        })
+        .collect()
+}
+
+/// A checkout with the release trees where the pipelines expect them, and the package
+/// `hotpatch build` on one machine writes for it with the pipelines' options.
+fn checkout(dir: &Path, vars: &[(String, String)]) -> Vec<u8> {
+    let var = |name: &str| {
+        vars.iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| panic!("the pipeline sets {name}"))
+    };
+    let baseline: Vec<(&str, &str)> = CASES.iter().map(|case| (*case, "baseline")).collect();
+    let fixed: Vec<(&str, &str)> = CASES.iter().map(|case| (*case, "fixed")).collect();
+    let base_tree = tree(&dir.join(var("BASELINE_TREE")), &baseline);
+    let fixed_tree = tree(&dir.join(var("FIXED_TREE")), &fixed);
+    let key = key_file(dir);
+    let out = dir.join("single.hpk");
+    let (min_sequence, sequence, baseline_id) =
+        (var("MIN_SEQUENCE"), var("SEQUENCE"), var("BASELINE_ID"));
+    let args = [
+        "--release",
+        "2027-02",
+        "--baseline",
+        path_str(&base_tree),
+        "--fixed",
+        path_str(&fixed_tree),
+        "--key",
+        path_str(&key),
+        "--out",
+        path_str(&out),
+        "--product",
+        "demo",
+        "--baseline-id",
+        &baseline_id,
+        "--min-sequence",
+        &min_sequence,
+        "--sequence",
+        &sequence,
+    ];
+    let epoch = ISSUED_AT.to_string();
+    let output = hotpatch_build(&args, &[("SOURCE_DATE_EPOCH", epoch.as_str())]);
+    assert_eq!(
+        output.status.code(),
+        Some(10),
+        "{}",
+        describe(&args, &output)
+    );
+    std::fs::read(&out).expect("one-machine package")
+}
+
+#[test]
+fn ci_matrix_pipelines_parse_and_build_the_package_of_one_machine() {
+    let Some(pipelines) = release_pipelines() else {
+        return;
+    };
+
+    // GitHub Actions: the matrix job once per `matrix.shard`, the artifacts downloaded into
+    // `shards/<artifact name>`, then the package job.
+    let workflow = &pipelines[0];
+    let vars = variables(&workflow["env"]);
+    let dir = scratch("shard-ci-github");
+    let single = checkout(&dir, &vars);
+    let count: u64 = vars
+        .iter()
+        .find(|(k, _)| k == "SHARDS")
+        .and_then(|(_, v)| v.parse().ok())
+        .expect("SHARDS");
+    let shard_job = &workflow["jobs"]["shard"];
+    let matrix: Vec<u64> = shard_job["strategy"]["matrix"]["shard"]
+        .as_array()
+        .expect("matrix.shard")
+        .iter()
+        .map(|v| v.as_u64().expect("a shard number"))
+        .collect();
+    assert_eq!(
+        matrix,
+        (1..=count).collect::<Vec<_>>(),
+        "the matrix lists 1..=SHARDS"
+    );
+    let step = |job: &serde_json::Value, name: &str| -> String {
+        job["steps"]
+            .as_array()
+            .expect("steps")
+            .iter()
+            .find(|s| s["name"] == name)
+            .and_then(|s| s["run"].as_str())
+            .unwrap_or_else(|| panic!("a step named {name:?}"))
+            .to_owned()
+    };
+    let analyse = step(shard_job, "analyse the shard");
+    let upload = shard_job["steps"]
+        .as_array()
+        .expect("steps")
+        .iter()
+        .find(|s| {
+            s["uses"]
+                .as_str()
+                .is_some_and(|u| u.starts_with("actions/upload-artifact"))
+        })
+        .expect("an upload step");
+    for shard in &matrix {
+        let script = analyse.replace("${{ matrix.shard }}", &shard.to_string());
+        assert_eq!(run_step(&script, &dir, &vars), 0, "shard {shard}");
+        let name = upload["with"]["name"]
+            .as_str()
+            .expect("artifact name")
+            .replace("${{ matrix.shard }}", &shard.to_string());
+        let path = upload["with"]["path"]
+            .as_str()
+            .expect("artifact path")
+            .replace("${{ matrix.shard }}", &shard.to_string());
+        let into = dir.join("shards").join(name);
+        std::fs::create_dir_all(into.join("binaries")).expect("mkdir");
+        for file in walk(&dir.join(&path)) {
+            let relative = file
+                .strip_prefix(dir.join(&path))
+                .expect("under the artifact");
+            std::fs::copy(&file, into.join(relative)).expect("copy");
+        }
+    }
+    let package_job = &workflow["jobs"]["package"];
+    assert_eq!(package_job["needs"], "shard");
+    let mut merge_vars = vars.clone();
+    let key_text = std::fs::read_to_string(dir.join("release.key")).expect("key");
+    merge_vars.push(("HOTPATCH_KEY".to_owned(), key_text.trim().to_owned()));
+    let merge = step(package_job, "merge and sign");
+    assert_eq!(
+        run_step(&merge, &dir, &merge_vars),
+        0,
+        "a baseline month is a warning"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("out/2027-02.hpk")).expect("merged package"),
+        single
+    );
+    assert!(
+        !dir.join("hotpatch.key").exists(),
+        "the key file is removed"
+    );
+
+    // GitLab CI: `parallel: N` copies of the shard job with CI_NODE_INDEX/CI_NODE_TOTAL, their
+    // artifacts in one directory, then the package job with the key as a file variable.
+    let pipeline = &pipelines[1];
+    let vars = variables(&pipeline["variables"]);
+    let dir = scratch("shard-ci-gitlab");
+    let single = checkout(&dir, &vars);
+    let shard_job = &pipeline["hotpatch-shard"];
+    let parallel = shard_job["parallel"].as_u64().expect("parallel: N");
+    let script = |job: &serde_json::Value| -> String {
+        let lines: Vec<&str> = job["script"]
+            .as_array()
+            .expect("script")
+            .iter()
+            .map(|l| l.as_str().expect("a script line"))
+            .collect();
+        lines.join("\n")
+    };
+    for index in 1..=parallel {
+        let mut node = vars.clone();
+        node.push(("CI_NODE_INDEX".to_owned(), index.to_string()));
+        node.push(("CI_NODE_TOTAL".to_owned(), parallel.to_string()));
+        assert_eq!(run_step(&script(shard_job), &dir, &node), 0, "node {index}");
+    }
+    let package_job = &pipeline["hotpatch-package"];
+    assert_eq!(package_job["needs"], serde_json::json!(["hotpatch-shard"]));
+    assert_eq!(
+        package_job["allow_failure"]["exit_codes"],
+        serde_json::json!([10])
+    );
+    // A file variable: GitLab writes the value to a file and passes its path.
+    let key_variable = dir.join("key-variable");
+    std::fs::copy(dir.join("release.key"), &key_variable).expect("copy key");
+    let mut merge_vars = vars.clone();
+    merge_vars.push((
+        "HOTPATCH_KEY".to_owned(),
+        path_str(&key_variable).to_owned(),
+    ));
+    assert_eq!(
+        run_step(&script(package_job), &dir, &merge_vars),
+        10,
+        "the fixtures' month needs a baseline (tls)"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("out/2027-02.hpk")).expect("merged package"),
+        single
+    );
+}
