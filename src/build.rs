@@ -14,7 +14,7 @@ use hotpatch_package::{
 };
 use hotpatch_policy::{Policy, Severity, Verdict};
 use rayon::prelude::*;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -35,17 +35,19 @@ pub struct Args {
     #[arg(long, value_name = "YYYY-MM")]
     pub release: String,
     /// The baseline release tree: every package of the series is built against it.
-    #[arg(long, value_name = "DIR")]
-    pub baseline: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "merge")]
+    pub baseline: Option<PathBuf>,
     /// The fixed release tree: this month's builds, with every fix since the baseline.
-    #[arg(long, value_name = "DIR")]
-    pub fixed: PathBuf,
+    #[arg(long, value_name = "DIR", required_unless_present = "merge")]
+    pub fixed: Option<PathBuf>,
     /// The secret signing key (`hotpatch keygen`); refused when group or others can read it.
-    #[arg(long, value_name = "KEYFILE")]
-    pub key: PathBuf,
-    /// The package file to write.
+    #[arg(long, value_name = "KEYFILE", required_unless_present = "shard")]
+    pub key: Option<PathBuf>,
+    /// The package file to write (with --shard: the shard directory).
     #[arg(long, value_name = "FILE")]
     pub out: PathBuf,
+    #[command(flatten)]
+    pub scale_out: crate::shard::ScaleOutArgs,
     #[arg(long, value_name = "NAME", default_value = "default")]
     pub product: String,
     #[arg(long, value_name = "NAME", default_value = "stable")]
@@ -55,8 +57,8 @@ pub struct Args {
     #[arg(long, value_enum, default_value = "hotpatch")]
     pub kind: Kind,
     /// The package's sequence number; it must grow with every package of (product, channel).
-    #[arg(long, value_name = "N")]
-    pub sequence: u64,
+    #[arg(long, value_name = "N", required_unless_present = "shard")]
+    pub sequence: Option<u64>,
     /// The lowest installed sequence this hotpatch may follow: the sequence of the series'
     /// baseline package (default: read from --baseline-package). A baseline's is its own.
     #[arg(long, value_name = "N")]
@@ -97,7 +99,7 @@ pub enum Kind {
 }
 
 /// What became of one binary of the release.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Status {
     /// Eligible, with code to patch: it has a target and a payload in the package.
@@ -184,14 +186,14 @@ pub struct ReleaseReport {
 }
 
 /// One binary of the release.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct BinaryReport {
     /// Relative path in the release tree, `/`-separated.
     pub name: String,
     pub status: Status,
     /// `pe` or `elf`.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub format: Option<&'static str>,
+    pub format: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub baseline_sha256: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -211,7 +213,7 @@ pub struct BinaryReport {
 }
 
 /// The payload of a hotpatched binary.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct PayloadReport {
     /// The archive entry, `payloads/NNN.bin`.
     pub entry: String,
@@ -222,31 +224,31 @@ pub struct PayloadReport {
     pub copied_data: Vec<CopiedDataReport>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct CopiedDataReport {
     pub what: String,
     pub payload_offset: u64,
     pub len: u64,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FunctionReport {
     pub function: String,
     /// `replaced` (a patch site redirects it), `added` (new code reached from replaced code),
     /// `changed` (not packaged), or `line-only`.
-    pub change: &'static str,
+    pub change: String,
     pub verdict: Verdict,
-    #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub rules: Vec<String>,
     /// Bytes of its new code in the payload.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub payload_size: Option<u64>,
 }
 
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, Deserialize)]
 pub struct FindingReport {
     pub rule: String,
-    pub name: &'static str,
+    pub name: String,
     pub severity: Severity,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub function: Option<String>,
@@ -255,20 +257,26 @@ pub struct FindingReport {
 }
 
 /// A binary's outcome with what goes into the package.
-struct Built {
-    report: BinaryReport,
-    target: Option<(Target, Vec<u8>)>,
+pub(crate) struct Built {
+    pub(crate) report: BinaryReport,
+    pub(crate) target: Option<(Target, Vec<u8>)>,
     /// The HTML audit report of a binary with changes (`report/binaries/<name>.html`).
-    audit_html: Option<String>,
-    /// What the release's SARIF and JUnit reports need of a compared pair.
-    record: Option<crate::release_formats::PairRecord>,
+    pub(crate) audit_html: Option<String>,
+    /// What the release's SARIF and JUnit reports need of a compared pair (`None` for a binary
+    /// found in one tree only, and for every binary read back from shards).
+    pub(crate) record: Option<crate::release_formats::PairRecord>,
 }
 
 pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     check_release(&args.release)?;
-    let policy = check::read_policy(args.policy.as_deref())?;
+    if let Some(shard) = args.scale_out.shard {
+        return crate::shard::write_shard(args, shard, out);
+    }
+    let (Some(key_path), Some(sequence)) = (&args.key, args.sequence) else {
+        bail!("--key and --sequence are needed to sign a package");
+    };
     // Refuses a key file that group or others can read.
-    let key = crate::package::load_secret_key(&args.key)?;
+    let key = crate::package::load_secret_key(key_path)?;
     let issued_at = issue_time(args.issued_at)?;
     let expires_at = args
         .expires_in
@@ -276,32 +284,26 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         .and_then(|span| issued_at.checked_add(span))
         .filter(|_| args.expires_in > 0)
         .context("--expires-in must be at least 1 day, and the expiry must fit in unix seconds")?;
-    let series = series(args, &key, issued_at)?;
+    let series = series(args, sequence, &key, issued_at)?;
 
-    let pairs = pair_trees(&args.baseline, &args.fixed)?;
-    let total = pairs.len();
-    let done = AtomicUsize::new(0);
+    // With --merge, the shards hold every binary's analysed and lifted result.
     let roots = crate::source::SourceRoots::new(&args.sources.source_roots);
-    let built: Vec<Result<Built>> = pairs
-        .par_iter()
-        .map(|(name, sides)| {
-            let result = build_one(name, sides, &policy, &roots);
-            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
-            match &result {
-                Ok(built) => eprintln!("[{n}/{total}] {name}: {}", progress(&built.report)),
-                Err(error) => eprintln!("[{n}/{total}] {name}: error: {error:#}"),
-            }
-            result
-        })
-        .collect();
-    let mut binaries = Vec::with_capacity(built.len());
-    for result in built {
-        binaries.push(result?);
-    }
+    let merged = !args.scale_out.merge.is_empty();
+    let (mut binaries, leave_out) = if !merged {
+        let policy = check::read_policy(args.policy.as_deref())?;
+        let (baseline, fixed) = trees(args)?;
+        let pairs = pair_trees(baseline, fixed)?;
+        (
+            analyse(&pairs, &policy, &roots)?,
+            policy.release.leave_out_reboot_required,
+        )
+    } else {
+        let merged = crate::shard::read_shards(&args.scale_out.merge, &args.release)?;
+        (merged.binaries, merged.leave_out_reboot_required)
+    };
     let records: Vec<Option<crate::release_formats::PairRecord>> =
         binaries.iter_mut().map(|b| b.record.take()).collect();
 
-    let leave_out = policy.release.leave_out_reboot_required;
     let blocking: Vec<String> = binaries
         .iter()
         .filter(|b| b.report.status.needs_baseline())
@@ -349,7 +351,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         release: args.release.clone(),
         kind: series.kind,
         baseline_id: series.baseline_id.clone(),
-        sequence: args.sequence,
+        sequence,
         min_sequence: series.min_sequence,
         issued_at,
         expires_at,
@@ -374,7 +376,7 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
         release: args.release.clone(),
         kind: series.kind,
         baseline_id: series.baseline_id,
-        sequence: args.sequence,
+        sequence,
         min_sequence: series.min_sequence,
         issued_at,
         expires_at,
@@ -387,7 +389,13 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     let (json_path, markdown_path) = report_paths(args)?;
     fs_err::write(&json_path, &report_json)?;
     fs_err::write(&markdown_path, &report_markdown)?;
-    let (sarif_path, junit_path) = write_ci_reports(args, &report, &records)?;
+    // The release's SARIF and JUnit need each pair's source locations and assessment, which a
+    // shard directory does not carry: a merge writes neither rather than a log without findings.
+    let ci_reports = if merged {
+        None
+    } else {
+        Some(write_ci_reports(args, &report, &records)?)
+    };
 
     if args.json {
         out.write_all(&report_json)?;
@@ -423,12 +431,19 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             json_path.display(),
             markdown_path.display()
         )?;
-        writeln!(
-            out,
-            "  code scanning: {}; test report: {}",
-            sarif_path.display(),
-            junit_path.display()
-        )?;
+        match &ci_reports {
+            Some((sarif_path, junit_path)) => writeln!(
+                out,
+                "  code scanning: {}; test report: {}",
+                sarif_path.display(),
+                junit_path.display()
+            )?,
+            None => writeln!(
+                out,
+                "  code scanning and test report: not written by --merge (run `hotpatch check \
+                 --format sarif` per binary, or build on one machine)"
+            )?,
+        }
     }
     Ok(match month {
         Month::BaselineNeeded => crate::exit::REBOOT_REQUIRED,
@@ -436,8 +451,40 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
     })
 }
 
+/// Both release trees (needed unless the binaries come from shards).
+pub(crate) fn trees(args: &Args) -> Result<(&Path, &Path)> {
+    match (&args.baseline, &args.fixed) {
+        (Some(baseline), Some(fixed)) => Ok((baseline, fixed)),
+        _ => bail!("--baseline and --fixed name the release trees"),
+    }
+}
+
+/// Diffs, assesses and lifts every pair in parallel, with a progress line per binary; the
+/// result is in the order of `pairs` (by relative path).
+pub(crate) fn analyse(
+    pairs: &BTreeMap<String, Sides>,
+    policy: &Policy,
+    roots: &crate::source::SourceRoots,
+) -> Result<Vec<Built>> {
+    let total = pairs.len();
+    let done = AtomicUsize::new(0);
+    let built: Vec<Result<Built>> = pairs
+        .par_iter()
+        .map(|(name, sides)| {
+            let result = build_one(name, sides, policy, roots);
+            let n = done.fetch_add(1, Ordering::Relaxed) + 1;
+            match &result {
+                Ok(built) => eprintln!("[{n}/{total}] {name}: {}", progress(&built.report)),
+                Err(error) => eprintln!("[{n}/{total}] {name}: error: {error:#}"),
+            }
+            result
+        })
+        .collect();
+    built.into_iter().collect()
+}
+
 /// `YYYY-MM` with a month from 01 to 12.
-fn check_release(release: &str) -> Result<()> {
+pub(crate) fn check_release(release: &str) -> Result<()> {
     let bytes = release.as_bytes();
     let digits = |range: std::ops::Range<usize>| {
         bytes
@@ -477,13 +524,13 @@ struct Series {
     min_sequence: u64,
 }
 
-fn series(args: &Args, key: &SecretKey, issued_at: u64) -> Result<Series> {
+fn series(args: &Args, sequence: u64, key: &SecretKey, issued_at: u64) -> Result<Series> {
     match args.kind {
         Kind::Baseline => {
             if args.baseline_package.is_some() {
                 bail!("--baseline-package is for hotpatches; a baseline starts its own series");
             }
-            if args.min_sequence.is_some_and(|min| min != args.sequence) {
+            if args.min_sequence.is_some_and(|min| min != sequence) {
                 bail!("a baseline's min_sequence is its own sequence; leave out --min-sequence");
             }
             Ok(Series {
@@ -492,7 +539,7 @@ fn series(args: &Args, key: &SecretKey, issued_at: u64) -> Result<Series> {
                     .baseline_id
                     .clone()
                     .unwrap_or_else(|| format!("{}-{}", args.product, args.release)),
-                min_sequence: args.sequence,
+                min_sequence: sequence,
             })
         }
         Kind::Hotpatch => {
@@ -521,10 +568,10 @@ fn series(args: &Args, key: &SecretKey, issued_at: u64) -> Result<Series> {
                     "a hotpatch needs --min-sequence (the sequence of the series' baseline package) or --baseline-package"
                 ),
             };
-            if args.sequence <= min_sequence {
+            if sequence <= min_sequence {
                 bail!(
                     "--sequence {} must be above min_sequence {min_sequence}: a hotpatch follows its baseline",
-                    args.sequence
+                    sequence
                 );
             }
             Ok(Series {
@@ -554,10 +601,10 @@ fn read_baseline_package(path: &Path, key: &SecretKey, now: u64) -> Result<(Stri
 }
 
 /// Both sides of one relative path; `None` where the path is only in the other tree.
-type Sides = (Option<PathBuf>, Option<PathBuf>);
+pub(crate) type Sides = (Option<PathBuf>, Option<PathBuf>);
 
 /// Every binary of both trees by relative path, sorted.
-fn pair_trees(baseline: &Path, fixed: &Path) -> Result<BTreeMap<String, Sides>> {
+pub(crate) fn pair_trees(baseline: &Path, fixed: &Path) -> Result<BTreeMap<String, Sides>> {
     let mut pairs: BTreeMap<String, Sides> = BTreeMap::new();
     for (name, path) in binaries_under(baseline)? {
         pairs.entry(name).or_default().0 = Some(path);
@@ -705,8 +752,8 @@ fn build_one(
         .map(|function| FunctionReport {
             function: function.function.clone(),
             change: match function.change {
-                "changed" if packaged.is_some() => "replaced",
-                other => other,
+                "changed" if packaged.is_some() => "replaced".to_owned(),
+                other => other.to_owned(),
             },
             verdict: function.verdict,
             rules: function
@@ -722,7 +769,7 @@ fn build_one(
         .iter()
         .map(|finding| FindingReport {
             rule: finding.rule.as_str().to_owned(),
-            name: finding.name,
+            name: finding.name.to_owned(),
             severity: finding.severity,
             function: finding.function.clone(),
             reason: finding.reason.clone(),
@@ -769,7 +816,7 @@ fn build_one(
         report: BinaryReport {
             name: name.to_owned(),
             status,
-            format: Some(format),
+            format: Some(format.to_owned()),
             baseline_sha256: Some(base.image.identity.sha256.clone()),
             fixed_sha256: Some(fixed.image.identity.sha256.clone()),
             fixed_size: Some(fixed.image.identity.file_size),
@@ -784,7 +831,7 @@ fn build_one(
     })
 }
 
-fn sha256_of(path: &Path) -> Result<String> {
+pub(crate) fn sha256_of(path: &Path) -> Result<String> {
     let mapped = crate::mapped::Mapped::open(path)
         .with_context(|| format!("cannot read {}", path.display()))?;
     Ok(hotpatch_image::sha256_hex(mapped.bytes()))

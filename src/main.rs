@@ -13,6 +13,7 @@ mod pair;
 mod release_formats;
 mod report;
 mod sarif;
+mod shard;
 mod source;
 
 use clap::{Parser, Subcommand};
@@ -30,6 +31,12 @@ pub mod exit {
     /// `verify`: the package was refused (signature, key, an entry's hash or length, expiry,
     /// the container or the manifest's content).
     pub const VERIFY_REFUSED: u8 = 3;
+    /// `build --merge`: the shards do not cover the release exactly once (a shard missing or
+    /// given twice, a binary in the wrong shard).
+    pub const SHARDS_INCOMPLETE: u8 = 4;
+    /// `build --merge`: the shards are not of one release (another month, other binaries or
+    /// bytes, another N, another policy file, results for other builds).
+    pub const SHARDS_MISMATCHED: u8 = 5;
 }
 
 #[derive(Parser)]
@@ -98,7 +105,11 @@ fn main() -> ExitCode {
             if let Some(hint) = hint_for(&error) {
                 eprintln!("hint: {hint}");
             }
-            ExitCode::from(exit::INPUT)
+            let code = error
+                .chain()
+                .find_map(|cause| cause.downcast_ref::<shard::MergeRefused>())
+                .map_or(exit::INPUT, shard::MergeRefused::exit_code);
+            ExitCode::from(code)
         }
     }
 }

@@ -12,21 +12,21 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-const ISSUED_AT: u64 = 1_800_000_000;
+pub(crate) const ISSUED_AT: u64 = 1_800_000_000;
 
-fn scratch(name: &str) -> PathBuf {
+pub(crate) fn scratch(name: &str) -> PathBuf {
     let dir = std::env::temp_dir().join(format!("hotpatch-it-{}-build-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
     std::fs::create_dir_all(&dir).expect("create scratch dir");
     dir
 }
 
-fn secret_key() -> SecretKey {
+pub(crate) fn secret_key() -> SecretKey {
     SecretKey::from_seed([7; 32])
 }
 
 /// The build key, written with mode 0600.
-fn key_file(dir: &Path) -> PathBuf {
+pub(crate) fn key_file(dir: &Path) -> PathBuf {
     let path = dir.join("release.key");
     std::fs::write(&path, secret_key().to_text()).expect("write key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
@@ -35,7 +35,7 @@ fn key_file(dir: &Path) -> PathBuf {
 
 /// A release tree under `dir`: for each `(case, side)`, the fixture's ELF build as
 /// `<case>/app` and its PE build with its PDB as `<case>/app.exe` and `<case>/app.pdb`.
-fn tree(dir: &Path, builds: &[(&str, &str)]) -> PathBuf {
+pub(crate) fn tree(dir: &Path, builds: &[(&str, &str)]) -> PathBuf {
     for (case, side) in builds {
         let fixture = root().join("fixtures").join(case);
         let into = dir.join(case);
@@ -57,7 +57,7 @@ fn tree(dir: &Path, builds: &[(&str, &str)]) -> PathBuf {
     dir.to_path_buf()
 }
 
-fn hotpatch_build(args: &[&str], env: &[(&str, &str)]) -> Output {
+pub(crate) fn hotpatch_build(args: &[&str], env: &[(&str, &str)]) -> Output {
     let mut command = Command::new(env!("CARGO_BIN_EXE_hotpatch"));
     command
         .arg("build")
@@ -87,7 +87,7 @@ fn open(bytes: &[u8]) -> Result<VerifiedPackage, Error> {
     hotpatch_package::open(bytes, &trust, ISSUED_AT + 60, &Limits::default())
 }
 
-fn open_file(path: &Path) -> VerifiedPackage {
+pub(crate) fn open_file(path: &Path) -> VerifiedPackage {
     let bytes = std::fs::read(path).expect("package written");
     open(&bytes).unwrap_or_else(|e| panic!("{} does not verify: {e}", path.display()))
 }
@@ -104,11 +104,11 @@ fn verify_cli(package: &Path, public: &Path) -> Output {
     ])
 }
 
-fn report_of(package: &VerifiedPackage) -> serde_json::Value {
+pub(crate) fn report_of(package: &VerifiedPackage) -> serde_json::Value {
     serde_json::from_slice(&package.entries["report/release.json"]).expect("report is JSON")
 }
 
-fn status_of<'a>(report: &'a serde_json::Value, binary: &str) -> &'a str {
+pub(crate) fn status_of<'a>(report: &'a serde_json::Value, binary: &str) -> &'a str {
     report["binaries"]
         .as_array()
         .expect("binaries")
@@ -119,7 +119,12 @@ fn status_of<'a>(report: &'a serde_json::Value, binary: &str) -> &'a str {
 }
 
 /// The standard arguments of a hotpatch month in series `demo-2027-01` (baseline sequence 1).
-fn month_args<'a>(base: &'a Path, fixed: &'a Path, key: &'a Path, out: &'a Path) -> Vec<&'a str> {
+pub(crate) fn month_args<'a>(
+    base: &'a Path,
+    fixed: &'a Path,
+    key: &'a Path,
+    out: &'a Path,
+) -> Vec<&'a str> {
     vec![
         "--release",
         "2027-02",

@@ -50,7 +50,7 @@ fn check(case: &str, format: &str, output: &str) -> (i32, String) {
 
 /// Runs a Python script that imports `modules`, feeding it `stdin`; `None` when Python or a
 /// module is missing outside CI (under CI that fails the test).
-fn python(modules: &[&str], script: &str, args: &[&str], stdin: &str) -> Option<String> {
+pub(crate) fn python(modules: &[&str], script: &str, args: &[&str], stdin: &str) -> Option<String> {
     let probe = Command::new("python3")
         .arg("-c")
         .arg(format!("import {}", modules.join(", ")))

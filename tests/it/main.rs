@@ -9,5 +9,6 @@ mod independent;
 mod lift;
 mod mutation;
 mod package_cli;
+mod shard;
 mod support;
 mod tidy;

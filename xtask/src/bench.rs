@@ -126,14 +126,29 @@ impl Row {
 pub type Source = fn(&Context) -> Result<Vec<Row>>;
 
 /// Every row source, in table order.
-const SOURCES: &[(&str, Source)] = &[("diff", crate::bench_diff::rows)];
+const SOURCES: &[(&str, Source)] = &[
+    ("diff", crate::bench_diff::rows),
+    ("release", crate::bench_release::rows),
+];
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut smoke = false;
-    for arg in args {
+    let mut only: Vec<&str> = Vec::new();
+    let mut args = args.iter();
+    while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => smoke = true,
-            other => bail!("unknown argument `{other}` (hint: `cargo xtask bench [--smoke]`)"),
+            // One source's rows, e.g. `--only release`: the JSON then holds only those.
+            "--only" => match args.next() {
+                Some(name) if SOURCES.iter().any(|(source, _)| source == name) => only.push(name),
+                _ => bail!(
+                    "--only takes a source name: {:?}",
+                    SOURCES.iter().map(|(n, _)| *n).collect::<Vec<_>>()
+                ),
+            },
+            other => bail!(
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--only SOURCE]`)"
+            ),
         }
     }
     let root = shell::workspace_root();
@@ -153,6 +168,9 @@ pub fn run(args: &[String]) -> Result<()> {
     };
     let mut rows = Vec::new();
     for (name, source) in SOURCES {
+        if !only.is_empty() && !only.contains(name) {
+            continue;
+        }
         eprintln!("bench: measuring {name}");
         rows.extend(source(&context)?);
     }
@@ -168,8 +186,10 @@ pub fn run(args: &[String]) -> Result<()> {
     let json_path = if smoke {
         shell::target_dir().join("bench-smoke.json")
     } else {
-        root.join("benches/runs")
-            .join(format!("{}-{}.json", today(), host()))
+        root.join("benches/runs").join(match only.as_slice() {
+            [] => format!("{}-{}.json", today(), host()),
+            sources => format!("{}-{}-{}.json", today(), host(), sources.join("-")),
+        })
     };
     write_json(&json_path, &context, &rows)?;
     eprintln!("figures written to {}", json_path.display());

@@ -2,10 +2,10 @@
 //! retired rule stays in the table marked retired. `docs/eligibility.md` is generated from this
 //! table (`catalogue_markdown`), and a test fails when it is stale.
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 /// How much a finding weighs.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Severity {
     /// The change cannot be hotpatched safely; only a policy that declares the rule waivable

@@ -15,14 +15,14 @@ pub use config::{Error, Limits, Policy, RuleSwitches, Waiver};
 
 use hotpatch_diff::Diff;
 use hotpatch_image::{Diagnostic, Image};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 
 /// The version of the JSON document [`Assessment`] serializes to.
 pub const SCHEMA: &str = "hotpatch-check/1";
 
 /// The decision for a function or a binary.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum Verdict {
     HotpatchEligible,
