@@ -722,7 +722,7 @@ fn build_one(name: &str, sides: &Sides, policy: &Policy) -> Result<Built> {
                 payload_len: lifted.payload.len() as u64,
                 sites: lifted.sites.clone(),
                 relocations: lifted.relocations.clone(),
-                unwind: None,
+                unwind: lifted.unwind,
             },
             lifted.payload.clone(),
         )
