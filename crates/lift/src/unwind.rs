@@ -22,6 +22,9 @@ use hotpatch_package::UnwindTable;
 use hotpatch_package::unwind::{RuntimeFunction, UnwindInfoError, parse_unwind_info};
 use std::collections::BTreeMap;
 
+/// The longest chain of `UNWIND_INFO`s followed; compilers emit one or two links.
+const MAX_CHAIN: usize = 32;
+
 /// Alignment of the function table and of each `UNWIND_INFO` (a DWORD, as in an image).
 const UNWIND_ALIGN: u64 = 4;
 
@@ -43,6 +46,8 @@ pub enum UnwindProblem {
     Malformed { reason: UnwindInfoError },
     #[error("it is not in the file")]
     NotInFile,
+    #[error("its chain of UNWIND_INFOs is longer than {MAX_CHAIN} links")]
+    ChainTooLong,
 
     #[error("the payload grew past 4 GiB, beyond a RUNTIME_FUNCTION's reach")]
     PayloadTooLarge,
@@ -158,7 +163,7 @@ pub(crate) fn place_unwind(
             let mut info_rva = entry.info;
             let mut depth = 0;
             while !infos.contains_key(&info_rva) {
-                let info = match read_info(fixed, info_rva) {
+                let info = match read_info(fixed, info_rva, function.name) {
                     Ok(info) => info,
                     Err(why) => {
                         problems.push(problem(function.name, info_rva, why));
@@ -187,9 +192,15 @@ pub(crate) fn place_unwind(
                     ));
                     break;
                 }
-                // Chains are short in practice; a cycle in a corrupt file stops here.
+                // Chains are a few links long; a cycle ends at an info already copied, and an
+                // absurd length is refused rather than left half-rebased.
                 depth += 1;
-                if depth > 32 {
+                if depth > MAX_CHAIN {
+                    problems.push(problem(
+                        function.name,
+                        info_rva,
+                        UnwindProblem::ChainTooLong,
+                    ));
                     break;
                 }
                 info_rva = u64::from(chained.unwind_info);
@@ -217,10 +228,12 @@ pub(crate) fn place_unwind(
             continue;
         };
         let (begin, end) = (u64::from(chained.begin), u64::from(chained.end));
-        let Some((function, info_offset)) =
-            containing(begin, end).zip(info_offsets.get(&u64::from(chained.unwind_info)))
-        else {
-            continue;
+        // The first pass copied every info a chain reaches and checked that its code is copied.
+        let (Some(function), Some(info_offset)) = (
+            containing(begin, end),
+            info_offsets.get(&u64::from(chained.unwind_info)),
+        ) else {
+            return Err(vec![problem(info.owner, rva, UnwindProblem::ChainTooLong)]);
         };
         let rebased = RuntimeFunction {
             begin: to_u32(function.offset + (begin - function.rva), function.name, rva)?,
@@ -271,12 +284,18 @@ pub(crate) fn place_unwind(
 
 /// The bytes of one `UNWIND_INFO` to copy and what they say.
 struct InfoCopy<'data> {
+    /// The copied function whose entry reached this info first.
+    owner: &'data str,
     bytes: &'data [u8],
     chained: Option<(u64, RuntimeFunction)>,
     handler: Option<u32>,
 }
 
-fn read_info<'a>(fixed: &'a Image<'_>, rva: u64) -> Result<InfoCopy<'a>, UnwindProblem> {
+fn read_info<'a>(
+    fixed: &'a Image<'_>,
+    rva: u64,
+    owner: &'a str,
+) -> Result<InfoCopy<'a>, UnwindProblem> {
     let header = fixed.bytes_at(rva, 4).ok_or(UnwindProblem::NotInFile)?;
     let count = u64::from(header[2]);
     // The longest form: header, codes padded to an even count, a chained RUNTIME_FUNCTION.
@@ -289,6 +308,7 @@ fn read_info<'a>(fixed: &'a Image<'_>, rva: u64) -> Result<InfoCopy<'a>, UnwindP
     let layout = parse_unwind_info(bytes).map_err(|reason| UnwindProblem::Malformed { reason })?;
     let len = usize::try_from(layout.len).map_err(|_| UnwindProblem::NotInFile)?;
     Ok(InfoCopy {
+        owner,
         bytes: bytes.get(..len).ok_or(UnwindProblem::NotInFile)?,
         chained: layout.chained,
         handler: layout.handler,
