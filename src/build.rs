@@ -792,7 +792,7 @@ fn build_one(
                 payload_len: lifted.payload.len() as u64,
                 sites: lifted.sites.clone(),
                 relocations: lifted.relocations.clone(),
-                unwind: None,
+                unwind: lifted.unwind,
             },
             lifted.payload.clone(),
         )

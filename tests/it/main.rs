@@ -12,3 +12,4 @@ mod package_cli;
 mod shard;
 mod support;
 mod tidy;
+mod unwind;

@@ -65,7 +65,7 @@ fn lifted_package(signer: &Signer, baseline: &Path, fixed: &Path) -> Vec<u8> {
         payload_len: lifted.payload.len() as u64,
         sites: lifted.sites.clone(),
         relocations: lifted.relocations.clone(),
-        unwind: None,
+        unwind: lifted.unwind,
     };
     let manifest = Manifest {
         format: hotpatch_package::FORMAT_VERSION,

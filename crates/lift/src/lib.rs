@@ -11,12 +11,14 @@
 
 mod baseline;
 mod retarget;
+mod unwind;
 
 use baseline::Baseline;
 use hotpatch_diff::{Diff, Instruction};
 use hotpatch_image::{Format, Function, Image};
-use hotpatch_package::{PatchSite, Redirect, Relocation, TargetIdentity};
+use hotpatch_package::{PatchSite, Redirect, Relocation, TargetIdentity, UnwindTable};
 use std::collections::BTreeMap;
+pub use unwind::UnwindProblem;
 
 /// The length of the `jmp rel32` a redirect writes.
 const JUMP_LEN: u64 = 5;
@@ -34,6 +36,8 @@ pub struct Lifted {
     pub payload: Vec<u8>,
     pub sites: Vec<PatchSite>,
     pub relocations: Vec<Relocation>,
+    /// PE: the function table of the new code inside the payload (see the package format).
+    pub unwind: Option<UnwindTable>,
     /// What was copied into the payload besides code, for the report.
     pub copied_data: Vec<CopiedData>,
 }
@@ -82,6 +86,25 @@ pub enum Unliftable {
         fixed_index: usize,
         baseline_index: Option<usize>,
     },
+    #[error(
+        "{function}: its unwind data (UNWIND_INFO at {unwind_info_rva:#x}) cannot travel with the payload: {problem}"
+    )]
+    Unwind {
+        function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
+        unwind_info_rva: u64,
+        problem: UnwindProblem,
+    },
+    #[error(
+        "{function}: the binary links the C++ exception runtime ({runtime}) and the function calls other code, so an exception can unwind through its frame, but an ELF payload carries no .eh_frame for it"
+    )]
+    ExceptionsCrossWithoutUnwindData {
+        function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
+        runtime: String,
+    },
 }
 
 impl Unliftable {
@@ -90,7 +113,9 @@ impl Unliftable {
         match self {
             Unliftable::Reference { function, .. }
             | Unliftable::NoRoomForRedirect { function, .. }
-            | Unliftable::NoCode { function, .. } => function,
+            | Unliftable::NoCode { function, .. }
+            | Unliftable::Unwind { function, .. }
+            | Unliftable::ExceptionsCrossWithoutUnwindData { function, .. } => function,
         }
     }
 
@@ -99,7 +124,9 @@ impl Unliftable {
         match self {
             Unliftable::Reference { fixed_index, .. }
             | Unliftable::NoRoomForRedirect { fixed_index, .. }
-            | Unliftable::NoCode { fixed_index, .. } => *fixed_index,
+            | Unliftable::NoCode { fixed_index, .. }
+            | Unliftable::Unwind { fixed_index, .. }
+            | Unliftable::ExceptionsCrossWithoutUnwindData { fixed_index, .. } => *fixed_index,
         }
     }
 
@@ -109,7 +136,11 @@ impl Unliftable {
         match self {
             Unliftable::Reference { baseline_index, .. }
             | Unliftable::NoRoomForRedirect { baseline_index, .. }
-            | Unliftable::NoCode { baseline_index, .. } => *baseline_index,
+            | Unliftable::NoCode { baseline_index, .. }
+            | Unliftable::Unwind { baseline_index, .. }
+            | Unliftable::ExceptionsCrossWithoutUnwindData { baseline_index, .. } => {
+                *baseline_index
+            }
         }
     }
 
@@ -130,6 +161,20 @@ impl Unliftable {
                 ("needed", needed.to_string()),
             ],
             Unliftable::NoCode { .. } => Vec::new(),
+            Unliftable::Unwind {
+                unwind_info_rva,
+                problem,
+                ..
+            } => {
+                let mut evidence = vec![("unwind_info_rva", format!("{unwind_info_rva:#x}"))];
+                if let UnwindProblem::LanguageHandler { handler } = problem {
+                    evidence.push(("handler", handler.clone()));
+                }
+                evidence
+            }
+            Unliftable::ExceptionsCrossWithoutUnwindData { runtime, .. } => {
+                vec![("exception_runtime", runtime.clone())]
+            }
         }
     }
 }
@@ -195,6 +240,19 @@ pub fn lift(
         }
     }
     let relocations = std::mem::take(&mut context.relocations);
+    problems.extend(unwind::refuse_elf_crossings(fixed, &carried));
+    // After the code and the data it reads: the function table and its UNWIND_INFOs.
+    let baseline_of: BTreeMap<usize, Option<usize>> = carried
+        .iter()
+        .map(|(fixed_index, _, baseline_index)| (*fixed_index, *baseline_index))
+        .collect();
+    let unwind = match unwind::place_unwind(fixed, &mut layout, &baseline_of) {
+        Ok(table) => table,
+        Err(unwind_problems) => {
+            problems.extend(unwind_problems);
+            None
+        }
+    };
     let mut sites = Vec::new();
     for (fixed_index, _, baseline_index) in &carried {
         let Some(baseline_index) = baseline_index else {
@@ -232,6 +290,7 @@ pub fn lift(
         payload: layout.bytes,
         sites,
         relocations,
+        unwind,
         copied_data: layout.copied,
     })
 }

@@ -321,10 +321,10 @@ rules! {
         id: RuleId("HP0701"), name: "exception-handling-changed", title: "Changed code throws, catches or unwinds",
         severity: Severity::RebootRequired, scope: Scope::Function,
         checks: "The changed function calls the C++ or SEH exception runtime (`__cxa_throw`, `__cxa_begin_catch`, `_Unwind_Resume`, `__CxxFrameHandler*`, `__C_specific_handler`).",
-        why: "Its unwind and handler tables (`.eh_frame`/`.gcc_except_table`, `.pdata`/`.xdata`) would have to be registered for the payload, which the applier does not do.",
+        why: "Its handler tables (`.gcc_except_table`, the language-specific data after a PE `UNWIND_INFO`) and the handler's address hold addresses of the fixed build that a payload does not re-target, so the new code's handlers could not run. (A PE payload carries the plain `UNWIND_INFO` of the new code, so an exception thrown by a callee unwinds through a patched frame without handlers; see HP1501 for what lifting refuses.)",
         remedy: "Keep the try/catch in an unchanged function and move the fix into a callee without handlers, or plan the change for the next baseline.",
         evidence: "the exception runtime function it calls",
-        fixtures: "cpp_exceptions (load_limit); bounds_check must not fire it",
+        fixtures: "cpp_exceptions (load_limit); bounds_check and live_exceptions (lookup only calls a function that throws) must not fire it",
     };
     NEVER_RETURNS = Rule {
         id: RuleId("HP0801"), name: "endless-loop", title: "The changed function can stay active for the life of the process",
@@ -383,11 +383,11 @@ rules! {
     LIFT_UNSUPPORTED = Rule {
         id: RuleId("HP1501"), name: "lift-unsupported", title: "The change cannot be lifted exactly into a payload",
         severity: Severity::RebootRequired, scope: Scope::Function,
-        checks: "Detected by hotpatch-lift, which re-targets every typed reference of the new code into the baseline image: a reference it cannot re-target exactly (new writable or thread-local data, an import or pointer slot the baseline lacks, a jump table encoding it does not rewrite, read-only data holding relocated pointers, a 32-bit absolute address into the payload), or an entry with no room for a redirect.",
+        checks: "Detected by hotpatch-lift, which re-targets every typed reference of the new code into the baseline image: a reference it cannot re-target exactly (new writable or thread-local data, an import or pointer slot the baseline lacks, a jump table encoding it does not rewrite, read-only data holding relocated pointers, a 32-bit absolute address into the payload), or an entry with no room for a redirect. Unwind data too: a PE function whose `UNWIND_INFO` names a language handler (`__C_specific_handler`, `__gxx_personality_seh0`, `__CxxFrameHandler3`: the handler and its data hold image-relative addresses the payload does not re-target), whose `.pdata` entry reaches outside it or is chained to code not copied; an ELF function that calls other code in a binary linking the C++ exception runtime (`__cxa_throw`), since an exception could unwind through its frame and an ELF payload carries no `.eh_frame`.",
         why: "A payload that might point at the wrong storage or code must never be emitted; only an exact payload may be applied to a running process.",
         remedy: "Avoid the construct in the fix (reuse existing globals, keep imports), or plan the change for the next baseline.",
         evidence: "the function, the instruction's RVA, the target it could not re-target and why",
-        fixtures: "new_global (handle_error uses the new writable global error_count, which the payload cannot hold); bounds_check must not fire it",
+        fixtures: "new_global (handle_error uses the new writable global error_count, which the payload cannot hold); live_exceptions (ELF: lookup calls check_index, which throws through its frame); bounds_check must not fire it",
     };
     PATCH_LIMIT_EXCEEDED = Rule {
         id: RuleId("HP1401"), name: "patch-limit-exceeded", title: "The patch is larger than the policy allows",
