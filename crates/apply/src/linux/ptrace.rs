@@ -75,12 +75,18 @@ pub enum Stop {
 }
 
 /// Waits for `tid` (a thread of a traced process) to stop or exit.
+///
+/// Polls instead of blocking: when a traced process dies, the kernel reports its leader only
+/// after every other thread has been reaped, and those are ours to reap, so a blocking wait on
+/// the leader (or on a thread already a zombie) would never return. A thread that is a zombie
+/// or gone counts as exited.
 pub fn wait(tid: i32) -> io::Result<Stop> {
     let mut status: libc::c_int = 0;
+    let mut idle = 0u32;
     loop {
         // SAFETY: `status` is a live c_int the kernel writes; __WALL waits for threads that
-        // are not the leader.
-        let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL) };
+        // are not the leader; WNOHANG returns 0 at once when nothing is to report.
+        let result = unsafe { libc::waitpid(tid, &mut status, libc::__WALL | libc::WNOHANG) };
         if result == -1 {
             let error = io::Error::last_os_error();
             if error.raw_os_error() == Some(libc::EINTR) {
@@ -91,7 +97,21 @@ pub fn wait(tid: i32) -> io::Result<Stop> {
             }
             return Err(error);
         }
-        break;
+        if result != 0 {
+            break;
+        }
+        if thread_is_dead(tid) {
+            return Ok(Stop::Exited);
+        }
+        // A stop normally arrives within microseconds: yield first, then sleep a little longer
+        // each round (at most 1 ms), so a slow machine does not spin.
+        idle = idle.saturating_add(1);
+        if idle < 64 {
+            std::thread::yield_now();
+        } else {
+            let micros = u64::from(idle.min(1_000));
+            std::thread::sleep(std::time::Duration::from_micros(micros));
+        }
     }
     if libc::WIFEXITED(status) || libc::WIFSIGNALED(status) {
         return Ok(Stop::Exited);
@@ -103,6 +123,19 @@ pub fn wait(tid: i32) -> io::Result<Stop> {
         return Ok(Stop::Signal(libc::WSTOPSIG(status)));
     }
     Ok(Stop::Event)
+}
+
+/// Whether thread `tid` has exited: no longer in `/proc`, or a zombie (`Z`) or dead (`X`).
+fn thread_is_dead(tid: i32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
+        return true;
+    };
+    // The state follows the command name, which is in parentheses and may contain any byte.
+    let state = stat
+        .rfind(')')
+        .and_then(|end| stat.get(end + 1..))
+        .and_then(|rest| rest.split_whitespace().next());
+    matches!(state, Some("Z" | "X" | "x"))
 }
 
 /// The calling thread's scheduling policy and priority.
