@@ -11,3 +11,4 @@ mod mutation;
 mod package_cli;
 mod support;
 mod tidy;
+mod typed_compare;
