@@ -130,16 +130,25 @@ const SOURCES: &[(&str, Source)] = &[("diff", crate::bench_diff::rows)];
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut smoke = false;
+    let mut inputs_only = false;
     for arg in args {
         match arg.as_str() {
             "--smoke" => smoke = true,
-            other => bail!("unknown argument `{other}` (hint: `cargo xtask bench [--smoke]`)"),
+            "--inputs-only" => inputs_only = true,
+            other => bail!(
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only]`)"
+            ),
         }
     }
     let root = shell::workspace_root();
     let data_dir = std::env::var_os("HOTPATCH_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench-data"));
+    if inputs_only {
+        // Build (or find cached) the generated pair and stop: a CI cache can hold it.
+        crate::bench_pair::ensure_pairs(&data_dir, smoke)?;
+        return Ok(());
+    }
     let hotpatch = if smoke {
         shell::build_test_profile_binary("hotpatch", "hotpatch")?
     } else {
