@@ -288,7 +288,7 @@ impl Instruction {
     /// The memory operand's segment register, if any (`fs`, `gs`).
     pub fn segment(&self) -> Option<&str> {
         self.operands.iter().find_map(|operand| match operand {
-            Operand::Memory(memory) => memory.segment.as_deref(),
+            Operand::Memory(memory) => memory.segment,
             _ => None,
         })
     }
