@@ -12,4 +12,5 @@ mod package_cli;
 mod shard;
 mod support;
 mod tidy;
+mod typed_compare;
 mod unwind;

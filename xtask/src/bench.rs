@@ -133,11 +133,13 @@ const SOURCES: &[(&str, Source)] = &[
 
 pub fn run(args: &[String]) -> Result<()> {
     let mut smoke = false;
+    let mut inputs_only = false;
     let mut only: Vec<&str> = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
             "--smoke" => smoke = true,
+            "--inputs-only" => inputs_only = true,
             // One source's rows, e.g. `--only release`: the JSON then holds only those.
             "--only" => match args.next() {
                 Some(name) if SOURCES.iter().any(|(source, _)| source == name) => only.push(name),
@@ -147,7 +149,7 @@ pub fn run(args: &[String]) -> Result<()> {
                 ),
             },
             other => bail!(
-                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--only SOURCE]`)"
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE]`)"
             ),
         }
     }
@@ -155,6 +157,11 @@ pub fn run(args: &[String]) -> Result<()> {
     let data_dir = std::env::var_os("HOTPATCH_BENCH_DATA")
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench-data"));
+    if inputs_only {
+        // Build (or find cached) the generated pair and stop: a CI cache can hold it.
+        crate::bench_pair::ensure_pairs(&data_dir, smoke)?;
+        return Ok(());
+    }
     let hotpatch = if smoke {
         shell::build_test_profile_binary("hotpatch", "hotpatch")?
     } else {

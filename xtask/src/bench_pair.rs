@@ -41,7 +41,7 @@ const SMOKE: Size = Size {
 };
 
 /// Bump when the generated C changes, so stale data is rebuilt.
-const GENERATOR_VERSION: &str = "bench-data v2";
+const GENERATOR_VERSION: &str = "bench-data v3";
 
 const VARIANTS: [&str; 2] = ["baseline", "fixed"];
 
@@ -92,7 +92,7 @@ pub fn ensure_pairs(data_dir: &Path, smoke: bool) -> Result<Vec<Pair>> {
     let (size, prefix) = if smoke {
         (SMOKE, "smoke")
     } else {
-        (FULL, "generated")
+        (full_size()?, "generated")
     };
     let dir = data_dir.join(format!("generated-{}", size.functions));
     let src_dir = dir.join("src");
@@ -147,6 +147,23 @@ pub fn ensure_pairs(data_dir: &Path, smoke: bool) -> Result<Vec<Pair>> {
         });
     }
     Ok(pairs)
+}
+
+/// [`FULL`], or as many functions as `HOTPATCH_BENCH_FUNCTIONS` says: a machine too busy to
+/// build 50,000 functions in reasonable time measures a smaller pair (and the table says so,
+/// in its function count).
+fn full_size() -> Result<Size> {
+    let Ok(text) = std::env::var("HOTPATCH_BENCH_FUNCTIONS") else {
+        return Ok(FULL);
+    };
+    let functions: usize = text.parse().ok().filter(|&n| n >= 100).with_context(|| {
+        format!("HOTPATCH_BENCH_FUNCTIONS=`{text}` is not a count of at least 100")
+    })?;
+    Ok(Size {
+        functions,
+        per_unit: FULL.per_unit.min(functions),
+        changed: (functions / 2_000).clamp(1, FULL.changed),
+    })
 }
 
 fn stamp(size: Size) -> String {
@@ -342,7 +359,7 @@ fn function(
     let _ = writeln!(out, "int f{func_idx}(const int *values, int n) {{");
     // Straight-line mixing into a global: the bulk of real code is arithmetic like this, and
     // it brings the pair to the code size issue 11 asks for.
-    let n_steps = 6 + rng.below(14);
+    let n_steps = 3 + rng.below(8);
     let _ = write!(
         out,
         "  if (values && n > 16) {{\n    int mix = n ^ {seed};\n"

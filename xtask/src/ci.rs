@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the same checks locally as in CI, and the floor under the number of tests
 //! that pass (`ci/min-tests`), so tests that stop running (a test binary dropped, a filter, a
-//! module left out of `main.rs`) fail CI instead of passing quietly.
+//! module left out of `main.rs`) fail CI instead of passing quietly. It ends with the bench
+//! smoke (`cargo xtask bench --smoke`).
 
 use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
@@ -58,6 +59,10 @@ pub fn run(args: &[String]) -> Result<()> {
     // on every run, and tested live under Wine by the Windows tier (which prints one
     // `SKIPPED windows tier: <reason>` line when Wine or the target cannot be installed).
     crate::windows::run(&[])?;
+    // The bench smoke: small inputs, every figure measured once, no targets judged, so the
+    // bench cannot rot between the runs that measure.
+    eprintln!("$ cargo xtask bench --smoke");
+    crate::bench::run(&["--smoke".to_owned()])?;
     Ok(())
 }
 

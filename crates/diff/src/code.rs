@@ -18,7 +18,7 @@ pub struct Instruction {
     /// Length in bytes.
     pub len: u8,
     /// Lowercase mnemonic (`mov`, `jne`), or `(bad)` for bytes that do not decode.
-    pub mnemonic: String,
+    pub mnemonic: &'static str,
     /// `rep`, `repne`, `lock` prefixes that change what the instruction does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<&'static str>,
@@ -62,7 +62,7 @@ pub enum Flow {
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Operand {
     Register {
-        name: String,
+        name: &'static str,
     },
     Immediate {
         value: Value,
@@ -90,13 +90,13 @@ pub enum Value {
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Memory {
     /// The access size as iced-x86 names it, lowercase (`uint32`, `unknown`).
-    pub size: String,
+    pub size: &'static str,
     /// Bytes accessed, when known.
     pub access_bytes: Option<u64>,
     /// `fs` or `gs` (thread-local storage and the thread block), when present.
-    pub segment: Option<String>,
-    pub base: Option<String>,
-    pub index: Option<String>,
+    pub segment: Option<&'static str>,
+    pub base: Option<&'static str>,
+    pub index: Option<&'static str>,
     pub scale: u32,
     /// The displacement: a constant, or an address (RIP-relative, or absolute in code linked at a
     /// fixed base).
@@ -301,7 +301,7 @@ impl Instruction {
     /// The memory operand's segment register, if any (`fs`, `gs`).
     pub fn segment(&self) -> Option<&str> {
         self.operands.iter().find_map(|operand| match operand {
-            Operand::Memory(memory) => memory.segment.as_deref(),
+            Operand::Memory(memory) => memory.segment,
             _ => None,
         })
     }
@@ -318,7 +318,7 @@ impl Instruction {
             text.push_str(prefix);
             text.push(' ');
         }
-        text.push_str(&self.mnemonic);
+        text.push_str(self.mnemonic);
         if !self.undecodable.is_empty() {
             let _ = write!(text, " {:02x?}", self.undecodable);
         }
@@ -335,12 +335,29 @@ impl Instruction {
         if !text.is_empty() {
             text.push(' ');
         }
-        text.push_str(&self.mnemonic);
+        text.push_str(self.mnemonic);
         for (idx, operand) in self.operands.iter().enumerate() {
             text.push_str(if idx == 0 { " " } else { ", " });
             render_operand(&mut text, operand, &Labels::Plain, Shape::ConstantsBlank);
         }
         text
+    }
+
+    /// Whether two instructions of two builds compare equal without rendering them: the
+    /// typed form minus what only locates it in its own build (RVAs, lengths, field offsets,
+    /// indices into the image's tables). Equal here implies equal [`render`](Self::render)
+    /// text; the converse may fail (a target compared more strictly than it is printed), so a
+    /// caller that needs the text's verdict falls back to the text when this says no.
+    pub fn same_form(&self, other: &Instruction) -> bool {
+        self.mnemonic == other.mnemonic
+            && self.prefixes == other.prefixes
+            && self.undecodable == other.undecodable
+            && self.operands.len() == other.operands.len()
+            && self
+                .operands
+                .iter()
+                .zip(&other.operands)
+                .all(|(a, b)| same_operand(a, b))
     }
 
     /// Whether two instructions are the same apart from what their references point at.
@@ -366,6 +383,74 @@ impl Instruction {
                 _ => None,
             })
             .collect()
+    }
+}
+
+fn same_operand(a: &Operand, b: &Operand) -> bool {
+    match (a, b) {
+        (Operand::Register { name: x }, Operand::Register { name: y }) => x == y,
+        (Operand::Other { name: x }, Operand::Other { name: y }) => x == y,
+        (Operand::Immediate { value: x }, Operand::Immediate { value: y }) => same_value(x, y),
+        (Operand::Branch { reference: x }, Operand::Branch { reference: y }) => {
+            same_target(&x.target, &y.target)
+        }
+        (Operand::Memory(x), Operand::Memory(y)) => {
+            x.size == y.size
+                && x.segment == y.segment
+                && x.base == y.base
+                && x.index == y.index
+                && x.scale == y.scale
+                && same_value(&x.displacement, &y.displacement)
+        }
+        _ => false,
+    }
+}
+
+fn same_value(a: &Value, b: &Value) -> bool {
+    match (a, b) {
+        (Value::Constant { value: x }, Value::Constant { value: y }) => x == y,
+        (Value::Address { reference: x }, Value::Address { reference: y }) => {
+            same_target(&x.target, &y.target)
+        }
+        _ => false,
+    }
+}
+
+/// Target equality without the per-build table indices of functions and data symbols.
+fn same_target(a: &Target, b: &Target) -> bool {
+    match (a, b) {
+        (
+            Target::Function {
+                name: x_name,
+                offset: x_offset,
+                ..
+            },
+            Target::Function {
+                name: y_name,
+                offset: y_offset,
+                ..
+            },
+        ) => x_name == y_name && x_offset == y_offset,
+        (
+            Target::Data {
+                name: x_name,
+                offset: x_offset,
+                data_kind: x_kind,
+                content: x_content,
+                ..
+            },
+            Target::Data {
+                name: y_name,
+                offset: y_offset,
+                data_kind: y_kind,
+                content: y_content,
+                ..
+            },
+        ) => x_name == y_name && x_offset == y_offset && x_kind == y_kind && x_content == y_content,
+        (Target::Slot { pointee: x }, Target::Slot { pointee: y }) => same_target(x, y),
+        (Target::Stub { slot: x }, Target::Stub { slot: y }) => same_target(x, y),
+        // Every other target holds no per-build address or index.
+        (x, y) => x == y,
     }
 }
 
@@ -432,7 +517,8 @@ enum Shape {
 
 fn render_operand(text: &mut String, operand: &Operand, labels: &Labels<'_>, shape: Shape) {
     match operand {
-        Operand::Register { name } | Operand::Other { name } => text.push_str(name),
+        Operand::Register { name } => text.push_str(name),
+        Operand::Other { name } => text.push_str(name),
         Operand::Immediate { value } => match value {
             Value::Constant { .. } if shape == Shape::ConstantsBlank => text.push('#'),
             Value::Constant { value } => {

@@ -361,6 +361,10 @@ fn compare(
 ) -> Outcome {
     let old = normalize(b, baseline_namer);
     let new = normalize(f, fixed_namer);
+    // Most pairs are unchanged: compare the typed form, and render text only when it differs.
+    if old.len() == new.len() && old.iter().zip(&new).all(|(o, n)| o.same_form(n)) {
+        return Outcome::Unchanged;
+    }
     let old_text: Vec<String> = old.iter().map(Instruction::render).collect();
     let new_text: Vec<String> = new.iter().map(Instruction::render).collect();
     if old_text == new_text {

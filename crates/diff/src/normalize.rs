@@ -10,11 +10,12 @@ use crate::code::{
 };
 use hotpatch_image::{DataKind, ElfType, Function, Image};
 use iced_x86::{
-    ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, Mnemonic,
-    OpKind, Register,
+    ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, MemorySize,
+    Mnemonic, OpKind, Register,
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
+use std::sync::OnceLock;
 
 /// How far a C string is searched for its NUL.
 const MAX_STRING_SCAN: u64 = 64 * 1024;
@@ -107,6 +108,14 @@ pub(crate) struct Namer<'a> {
     /// Fixed-build function name to the name it is compared under.
     pub renames: &'a HashMap<String, String>,
     index: &'a ImageIndex,
+    /// Each function's compared name, by index, made on first use: a function is named once
+    /// per diff, not once per call to it.
+    function_names: Vec<OnceLock<String>>,
+    /// Each read-only data symbol's content hash, by index and by the pointer depth it was
+    /// rendered at, made on first use: a table is rendered once, not once per reference.
+    data_contents: Vec<[OnceLock<Option<u64>>; 3]>,
+    /// Each data symbol's compared name, by index, made on first use.
+    data_names: Vec<OnceLock<String>>,
 }
 
 impl<'a> Namer<'a> {
@@ -119,19 +128,83 @@ impl<'a> Namer<'a> {
             image,
             renames,
             index,
+            function_names: (0..image.functions.len())
+                .map(|_| OnceLock::new())
+                .collect(),
+            data_contents: (0..image.data_symbols.len())
+                .map(|_| Default::default())
+                .collect(),
+            data_names: (0..image.data_symbols.len())
+                .map(|_| OnceLock::new())
+                .collect(),
         }
     }
 
-    fn function_name(&self, function: &Function<'_>) -> String {
-        let name = crate::matching::canonical_name(&function.name);
-        self.renames.get(&function.name).cloned().unwrap_or(name)
+    fn function_name(&self, index: usize) -> String {
+        let name = |function: &Function<'_>| match self.renames.get(&function.name) {
+            Some(renamed) => renamed.clone(),
+            None => crate::matching::canonical_name(&function.name),
+        };
+        match (
+            self.function_names.get(index),
+            self.image.functions.get(index),
+        ) {
+            (Some(cell), Some(function)) => cell.get_or_init(|| name(function)).clone(),
+            _ => String::new(),
+        }
+    }
+
+    fn data_name(&self, index: usize) -> String {
+        match (
+            self.data_names.get(index),
+            self.image.data_symbols.get(index),
+        ) {
+            (Some(cell), Some(data)) => cell
+                .get_or_init(|| crate::matching::canonical_name(&data.name))
+                .clone(),
+            _ => String::new(),
+        }
+    }
+
+    /// The content hash of read-only data symbol `index`, rendered at pointer depth `depth`.
+    fn data_content(
+        &self,
+        index: usize,
+        depth: u32,
+        make: impl FnOnce() -> Option<u64>,
+    ) -> Option<u64> {
+        match self
+            .data_contents
+            .get(index)
+            .and_then(|cells| cells.get(depth as usize))
+        {
+            Some(cell) => *cell.get_or_init(make),
+            None => make(),
+        }
     }
 }
 
 /// The function being normalized: its bounds and its instruction indices.
 struct Scope<'f> {
     function: &'f Function<'f>,
-    index_of: &'f HashMap<u64, usize>,
+    index_of: &'f InstructionIndex,
+}
+
+/// Instruction index by address (alignment filler mapped to what follows it), sorted by
+/// address as decoded: a binary search, cheaper than a hash map built per function.
+struct InstructionIndex(Vec<(u64, usize)>);
+
+impl InstructionIndex {
+    fn get(&self, rva: u64) -> Option<usize> {
+        self.0
+            .binary_search_by_key(&rva, |&(ip, _)| ip)
+            .ok()
+            .map(|at| self.0[at].1)
+    }
+
+    fn insert(&mut self, rva: u64, index: usize) {
+        self.0.push((rva, index));
+    }
 }
 
 impl Scope<'_> {
@@ -140,7 +213,7 @@ impl Scope<'_> {
     }
 
     fn local(&self, rva: u64) -> Option<Target> {
-        if let Some(&index) = self.index_of.get(&rva) {
+        if let Some(index) = self.index_of.get(rva) {
             return Some(Target::Label { index });
         }
         self.contains(rva).then(|| Target::InsideInstruction {
@@ -169,11 +242,11 @@ pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<Instr
 /// and a branch to dropped filler (a loop aligned with nops) the index of what follows it.
 /// The constant offsets (where displacements and immediates sit) come with each instruction,
 /// since iced-x86 computes them from the decoder's state right after decoding.
-fn decode(function: &Function<'_>) -> (Vec<Decoded>, Vec<ConstantOffsets>, HashMap<u64, usize>) {
+fn decode(function: &Function<'_>) -> (Vec<Decoded>, Vec<ConstantOffsets>, InstructionIndex) {
     let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
     let mut instructions = Vec::with_capacity(function.code.len() / 4);
     let mut offsets = Vec::with_capacity(function.code.len() / 4);
-    let mut index_of = HashMap::new();
+    let mut index_of = InstructionIndex(Vec::with_capacity(function.code.len() / 4));
     let mut filler = Vec::new();
     while decoder.can_decode() {
         let instruction = decoder.decode();
@@ -237,7 +310,7 @@ fn normalize_instruction(
         return Instruction {
             rva: instruction.ip(),
             len,
-            mnemonic: "(bad)".into(),
+            mnemonic: "(bad)",
             prefixes: Vec::new(),
             operands: Vec::new(),
             flow: Flow::Invalid,
@@ -335,7 +408,7 @@ fn normalize_instruction(
     Instruction {
         rva: instruction.ip(),
         len,
-        mnemonic: format!("{:?}", instruction.mnemonic()).to_lowercase(),
+        mnemonic: mnemonic_name(instruction.mnemonic()),
         prefixes,
         operands,
         flow,
@@ -398,8 +471,48 @@ fn bytes_of<'a>(instruction: &Decoded, function: &'a Function<'_>) -> &'a [u8] {
         .unwrap_or(&[])
 }
 
-fn register_name(register: Register) -> String {
-    format!("{register:?}").to_lowercase()
+/// The lowercase names of iced-x86's enums, formatted once per process: formatting them
+/// for every instruction was a large share of the diff's time.
+struct EnumNames {
+    mnemonics: Vec<String>,
+    registers: Vec<String>,
+    memory_sizes: Vec<String>,
+}
+
+fn enum_names() -> &'static EnumNames {
+    static NAMES: std::sync::OnceLock<EnumNames> = std::sync::OnceLock::new();
+    NAMES.get_or_init(|| EnumNames {
+        mnemonics: Mnemonic::values()
+            .map(|m| format!("{m:?}").to_lowercase())
+            .collect(),
+        registers: Register::values()
+            .map(|r| format!("{r:?}").to_lowercase())
+            .collect(),
+        memory_sizes: MemorySize::values()
+            .map(|m| format!("{m:?}").to_lowercase())
+            .collect(),
+    })
+}
+
+fn mnemonic_name(mnemonic: Mnemonic) -> &'static str {
+    enum_names()
+        .mnemonics
+        .get(mnemonic as usize)
+        .map_or("?", String::as_str)
+}
+
+fn register_name(register: Register) -> &'static str {
+    enum_names()
+        .registers
+        .get(register as usize)
+        .map_or("?", String::as_str)
+}
+
+fn memory_size_name(size: MemorySize) -> &'static str {
+    enum_names()
+        .memory_sizes
+        .get(size as usize)
+        .map_or("?", String::as_str)
 }
 
 fn memory_operand(
@@ -410,7 +523,7 @@ fn memory_operand(
     namer: &Namer<'_>,
 ) -> Memory {
     let instruction = &decoded[at];
-    let size = format!("{:?}", instruction.memory_size()).to_lowercase();
+    let size = memory_size_name(instruction.memory_size());
     let access_bytes = Some(instruction.memory_size().size() as u64).filter(|&size| size > 0);
     let segment = match instruction.segment_prefix() {
         Register::None => None,
@@ -544,7 +657,7 @@ fn resolve(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -
         }
         return Target::Function {
             index,
-            name: namer.function_name(function),
+            name: namer.function_name(index),
             offset: rva - function.rva,
         };
     }
@@ -559,18 +672,20 @@ fn resolve(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -
         // Past MAX_RENDERED_DATA the raw bytes are hashed: a relocated pointer in them then
         // differs on every rebuild, a false change rather than a missed one.
         let content = if data.kind == DataKind::ReadOnly && data.size > 0 {
-            if data.size <= MAX_RENDERED_DATA {
-                render_bytes(image, data.rva, data.size, namer, depth)
-                    .map(|(text, _)| fnv1a(text.as_bytes()))
-            } else {
-                image.bytes_at(data.rva, data.size).map(fnv1a)
-            }
+            namer.data_content(index, depth, || {
+                if data.size <= MAX_RENDERED_DATA {
+                    render_bytes(image, data.rva, data.size, namer, depth)
+                        .map(|(text, _)| fnv1a(text.as_bytes()))
+                } else {
+                    image.bytes_at(data.rva, data.size).map(fnv1a)
+                }
+            })
         } else {
             None
         };
         return Target::Data {
             index,
-            name: crate::matching::canonical_name(&data.name),
+            name: namer.data_name(index),
             offset: rva - data.rva,
             data_kind: data.kind,
             content,
@@ -742,8 +857,8 @@ fn jump_table(
                 break;
             };
             let entry = if scope.contains(target) {
-                match scope.index_of.get(&target) {
-                    Some(&index) => TableEntry::Label { index },
+                match scope.index_of.get(target) {
+                    Some(index) => TableEntry::Label { index },
                     None => TableEntry::InsideInstruction {
                         offset: target - scope.function.rva,
                     },
@@ -752,7 +867,7 @@ fn jump_table(
                 let cold_function = &image.functions[cold];
                 TableEntry::Function {
                     index: cold,
-                    name: namer.function_name(cold_function),
+                    name: namer.function_name(cold),
                     offset: target - cold_function.rva,
                 }
             } else {
@@ -886,7 +1001,6 @@ pub(crate) fn render_bytes(
     namer: &Namer<'_>,
     depth: u32,
 ) -> Option<(String, bool)> {
-    use std::fmt::Write;
     let bytes = image.bytes_at(rva, len)?;
     let end = rva.checked_add(len)?;
     let start = image.relocations.partition_point(|r| r.rva < rva);
@@ -918,11 +1032,10 @@ pub(crate) fn render_bytes(
             }
             offset += 8;
         } else {
-            let _ = write!(
-                text,
-                "{:02x}",
-                bytes.get(offset as usize).copied().unwrap_or(0)
-            );
+            const HEX: &[u8; 16] = b"0123456789abcdef";
+            let byte = bytes.get(offset as usize).copied().unwrap_or(0);
+            text.push(HEX[usize::from(byte >> 4)] as char);
+            text.push(HEX[usize::from(byte & 0xf)] as char);
             offset += 1;
         }
     }

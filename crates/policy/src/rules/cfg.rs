@@ -176,7 +176,7 @@ mod tests {
         Instruction {
             rva,
             len: 1,
-            mnemonic: "op".to_owned(),
+            mnemonic: "op",
             prefixes: Vec::new(),
             operands: Vec::new(),
             flow,
