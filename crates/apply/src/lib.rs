@@ -3,6 +3,7 @@
 //! payload near the image, stops the process briefly to check that no thread is inside a
 //! function being replaced, writes the redirects, and can roll all of it back.
 
+pub mod crash;
 pub mod error;
 #[cfg(target_os = "linux")]
 pub mod linux;

@@ -5,6 +5,13 @@
 //!
 //! `state.json` is replaced by write-to-temporary, fsync, rename, fsync of the directory, so a
 //! crash leaves either the old or the new state, never a torn one; `lock` serializes appliers.
+//! An apply writes its new state (and stores its package) *before* it touches a process and
+//! only renames it into place afterwards (`prepare` / `PreparedState::commit`), so a full disk
+//! refuses the apply up front instead of losing the record of a patch already made.
+//!
+//! The directory is private to the applier's user (mode 0700, created so): whoever can write
+//! it can lower the high-water mark (replay, downgrade) or swap the stored packages that
+//! `watch` and `rollback --to` apply, and whoever can read it learns what is unpatched where.
 
 use crate::error::Error;
 use serde::{Deserialize, Serialize};
@@ -12,6 +19,7 @@ use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::fd::AsRawFd;
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The default state directory.
@@ -71,11 +79,18 @@ impl StateDir {
             path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(path.join("packages")).map_err(fail)?;
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(path.join("packages"))
+            .map_err(fail)?;
+        check_private(path)?;
+        check_private(&path.join("packages"))?;
         let lock = OpenOptions::new()
             .create(true)
             .truncate(false)
             .write(true)
+            .mode(0o600)
             .open(path.join("lock"))
             .map_err(fail)?;
         lock_exclusive(&lock).map_err(fail)?;
@@ -114,13 +129,36 @@ impl StateDir {
         self.write_atomically("state.json", &bytes)
     }
 
-    /// Stores a package file under `packages/` and returns its name there.
-    pub fn store_package(
+    /// Writes `state` and stores `package` (when given) durably, but leaves `state.json` as it
+    /// is until the returned value is committed; dropped uncommitted, it removes what it wrote.
+    pub fn prepare(
         &self,
-        product_key: &str,
-        sequence: u64,
-        bytes: &[u8],
-    ) -> Result<String, Error> {
+        state: &State,
+        package: Option<(&str, &[u8])>,
+    ) -> Result<PreparedState<'_>, Error> {
+        let mut prepared = PreparedState {
+            dir: self,
+            new_package: None,
+            committed: false,
+        };
+        if let Some((name, bytes)) = package {
+            let relative = format!("packages/{name}");
+            if !self.path.join(&relative).exists() {
+                self.write_atomically(&relative, bytes)?;
+                prepared.new_package = Some(relative);
+            }
+        }
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| Error::StateFormat {
+            path: self.path.join("state.json"),
+            source,
+        })?;
+        bytes.push(b'\n');
+        self.write_durably(STATE_TEMPORARY, &bytes)?;
+        Ok(prepared)
+    }
+
+    /// The name under `packages/` a package of `product_key` and `sequence` is stored as.
+    pub fn package_name(product_key: &str, sequence: u64) -> String {
         let safe: String = product_key
             .chars()
             .map(|c| {
@@ -131,9 +169,7 @@ impl StateDir {
                 }
             })
             .collect();
-        let name = format!("{safe}-{sequence}.hpkg");
-        self.write_atomically(&format!("packages/{name}"), bytes)?;
-        Ok(name)
+        format!("{safe}-{sequence}.hpkg")
     }
 
     /// Reads a stored package.
@@ -143,23 +179,101 @@ impl StateDir {
     }
 
     fn write_atomically(&self, relative: &str, bytes: &[u8]) -> Result<(), Error> {
-        let target = self.path.join(relative);
-        let temporary = self.path.join(format!("{relative}.tmp"));
+        let temporary = format!("{relative}.tmp");
+        self.write_durably(&temporary, bytes)?;
+        self.rename_durably(&temporary, relative)
+    }
+
+    /// Writes `relative` (mode 0600) and fsyncs it; on failure (a full disk) removes it again.
+    fn write_durably(&self, relative: &str, bytes: &[u8]) -> Result<(), Error> {
+        let path = self.path.join(relative);
+        let written = (|| {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(0o600)
+                .open(&path)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        })();
+        written.map_err(|source| {
+            let _ = std::fs::remove_file(&path);
+            Error::State {
+                path: path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Renames `from` over `to` and fsyncs the directory that holds them.
+    fn rename_durably(&self, from: &str, to: &str) -> Result<(), Error> {
+        let target = self.path.join(to);
         let fail = |source| Error::State {
             path: target.clone(),
             source,
         };
-        let mut file = File::create(&temporary).map_err(fail)?;
-        file.write_all(bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-        drop(file);
-        std::fs::rename(&temporary, &target).map_err(fail)?;
+        std::fs::rename(self.path.join(from), &target).map_err(fail)?;
         let directory = target.parent().unwrap_or(&self.path);
         File::open(directory)
             .and_then(|d| d.sync_all())
             .map_err(fail)?;
         Ok(())
     }
+}
+
+/// Where `prepare` writes the next `state.json`.
+const STATE_TEMPORARY: &str = "state.json.tmp";
+
+/// A new state written beside `state.json`, and the package stored with it, waiting for
+/// `commit`; dropped uncommitted, both are removed (the state directory is as before).
+pub struct PreparedState<'a> {
+    dir: &'a StateDir,
+    /// The package file this preparation created (not one that was already stored).
+    new_package: Option<String>,
+    committed: bool,
+}
+
+impl PreparedState<'_> {
+    /// Renames the prepared state over `state.json`: one rename, needing no new blocks.
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.dir.rename_durably(STATE_TEMPORARY, "state.json")?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PreparedState<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let _ = std::fs::remove_file(self.dir.path.join(STATE_TEMPORARY));
+        if let Some(package) = &self.new_package {
+            let _ = std::fs::remove_file(self.dir.path.join(package));
+        }
+    }
+}
+
+/// Refuses a state directory that is not a directory owned by this user with no access for
+/// group or others.
+fn check_private(path: &Path) -> Result<(), Error> {
+    let metadata = std::fs::symlink_metadata(path).map_err(|source| Error::State {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mode = metadata.mode() & 0o7777;
+    if !metadata.is_dir() || metadata.uid() != euid || mode & 0o077 != 0 {
+        return Err(Error::InsecureStateDir {
+            path: path.to_owned(),
+            owner: metadata.uid(),
+            mode,
+            euid,
+        });
+    }
+    Ok(())
 }
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {

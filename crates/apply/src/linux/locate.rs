@@ -20,6 +20,8 @@ pub struct MappedImage {
     pub end: u64,
     /// The path the kernel shows for it.
     pub path: String,
+    /// The `/proc/PID/map_files` entry of its first mapping: the very file mapped.
+    pub file: String,
     pub identity: FileIdentity,
 }
 
@@ -116,6 +118,7 @@ pub fn find_images(
                         start: mapping.start,
                         end,
                         path: mapping.path.clone().unwrap_or_default(),
+                        file: mapping.map_files_path(pid),
                         identity: identity.clone(),
                     },
                 );

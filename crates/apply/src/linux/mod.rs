@@ -3,6 +3,7 @@
 
 pub mod commands;
 pub mod connector;
+pub mod elf_check;
 pub mod identity;
 pub mod locate;
 pub mod maps;

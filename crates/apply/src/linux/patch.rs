@@ -3,6 +3,7 @@
 //! thread stopped) check activeness and the bytes at every site, write all redirects of the
 //! target or none, release. Busy functions are retried with bounded backoff, then refused.
 
+use super::elf_check;
 use super::locate::{self, MappedImage};
 use super::maps::{self, Mapping};
 use super::mem::ProcessMemory;
@@ -83,6 +84,7 @@ pub fn apply_target(
             target: target.name.clone(),
             what: "image mapped below its image_base_rva",
         })?;
+    check_image(image, target)?;
     let memory = ProcessMemory::open(pid)?;
     let maps = maps::read(pid)?;
     let previous: Vec<Marker> = locate::markers(&memory, &maps)?
@@ -94,22 +96,33 @@ pub fn apply_target(
                 && m.channel == manifest.channel
         })
         .collect();
-    if let Some(current) = previous.iter().max_by_key(|m| m.sequence) {
-        if current.package_sha256 == patch.manifest_sha256 {
+    // A payload staged by an interrupted apply, with no redirect written, does not count as
+    // carried: it is superseded (and unmapped) like any other.
+    let carried = previous
+        .iter()
+        .filter(|m| site_bytes(&memory, m).contains(&SiteBytes::Redirected));
+    if let Some(current) = carried.max_by_key(|m| m.sequence) {
+        let complete = site_bytes(&memory, current)
+            .iter()
+            .all(|b| *b == SiteBytes::Redirected);
+        if current.package_sha256 == patch.manifest_sha256 && complete {
             let mut result = TargetResult::new(pid, &target.name, Outcome::AlreadyApplied);
             result.sequence = Some(current.sequence);
             return Ok(result);
         }
-        if current.sequence >= manifest.sequence && !allow_lower {
-            let mut result = TargetResult::new(
+        // The same package, only partly in place (an interrupted window), is completed.
+        let same_package = current.package_sha256 == patch.manifest_sha256;
+        let supersedes = current.sequence < manifest.sequence
+            || (current.sequence == manifest.sequence && same_package);
+        if !supersedes && !allow_lower {
+            let mut result = TargetResult::refused(
                 pid,
                 &target.name,
-                Outcome::Refused {
-                    reason: format!(
-                        "the process runs sequence {}; sequence {} does not supersede it",
-                        current.sequence, manifest.sequence
-                    ),
-                },
+                "not-superseding",
+                format!(
+                    "the process runs sequence {}; sequence {} does not supersede it",
+                    current.sequence, manifest.sequence
+                ),
             );
             result.sequence = Some(current.sequence);
             return Ok(result);
@@ -129,6 +142,7 @@ pub fn apply_target(
     } else {
         Some(stage(&memory, &maps, image, target, patch, bias)?)
     };
+    crate::crash::point("apply", "staged");
     let new_sites: &[SiteRecord] = staged.as_ref().map_or(&[], |m| &m.sites);
     let changes = match plan_changes(pid, new_sites, &previous) {
         Ok(changes) => changes,
@@ -141,19 +155,33 @@ pub fn apply_target(
     for marker in &previous {
         ranges.extend(marker_ranges(marker));
     }
-    let window = match run_window(pid, &memory, &maps, &ranges, &changes, config) {
+    let window = match run_window(pid, &memory, &maps, &ranges, &changes, config, "apply") {
         Ok(window) => window,
         Err(error) => {
             unmap_markers(pid, staged.iter());
             return Err(error);
         }
     };
+    crate::crash::point("apply", "released");
     // Nothing leads into the superseded payloads any more, and no thread was in them.
     unmap_markers(pid, previous.iter());
     let mut result = TargetResult::new(pid, &target.name, Outcome::Applied);
     result.sequence = staged.as_ref().map(|m| m.sequence);
     fill_window(&mut result, &window);
     Ok(result)
+}
+
+/// Refuses a target whose mapped file is not x86-64 ELF, or whose sites and relocations do
+/// not fit the file's segments and function table (`elf_check`).
+fn check_image(image: &MappedImage, target: &Target) -> Result<(), Error> {
+    let file = std::fs::File::open(&image.file)
+        .map_err(|source| Error::os(image.pid, "open the mapped image", source))?;
+    let layout = elf_check::read_layout(&file).map_err(|found| Error::WrongArchitecture {
+        pid: image.pid,
+        target: target.name.clone(),
+        found,
+    })?;
+    elf_check::check_target(target, &layout)
 }
 
 /// Restores the baseline bytes under every marker in the process whose product key (when
@@ -180,8 +208,11 @@ pub fn rollback_to_baseline(
     }
     let changes = plan_changes(pid, &[], &markers)?;
     let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
-    let window = run_window(pid, &memory, &maps, &ranges, &changes, config)?;
+    crate::crash::point("rollback", "planned");
+    let window = run_window(pid, &memory, &maps, &ranges, &changes, config, "rollback")?;
+    crate::crash::point("rollback", "released");
     unmap_markers(pid, markers.iter());
+    crate::crash::point("rollback", "unmapped");
     let mut targets: Vec<&str> = markers.iter().map(|m| m.target.as_str()).collect();
     targets.dedup();
     Ok(targets
@@ -380,10 +411,14 @@ fn plan_changes(
     }
     for (address, olds) in by_address {
         let Some(first) = olds.first() else { continue };
+        // The original is accepted too: an apply or rollback killed between two writes of its
+        // window leaves some sites redirected and some not, and this puts all of them back.
+        let mut accepted: Vec<Vec<u8>> = olds.iter().map(|o| o.redirect.clone()).collect();
+        accepted.push(first.original.clone());
         changes.push(Change {
             function: first.function.clone(),
             address,
-            accepted: olds.iter().map(|o| o.redirect.clone()).collect(),
+            accepted,
             new: first.original.clone(),
         });
     }
@@ -440,6 +475,7 @@ fn run_window(
     ranges: &[ProtectedRange],
     changes: &[Change],
     config: &Config,
+    command: &'static str,
 ) -> Result<Window, Error> {
     let started = Instant::now();
     let mut delay = Duration::from_millis(10);
@@ -451,7 +487,7 @@ fn run_window(
         } else {
             None
         };
-        let outcome = one_window(pid, memory, maps, ranges, changes);
+        let outcome = one_window(pid, memory, maps, ranges, changes, command);
         if let Some(previous) = raised {
             ptrace::restore_scheduling(previous);
         }
@@ -495,6 +531,7 @@ fn one_window(
     maps: &[Mapping],
     ranges: &[ProtectedRange],
     changes: &[Change],
+    command: &'static str,
 ) -> Result<WindowOutcome, Error> {
     let stopped = Stopped::all(pid)?;
     let since = stopped.since;
@@ -521,6 +558,7 @@ fn one_window(
         }
         before.push(found);
     }
+    crate::crash::point(command, "checked");
     // All of the target's sites or none: a failed write puts back what was written.
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = memory.write(change.address, &change.new) {
@@ -529,7 +567,11 @@ fn one_window(
             }
             return Err(error);
         }
+        if index == 0 {
+            crate::crash::point(command, "first-write");
+        }
     }
+    crate::crash::point(command, "written");
     let released = stopped.release();
     Ok(WindowOutcome::Done {
         duration: released.duration_since(since),
@@ -568,27 +610,45 @@ fn unmap_markers<'m>(pid: i32, markers: impl Iterator<Item = &'m Marker>) {
 #[derive(Debug, Clone)]
 pub struct ProcessStatus {
     pub pid: i32,
-    pub markers: Vec<(Marker, Vec<bool>)>,
+    pub markers: Vec<(Marker, Vec<SiteBytes>)>,
 }
 
-/// The markers in `pid` and, for each site, whether the redirect bytes are still in place.
+/// What a patch site of a marker holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteBytes {
+    /// The redirect this applier wrote.
+    Redirected,
+    /// The baseline bytes: the redirect was never written, or was taken back.
+    Original,
+    /// Neither: someone else changed them.
+    Other,
+}
+
+/// The markers in `pid` and, for each site, what its bytes are now.
 pub fn process_status(pid: i32) -> Result<ProcessStatus, Error> {
     let memory = ProcessMemory::open(pid)?;
     let maps = maps::read(pid)?;
     let mut markers = Vec::new();
     for marker in locate::markers(&memory, &maps)? {
-        let intact = marker
-            .sites
-            .iter()
-            .map(|site| {
-                memory
-                    .read_vec(site.write_address, site.redirect.len())
-                    .is_ok_and(|bytes| bytes == site.redirect)
-            })
-            .collect();
-        markers.push((marker, intact));
+        let sites = site_bytes(&memory, &marker);
+        markers.push((marker, sites));
     }
     Ok(ProcessStatus { pid, markers })
+}
+
+/// What each site of `marker` holds now.
+fn site_bytes(memory: &ProcessMemory, marker: &Marker) -> Vec<SiteBytes> {
+    marker
+        .sites
+        .iter()
+        .map(
+            |site| match memory.read_vec(site.write_address, site.redirect.len()) {
+                Ok(bytes) if bytes == site.redirect => SiteBytes::Redirected,
+                Ok(bytes) if bytes == site.original => SiteBytes::Original,
+                _ => SiteBytes::Other,
+            },
+        )
+        .collect()
 }
 
 /// `Redirect` kinds are named in results and docs by these words.
