@@ -47,6 +47,12 @@ pub fn run(args: &[String]) -> Result<()> {
     if failed > 0 || !status.success() {
         bail!("cargo test --workspace failed with {status}");
     }
+    // The fuzz smoke pass: every target briefly over its seed corpus (builds with ASan).
+    let targets: Vec<String> = crate::fuzz::TARGETS
+        .iter()
+        .map(|t| (*t).to_owned())
+        .collect();
+    crate::fuzz::fuzz(&targets, crate::fuzz::SMOKE_SECONDS)?;
     if passed < minimum {
         bail!(
             "only {passed} tests passed, fewer than the {minimum} in {MINIMUM_FILE}\n\

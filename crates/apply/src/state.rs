@@ -143,9 +143,14 @@ impl StateDir {
         };
         if let Some((name, bytes)) = package {
             let relative = format!("packages/{name}");
-            if !self.path.join(&relative).exists() {
+            // A file of that name left by an apply killed before its commit may hold another
+            // package of the same sequence: replaced unless it is this one.
+            let existing = std::fs::read(self.path.join(&relative)).ok();
+            if existing.as_deref() != Some(bytes) {
                 self.write_atomically(&relative, bytes)?;
-                prepared.new_package = Some(relative);
+                if existing.is_none() {
+                    prepared.new_package = Some(relative);
+                }
             }
         }
         let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| Error::StateFormat {

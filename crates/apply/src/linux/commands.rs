@@ -426,7 +426,17 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
         };
         for (marker, sites) in &found.markers {
             let key = product_key(&marker.product, &marker.channel);
-            let installed = state.products.get(&key).and_then(|p| p.installed);
+            let product = state.products.get(&key);
+            let installed = product.and_then(|p| p.installed);
+            // What this process should carry in this target by the state directory: the
+            // installed sequence when it replaces code here, else the baseline code.
+            let expected = installed.filter(|_| {
+                product.is_some_and(|p| {
+                    p.targets
+                        .iter()
+                        .any(|t| t.name == marker.target && t.patched)
+                })
+            });
             let damaged_sites: Vec<String> = marker
                 .sites
                 .iter()
@@ -442,7 +452,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
             } else {
                 ("partial", Some(marker.sequence))
             };
-            let records = installed.map_or("the baseline".to_owned(), |s| s.to_string());
+            let records = expected.map_or("the baseline".to_owned(), |s| format!("sequence {s}"));
             let mismatch = match process_state {
                 "partial" => Some(format!(
                     "only {} of {} redirects of sequence {} are in place (an apply or rollback was interrupted); run rollback or apply again",
@@ -450,7 +460,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                     marker.sites.len(),
                     marker.sequence
                 )),
-                _ if installed != sequence => Some(format!(
+                _ if expected != sequence => Some(format!(
                     "the process carries {}, the state directory records {records}",
                     sequence.map_or("the baseline".to_owned(), |s| format!("sequence {s}")),
                 )),

@@ -208,52 +208,92 @@ pub fn entries(package: &[u8]) -> Vec<(String, Vec<u8>)> {
 
 /// A zip of stored (uncompressed) entries in the order given, as the package reader accepts.
 pub fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
-    let with_modes: Vec<(String, Vec<u8>, u32)> = entries
+    let raw: Vec<RawEntry> = entries
         .iter()
-        .map(|(name, data)| (name.clone(), data.clone(), 0o100_644))
+        .map(|(name, data)| RawEntry::stored(name, data))
         .collect();
-    stored_zip_with_modes(&with_modes)
+    zip(&raw)
 }
 
-/// The same with the unix mode of each entry given (`0o120_777` makes a symbolic link).
-pub fn stored_zip_with_modes(entries: &[(String, Vec<u8>, u32)]) -> Vec<u8> {
+/// One zip entry as it is written: the bytes in the archive and what the headers claim.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub name: String,
+    /// The bytes as stored in the archive (deflated for method 8).
+    pub stored: Vec<u8>,
+    /// 0 stored, 8 deflate.
+    pub method: u16,
+    pub crc: u32,
+    /// The inflated size both headers declare.
+    pub size: u32,
+    /// The unix mode in the external attributes (`0o120_777` is a symbolic link).
+    pub mode: u32,
+}
+
+impl RawEntry {
+    pub fn stored(name: &str, data: &[u8]) -> RawEntry {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        RawEntry {
+            name: name.to_owned(),
+            stored: data.to_vec(),
+            method: 0,
+            crc: crc.sum(),
+            size: data.len() as u32,
+            mode: 0o100_644,
+        }
+    }
+
+    pub fn deflated(name: &str, data: &[u8]) -> RawEntry {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        let mut entry = RawEntry::stored(name, data);
+        entry.stored = encoder.finish().unwrap();
+        entry.method = 8;
+        entry
+    }
+}
+
+/// A zip of `entries` in the order given, with exactly the headers they claim.
+pub fn zip(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
     let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
-    for (name, data, mode) in entries {
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
+    for entry in entries {
+        let name = &entry.name;
         let offset = out.len() as u32;
         put32(&mut out, 0x0403_4b50);
         put16(&mut out, 20);
         put16(&mut out, 0x0800);
-        put16(&mut out, 0);
+        put16(&mut out, entry.method);
         put16(&mut out, 0);
         put16(&mut out, (1 << 5) | 1);
-        put32(&mut out, crc.sum());
-        put32(&mut out, data.len() as u32);
-        put32(&mut out, data.len() as u32);
+        put32(&mut out, entry.crc);
+        put32(&mut out, entry.stored.len() as u32);
+        put32(&mut out, entry.size);
         put16(&mut out, name.len() as u16);
         put16(&mut out, 0);
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
+        out.extend_from_slice(&entry.stored);
         put32(&mut central, 0x0201_4b50);
         put16(&mut central, (3 << 8) | 20);
         put16(&mut central, 20);
         put16(&mut central, 0x0800);
-        put16(&mut central, 0);
+        put16(&mut central, entry.method);
         put16(&mut central, 0);
         put16(&mut central, (1 << 5) | 1);
-        put32(&mut central, crc.sum());
-        put32(&mut central, data.len() as u32);
-        put32(&mut central, data.len() as u32);
+        put32(&mut central, entry.crc);
+        put32(&mut central, entry.stored.len() as u32);
+        put32(&mut central, entry.size);
         put16(&mut central, name.len() as u16);
         put16(&mut central, 0);
         put16(&mut central, 0);
         put16(&mut central, 0);
         put16(&mut central, 0);
-        put32(&mut central, mode << 16);
+        put32(&mut central, entry.mode << 16);
         put32(&mut central, offset);
         central.extend_from_slice(name.as_bytes());
     }
