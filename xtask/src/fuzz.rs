@@ -80,7 +80,7 @@ pub fn fuzz(targets: &[String], seconds: u64) -> Result<Vec<Figures>> {
         shell::run(Command::new(&cargo).args(["install", "cargo-fuzz", "--locked"]))?;
     }
     let fuzz_dir = root.join("fuzz");
-    shell::run(Command::new(fuzz_dir.join("seed.sh")))?;
+    shell::run(&mut Command::new(fuzz_dir.join("seed.sh")))?;
     let mut all = Vec::new();
     for target in targets {
         // nice -n 19: the fuzzer takes whatever CPU nobody else wants.
