@@ -14,7 +14,7 @@ if [[ ${1:-} == --fixture ]]; then
     objcopy --strip-all "$elf" fixtures/bounds_check-baseline.stripped
 fi
 
-mkdir -p corpus/pe corpus/pdb corpus/elf corpus/dwarf corpus/diff
+mkdir -p corpus/pe corpus/pdb corpus/elf corpus/dwarf corpus/diff corpus/lift corpus/package
 
 # pe: every committed PE image.
 for f in "$fixtures"/*/pe/*.exe; do
@@ -43,3 +43,10 @@ for f in "$fixtures"/*/elf/fixed "$fixtures"/*/pe/fixed.exe; do
     cp "$f" "corpus/diff/$case-$(basename "$(dirname "$f")")-fixed"
 done
 cp "$fixtures/bounds_check/pe/baseline.pdb" corpus/diff/bounds_check-baseline.pdb
+
+# lift: the same fixed builds as diff (lifted against bounds_check's baseline).
+cp corpus/diff/* corpus/lift/
+
+# package: packages signed with the fuzz key, their manifests and trust files, written by the
+# package crate's example (each seed's first byte tells the target what it is).
+cargo run --quiet --manifest-path ../Cargo.toml -p hotpatch-package --example fuzz_seeds -- "$PWD/corpus/package"

@@ -10,6 +10,7 @@ mod bench_release;
 mod ci;
 mod demo;
 mod fixtures;
+mod fuzz;
 mod shell;
 mod windows;
 
@@ -32,6 +33,11 @@ const COMMANDS: &[(&str, Command, &str)] = &[
         "demo",
         demo::run,
         "the main job on the bundled fixtures: `hotpatch inspect` on every build, `hotpatch diff` and `hotpatch check` on every pair",
+    ),
+    (
+        "fuzz",
+        fuzz::run,
+        "`--seconds N [TARGET...]`: seed the corpora and run every cargo-fuzz target (or those named) N seconds each at nice 19, then print executions and corpus sizes; installs cargo-fuzz if missing",
     ),
     (
         "fixtures",

@@ -7,9 +7,9 @@ use crate::backend::{self, IdentityCache, Process};
 use crate::error::{Error, hex};
 use crate::identity::WantedIdentity;
 pub use crate::identity::wanted_identities;
-use crate::patch::{self, Config, Patch};
+use crate::patch::{self, Config, Patch, SiteBytes};
 use crate::report::{Outcome, TargetResult};
-use crate::state::{InstalledTarget, ProductState, StateDir};
+use crate::state::{InstalledTarget, PreparedState, ProductState, StateDir};
 use hotpatch_package::{
     Limits, PackageKind, PublicKey, Trust, TrustFile, VerifiedPackage, check_sequence, open,
 };
@@ -104,6 +104,11 @@ pub fn apply(
     if !same_as_installed {
         check_sequence(manifest, product.map(|p| p.high_water))?;
     }
+    crate::crash::point("apply", "verified");
+    // The record is written (not yet in place) before any process is touched: a full disk
+    // refuses here, not after the processes were patched.
+    let prepared = prepare_record(state_dir, &package, bytes, &manifest_sha256)?;
+    crate::crash::point("apply", "prepared");
     // A baseline ships with a restart: the processes already run its code, and a baseline
     // package built by `hotpatch build` names no targets (each hotpatch target pins its exact
     // baseline build). Installing it only starts the series in the state directory.
@@ -120,8 +125,10 @@ pub fn apply(
         .iter()
         .any(|r| matches!(r.outcome, Outcome::Refused { .. } | Outcome::Failed { .. }));
     let recorded = took_effect || nothing_wrong;
+    crate::crash::point("apply", "patched");
     if recorded {
-        record_installed(state_dir, &package, bytes, &manifest_sha256)?;
+        prepared.commit()?;
+        crate::crash::point("apply", "recorded");
     }
     Ok(CommandReport {
         command: "apply",
@@ -152,15 +159,17 @@ fn baseline_results(processes: &Processes) -> Vec<TargetResult> {
         .collect()
 }
 
-fn record_installed(
-    state_dir: &StateDir,
+/// The state that records `package` as installed, written beside `state.json` with the
+/// package stored, to be committed once the package took effect.
+fn prepare_record<'a>(
+    state_dir: &'a StateDir,
     package: &VerifiedPackage,
     bytes: &[u8],
     manifest_sha256: &str,
-) -> Result<(), Error> {
+) -> Result<PreparedState<'a>, Error> {
     let manifest = &package.manifest;
     let key = product_key(&manifest.product, &manifest.channel);
-    let stored = state_dir.store_package(&key, manifest.sequence, bytes)?;
+    let stored = StateDir::package_name(&key, manifest.sequence);
     let mut state = state_dir.load()?;
     let entry = state
         .products
@@ -169,7 +178,7 @@ fn record_installed(
     entry.high_water = entry.high_water.max(manifest.sequence);
     entry.installed = Some(manifest.sequence);
     entry.installed_manifest_sha256 = Some(manifest_sha256.to_owned());
-    entry.packages.insert(manifest.sequence, stored);
+    entry.packages.insert(manifest.sequence, stored.clone());
     entry.targets = wanted_identities(package)
         .into_iter()
         .filter(|(index, _)| backend::handles(&manifest.targets[*index].identity))
@@ -187,7 +196,7 @@ fn record_installed(
             }
         })
         .collect();
-    state_dir.save(&state)
+    state_dir.prepare(&state, Some((&stored, bytes)))
 }
 
 /// Applies every target of `package` in every chosen process.
@@ -244,15 +253,14 @@ fn apply_package(
         };
         if images.is_empty() && explicit {
             // Asked to patch this process, and it runs another build: an identity mismatch.
-            results.push(TargetResult::new(
+            results.push(TargetResult::refused(
                 pid,
                 "-",
-                Outcome::Refused {
-                    reason: format!(
-                        "the process maps no file with the identity ({}) of a target of this package",
-                        backend::IDENTITY
-                    ),
-                },
+                "identity-mismatch",
+                format!(
+                    "the process maps no file with the identity ({}) of a target of this package",
+                    backend::IDENTITY
+                ),
             ));
         }
         for (wanted_index, image) in images {
@@ -371,6 +379,11 @@ pub struct StatusEntry {
     pub channel: String,
     /// What the process carries (`None`: nothing, the baseline code runs).
     pub sequence: Option<u64>,
+    /// `patched` (every redirect in place), `baseline` (the target's code runs unpatched),
+    /// `staged` (a payload is mapped but none of its redirects was written: an apply was
+    /// interrupted before its window; the baseline code runs) or `partial` (some redirects in
+    /// place and some not: an apply or rollback was interrupted inside its window).
+    pub state: &'static str,
     /// What the state directory says is installed.
     pub installed: Option<u64>,
     pub sites: usize,
@@ -417,33 +430,55 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
         let Ok(found) = patch::process_status(pid) else {
             continue;
         };
-        for (marker, intact) in &found.markers {
+        for (marker, sites) in &found.markers {
             let key = product_key(&marker.product, &marker.channel);
-            let installed = state.products.get(&key).and_then(|p| p.installed);
+            let product = state.products.get(&key);
+            let installed = product.and_then(|p| p.installed);
+            // What this process should carry in this target by the state directory: the
+            // installed sequence when it replaces code here, else the baseline code.
+            let expected = installed.filter(|_| {
+                product.is_some_and(|p| {
+                    p.targets
+                        .iter()
+                        .any(|t| t.name == marker.target && t.patched)
+                })
+            });
             let damaged_sites: Vec<String> = marker
                 .sites
                 .iter()
-                .zip(intact)
-                .filter(|(_, ok)| !**ok)
+                .zip(sites)
+                .filter(|(_, bytes)| **bytes != SiteBytes::Redirected)
                 .map(|(site, _)| site.function.clone())
                 .collect();
-            let mismatch = if installed != Some(marker.sequence) {
-                Some(format!(
-                    "the process carries sequence {}, the state directory records {}",
-                    marker.sequence,
-                    installed.map_or("the baseline".to_owned(), |s| s.to_string())
-                ))
-            } else if !damaged_sites.is_empty() {
-                Some("redirect bytes were changed after the apply".to_owned())
+            let all = |want: SiteBytes| sites.iter().all(|bytes| *bytes == want);
+            let (process_state, sequence) = if all(SiteBytes::Redirected) {
+                ("patched", Some(marker.sequence))
+            } else if all(SiteBytes::Original) {
+                ("staged", None)
             } else {
-                None
+                ("partial", Some(marker.sequence))
+            };
+            let records = expected.map_or("the baseline".to_owned(), |s| format!("sequence {s}"));
+            let mismatch = match process_state {
+                "partial" => Some(format!(
+                    "only {} of {} redirects of sequence {} are in place (an apply or rollback was interrupted); run rollback or apply again",
+                    marker.sites.len() - damaged_sites.len(),
+                    marker.sites.len(),
+                    marker.sequence
+                )),
+                _ if expected != sequence => Some(format!(
+                    "the process carries {}, the state directory records {records}",
+                    sequence.map_or("the baseline".to_owned(), |s| format!("sequence {s}")),
+                )),
+                _ => None,
             };
             entries.push(StatusEntry {
                 pid,
                 target: marker.target.clone(),
                 product: marker.product.clone(),
                 channel: marker.channel.clone(),
-                sequence: Some(marker.sequence),
+                sequence,
+                state: process_state,
                 installed,
                 sites: marker.sites.len(),
                 damaged_sites,
@@ -476,6 +511,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                 product: product_name.to_owned(),
                 channel: channel.to_owned(),
                 sequence: None,
+                state: "baseline",
                 installed: Some(installed),
                 sites: 0,
                 damaged_sites: Vec::new(),

@@ -96,6 +96,67 @@ pub enum Error {
     /// A rollback names a package that the state directory does not hold.
     #[error("no installed package with sequence {sequence} for {product}")]
     NoSuchPackage { product: String, sequence: u64 },
+    /// The kernel does not let this applier trace or read the process (another user's process
+    /// without the privilege, or a Yama ptrace scope that forbids it).
+    #[error("not permitted to {what} process {pid}: {source}")]
+    NotPermitted {
+        pid: i32,
+        what: &'static str,
+        source: std::io::Error,
+    },
+    /// The state directory (or its `packages/`) can be read or written by other users, or
+    /// belongs to another user: its high-water marks and stored packages would not be ours.
+    #[error(
+        "state directory {path} is not private to uid {euid} (owner {owner}, mode {mode:o})\nhint: chmod 700 and chown it, or let the applier create it"
+    )]
+    InsecureStateDir {
+        path: PathBuf,
+        owner: u32,
+        mode: u32,
+        euid: u32,
+    },
+    /// The trust file (or public key file) can be written by group or others, who could then
+    /// make the applier trust their key.
+    #[error("trust file {path} is writable by group or others (mode {mode:o})")]
+    InsecureTrustFile { path: PathBuf, mode: u32 },
+    /// The mapped image is not an x86-64 ELF file; the payload and redirects are x86-64 code.
+    #[error(
+        "target {target} in process {pid} is not x86-64 ELF ({found}); the payload is x86-64 code"
+    )]
+    WrongArchitecture {
+        pid: i32,
+        target: String,
+        found: String,
+    },
+    /// A patch site (or the bytes its redirect writes) lies outside the executable segments
+    /// of the mapped image.
+    #[error("patch site {function} of {target} (rva {rva:#x}) lies outside the image's code")]
+    SiteOutsideImage {
+        target: String,
+        function: String,
+        rva: u64,
+    },
+    /// A patch site is not the start of a function the image's unwind table lists.
+    #[error(
+        "patch site {function} of {target} (rva {rva:#x}) is not a function entry in the image's .eh_frame_hdr"
+    )]
+    NotAFunctionEntry {
+        target: String,
+        function: String,
+        rva: u64,
+    },
+    /// The image has no `.eh_frame_hdr` search table to check function entries against.
+    #[error("target {target} has no usable .eh_frame_hdr table: {what}")]
+    NoFunctionTable { target: String, what: &'static str },
+    /// A relocation resolves against an address outside the mapped image.
+    #[error(
+        "relocation at payload offset {offset:#x} of {target} points to rva {rva:#x}, outside the image"
+    )]
+    RelocationOutsideImage {
+        target: String,
+        offset: u64,
+        rva: u64,
+    },
 }
 
 /// The exit class of an error, as documented in docs/apply.md.
@@ -126,14 +187,60 @@ impl Error {
             Error::Busy { .. }
             | Error::BytesMismatch { .. }
             | Error::NoNearbyAddress { .. }
-            | Error::Unsupported { .. } => Class::Refused,
-            Error::State { .. } | Error::StateFormat { .. } => Class::Input,
+            | Error::Unsupported { .. }
+            | Error::NotPermitted { .. }
+            | Error::WrongArchitecture { .. }
+            | Error::SiteOutsideImage { .. }
+            | Error::NotAFunctionEntry { .. }
+            | Error::NoFunctionTable { .. }
+            | Error::RelocationOutsideImage { .. } => Class::Refused,
+            Error::State { .. }
+            | Error::StateFormat { .. }
+            | Error::InsecureStateDir { .. }
+            | Error::InsecureTrustFile { .. } => Class::Input,
             _ => Class::Failed,
         }
     }
 
-    /// An OS error on `pid`, turned into `ProcessGone` when the process no longer exists.
+    /// A stable, kebab-case name of the variant (of the package error for `Package`), printed
+    /// in JSON output so that callers and tests match on the kind, never on the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::ProcessGone { .. } => "process-gone",
+            Error::Os { .. } => "os",
+            Error::MapsLine { .. } => "maps-line",
+            Error::RemoteSyscall { .. } => "remote-syscall",
+            Error::RemoteSyscallLost { .. } => "remote-syscall-lost",
+            Error::RemoteCall { .. } => "remote-call",
+            Error::NoSyscallInstruction { .. } => "no-syscall-instruction",
+            Error::NoNearbyAddress { .. } => "no-nearby-address",
+            Error::Busy { .. } => "busy",
+            Error::BytesMismatch { .. } => "bytes-mismatch",
+            Error::Marker { .. } => "marker",
+            Error::Unsupported { .. } => "unsupported",
+            Error::Package(error) => error.kind(),
+            Error::State { .. } => "state",
+            Error::StateFormat { .. } => "state-format",
+            Error::NoSuchPackage { .. } => "no-such-package",
+            Error::NotPermitted { .. } => "not-permitted",
+            Error::InsecureStateDir { .. } => "insecure-state-dir",
+            Error::InsecureTrustFile { .. } => "insecure-trust-file",
+            Error::WrongArchitecture { .. } => "wrong-architecture",
+            Error::SiteOutsideImage { .. } => "site-outside-image",
+            Error::NotAFunctionEntry { .. } => "not-a-function-entry",
+            Error::NoFunctionTable { .. } => "no-function-table",
+            Error::RelocationOutsideImage { .. } => "relocation-outside-image",
+        }
+    }
+
+    /// An OS error on `pid`, turned into `ProcessGone` when the process no longer exists and
+    /// into `NotPermitted` when the kernel refused access.
     pub fn os(pid: i32, what: &'static str, source: std::io::Error) -> Error {
+        #[cfg(unix)]
+        if matches!(source.raw_os_error(), Some(libc::EPERM | libc::EACCES)) && process_listed(pid)
+        {
+            return Error::NotPermitted { pid, what, source };
+        }
         #[cfg(unix)]
         let no_such_process = source.raw_os_error() == Some(libc::ESRCH);
         #[cfg(not(unix))]
@@ -147,6 +254,12 @@ impl Error {
             Error::Os { pid, what, source }
         }
     }
+}
+
+/// Whether `/proc/PID` exists (readable without any access to the process).
+#[cfg(unix)]
+fn process_listed(pid: i32) -> bool {
+    std::path::Path::new(&format!("/proc/{pid}/stat")).exists()
 }
 
 /// Hex of a byte string, for messages.

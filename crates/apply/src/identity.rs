@@ -82,6 +82,9 @@ pub struct MappedImage {
     pub path: String,
     /// Lowercase hex SHA-256 of the file.
     pub sha256: String,
+    /// The very file mapped, to read it again (`/proc/PID/map_files/...` on Linux, so a file
+    /// replaced on disk since cannot stand in for it; the module path on Windows).
+    pub file: String,
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {

@@ -9,6 +9,7 @@
 //! `linux` (ptrace, `/proc`) or `windows` (Win32) by target.
 
 pub mod commands;
+pub mod crash;
 pub mod error;
 pub mod identity;
 #[cfg(target_os = "linux")]

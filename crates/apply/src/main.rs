@@ -151,12 +151,45 @@ impl Tuning {
     }
 }
 
+impl Command {
+    fn json(&self) -> bool {
+        match self {
+            Command::Apply { common, .. }
+            | Command::Status { common, .. }
+            | Command::Rollback { common, .. }
+            | Command::Verify { common, .. } => common.json,
+            #[cfg(target_os = "linux")]
+            Command::Watch { common, .. } => common.json,
+        }
+    }
+}
+
 fn main() {
     let cli = Cli::parse();
+    let json = cli.command.json();
     let code = match run(cli) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("error: {error}");
+            if json {
+                // The error as data on stdout, where the report would have been: the kind is
+                // stable, the message is for people.
+                let (kind, class) = match &error {
+                    Failure::Io(_) => ("io", "input"),
+                    Failure::Apply(error) => (
+                        error.kind(),
+                        match error.class() {
+                            Class::Input => "input",
+                            Class::Verification => "verification",
+                            Class::Refused => "refused",
+                            Class::Failed => "failed",
+                        },
+                    ),
+                };
+                print_json(&serde_json::json!({
+                    "error": { "kind": kind, "class": class, "message": error.to_string() }
+                }));
+            }
             match &error {
                 Failure::Io(_) => exit::USAGE,
                 Failure::Apply(error) => match error.class() {
@@ -196,6 +229,30 @@ fn read(path: &PathBuf) -> Result<Vec<u8>, Failure> {
     std::fs::read(path).map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))
 }
 
+/// Reads `--trust`, refusing a file that group or others may write: whoever can write it
+/// chooses which keys the applier trusts.
+#[cfg(unix)]
+fn read_trust(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|e| Failure::Io(format!("cannot read {}: {e}", path.display())))?
+        .permissions()
+        .mode();
+    if mode & 0o022 != 0 {
+        return Err(Failure::Apply(Error::InsecureTrustFile {
+            path: path.clone(),
+            mode: mode & 0o7777,
+        }));
+    }
+    read(path)
+}
+
+/// Windows: the trust file's ACL is not checked yet (see docs/security.md).
+#[cfg(not(unix))]
+fn read_trust(path: &PathBuf) -> Result<Vec<u8>, Failure> {
+    read(path)
+}
+
 fn run(cli: Cli) -> Result<i32, Failure> {
     match cli.command {
         Command::Apply {
@@ -207,7 +264,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         } => {
             let bytes = read(&package)?;
             let state_dir = StateDir::open(&common.state_dir)?;
-            let trust = commands::load_trust(&read(&trust.trust)?, &state_dir)?;
+            let trust = commands::load_trust(&read_trust(&trust.trust)?, &state_dir)?;
             let report = commands::apply(
                 &bytes,
                 &trust,
@@ -236,7 +293,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
             };
             let state_dir = StateDir::open(&common.state_dir)?;
             let trust = match trust {
-                Some(path) => Some(commands::load_trust(&read(&path)?, &state_dir)?),
+                Some(path) => Some(commands::load_trust(&read_trust(&path)?, &state_dir)?),
                 None => None,
             };
             let report = commands::rollback(
@@ -266,9 +323,11 @@ fn run(cli: Cli) -> Result<i32, Failure> {
                     let _ = writeln!(out, "no hotpatch applied in the processes read");
                 }
                 for entry in &entries {
-                    let carries = entry
-                        .sequence
-                        .map_or("baseline".to_owned(), |s| format!("sequence {s}"));
+                    let carries = match (entry.state, entry.sequence) {
+                        ("patched", Some(s)) => format!("sequence {s}"),
+                        (state, Some(s)) => format!("{state} sequence {s}"),
+                        (state, None) => state.to_owned(),
+                    };
                     let _ = writeln!(
                         out,
                         "pid {} {} {}/{}: {carries}, {} sites{}",
@@ -301,7 +360,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         } => {
             let trust = {
                 let state_dir = StateDir::open(&common.state_dir)?;
-                commands::load_trust(&read(&trust.trust)?, &state_dir)?
+                commands::load_trust(&read_trust(&trust.trust)?, &state_dir)?
             };
             let config = WatchConfig {
                 interval: Duration::from_millis(interval_ms.max(1)),
@@ -339,7 +398,7 @@ fn run(cli: Cli) -> Result<i32, Failure> {
         } => {
             let bytes = read(&package)?;
             let state_dir = StateDir::open(&common.state_dir)?;
-            let trust = commands::load_trust(&read(&trust.trust)?, &state_dir)?;
+            let trust = commands::load_trust(&read_trust(&trust.trust)?, &state_dir)?;
             let verified = commands::verify(&bytes, &trust, commands::now())?;
             let manifest = &verified.manifest;
             if common.json {

@@ -82,6 +82,7 @@ pub fn apply_target(
             target: target.name.clone(),
             what: "image mapped below its image_base_rva",
         })?;
+    backend::check_image(image, target)?;
     let process = Process::open(pid)?;
     let previous: Vec<Marker> = backend::markers(&process)?
         .into_iter()
@@ -92,22 +93,33 @@ pub fn apply_target(
                 && m.channel == manifest.channel
         })
         .collect();
-    if let Some(current) = previous.iter().max_by_key(|m| m.sequence) {
-        if current.package_sha256 == patch.manifest_sha256 {
+    // A payload staged by an interrupted apply, with no redirect written, does not count as
+    // carried: it is superseded (and unmapped) like any other.
+    let carried = previous
+        .iter()
+        .filter(|m| site_bytes(&process, m).contains(&SiteBytes::Redirected));
+    if let Some(current) = carried.max_by_key(|m| m.sequence) {
+        let complete = site_bytes(&process, current)
+            .iter()
+            .all(|b| *b == SiteBytes::Redirected);
+        if current.package_sha256 == patch.manifest_sha256 && complete {
             let mut result = TargetResult::new(pid, &target.name, Outcome::AlreadyApplied);
             result.sequence = Some(current.sequence);
             return Ok(result);
         }
-        if current.sequence >= manifest.sequence && !allow_lower {
-            let mut result = TargetResult::new(
+        // The same package, only partly in place (an interrupted window), is completed.
+        let same_package = current.package_sha256 == patch.manifest_sha256;
+        let supersedes = current.sequence < manifest.sequence
+            || (current.sequence == manifest.sequence && same_package);
+        if !supersedes && !allow_lower {
+            let mut result = TargetResult::refused(
                 pid,
                 &target.name,
-                Outcome::Refused {
-                    reason: format!(
-                        "the process runs sequence {}; sequence {} does not supersede it",
-                        current.sequence, manifest.sequence
-                    ),
-                },
+                "not-superseding",
+                format!(
+                    "the process runs sequence {}; sequence {} does not supersede it",
+                    current.sequence, manifest.sequence
+                ),
             );
             result.sequence = Some(current.sequence);
             return Ok(result);
@@ -127,6 +139,7 @@ pub fn apply_target(
     } else {
         Some(stage(&process, image, target, patch, bias)?)
     };
+    crate::crash::point("apply", "staged");
     let new_sites: &[SiteRecord] = staged.as_ref().map_or(&[], |m| &m.sites);
     let changes = match plan_changes(pid, new_sites, &previous) {
         Ok(changes) => changes,
@@ -139,13 +152,14 @@ pub fn apply_target(
     for marker in &previous {
         ranges.extend(marker_ranges(marker));
     }
-    let window = match run_window(&process, &ranges, &changes, config) {
+    let window = match run_window(&process, &ranges, &changes, config, "apply") {
         Ok(window) => window,
         Err(error) => {
             unmap_markers(&process, staged.iter());
             return Err(error);
         }
     };
+    crate::crash::point("apply", "released");
     // Nothing leads into the superseded payloads any more, and no thread was in them.
     unmap_markers(&process, previous.iter());
     let mut result = TargetResult::new(pid, &target.name, Outcome::Applied);
@@ -177,8 +191,11 @@ pub fn rollback_to_baseline(
     }
     let changes = plan_changes(pid, &[], &markers)?;
     let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
-    let window = run_window(&process, &ranges, &changes, config)?;
+    crate::crash::point("rollback", "planned");
+    let window = run_window(&process, &ranges, &changes, config, "rollback")?;
+    crate::crash::point("rollback", "released");
     unmap_markers(&process, markers.iter());
+    crate::crash::point("rollback", "unmapped");
     let mut targets: Vec<&str> = markers.iter().map(|m| m.target.as_str()).collect();
     targets.dedup();
     Ok(targets
@@ -369,10 +386,14 @@ fn plan_changes(
     }
     for (address, olds) in by_address {
         let Some(first) = olds.first() else { continue };
+        // The original is accepted too: an apply or rollback killed between two writes of its
+        // window leaves some sites redirected and some not, and this puts all of them back.
+        let mut accepted: Vec<Vec<u8>> = olds.iter().map(|o| o.redirect.clone()).collect();
+        accepted.push(first.original.clone());
         changes.push(Change {
             function: first.function.clone(),
             address,
-            accepted: olds.iter().map(|o| o.redirect.clone()).collect(),
+            accepted,
             new: first.original.clone(),
         });
     }
@@ -427,6 +448,7 @@ fn run_window(
     ranges: &[ProtectedRange],
     changes: &[Change],
     config: &Config,
+    command: &'static str,
 ) -> Result<Window, Error> {
     let pid = process.pid();
     let started = Instant::now();
@@ -439,7 +461,7 @@ fn run_window(
         } else {
             None
         };
-        let outcome = one_window(process, ranges, changes);
+        let outcome = one_window(process, ranges, changes, command);
         if let Some(previous) = raised {
             backend::restore_priority(previous);
         }
@@ -481,6 +503,7 @@ fn one_window(
     process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
+    command: &'static str,
 ) -> Result<WindowOutcome, Error> {
     let pid = process.pid();
     let stopped = Stopped::all(process)?;
@@ -508,6 +531,7 @@ fn one_window(
         }
         before.push(found);
     }
+    crate::crash::point(command, "checked");
     // All of the target's sites or none: a failed write puts back what was written.
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = process.write_code(change.address, &change.new) {
@@ -516,7 +540,11 @@ fn one_window(
             }
             return Err(error);
         }
+        if index == 0 {
+            crate::crash::point(command, "first-write");
+        }
     }
+    crate::crash::point(command, "written");
     let released = stopped.release();
     Ok(WindowOutcome::Done {
         duration: released.duration_since(since),
@@ -545,26 +573,44 @@ fn unmap_markers<'m>(process: &Process, markers: impl Iterator<Item = &'m Marker
 #[derive(Debug, Clone)]
 pub struct ProcessStatus {
     pub pid: i32,
-    pub markers: Vec<(Marker, Vec<bool>)>,
+    pub markers: Vec<(Marker, Vec<SiteBytes>)>,
 }
 
-/// The markers in `pid` and, for each site, whether the redirect bytes are still in place.
+/// What a patch site of a marker holds now.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SiteBytes {
+    /// The redirect this applier wrote.
+    Redirected,
+    /// The baseline bytes: the redirect was never written, or was taken back.
+    Original,
+    /// Neither: someone else changed them.
+    Other,
+}
+
+/// The markers in `pid` and, for each site, what its bytes are now.
 pub fn process_status(pid: i32) -> Result<ProcessStatus, Error> {
     let process = Process::open(pid)?;
     let mut markers = Vec::new();
     for marker in backend::markers(&process)? {
-        let intact = marker
-            .sites
-            .iter()
-            .map(|site| {
-                process
-                    .read_vec(site.write_address, site.redirect.len())
-                    .is_ok_and(|bytes| bytes == site.redirect)
-            })
-            .collect();
-        markers.push((marker, intact));
+        let sites = site_bytes(&process, &marker);
+        markers.push((marker, sites));
     }
     Ok(ProcessStatus { pid, markers })
+}
+
+/// What each site of `marker` holds now.
+fn site_bytes(process: &Process, marker: &Marker) -> Vec<SiteBytes> {
+    marker
+        .sites
+        .iter()
+        .map(
+            |site| match process.read_vec(site.write_address, site.redirect.len()) {
+                Ok(bytes) if bytes == site.redirect => SiteBytes::Redirected,
+                Ok(bytes) if bytes == site.original => SiteBytes::Original,
+                _ => SiteBytes::Other,
+            },
+        )
+        .collect()
 }
 
 /// `Redirect` kinds are named in results and docs by these words.

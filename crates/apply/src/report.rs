@@ -31,6 +31,9 @@ pub struct TargetResult {
     pub sequence: Option<u64>,
     #[serde(flatten)]
     pub outcome: Outcome,
+    /// For a refusal or failure: the stable kind of the error (`Error::kind`), or of the
+    /// applier's own refusal (`identity-mismatch`, `not-superseding`).
+    pub kind: Option<String>,
     /// Time from the first thread stop to the last thread release, in microseconds, for the
     /// window that wrote the redirects.
     pub stop_window_us: Option<u64>,
@@ -51,6 +54,7 @@ impl TargetResult {
             target: target.to_owned(),
             sequence: None,
             outcome,
+            kind: None,
             stop_window_us: None,
             realtime: None,
             attempts: 0,
@@ -65,7 +69,16 @@ impl TargetResult {
             Class::Refused | Class::Verification => Outcome::Refused { reason },
             Class::Input | Class::Failed => Outcome::Failed { reason },
         };
-        TargetResult::new(pid, target, outcome)
+        let mut result = TargetResult::new(pid, target, outcome);
+        result.kind = Some(error.kind().to_owned());
+        result
+    }
+
+    /// A refusal of the applier's own, with its stable kind.
+    pub fn refused(pid: i32, target: &str, kind: &str, reason: String) -> TargetResult {
+        let mut result = TargetResult::new(pid, target, Outcome::Refused { reason });
+        result.kind = Some(kind.to_owned());
+        result
     }
 
     /// One line of text.

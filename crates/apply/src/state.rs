@@ -5,6 +5,13 @@
 //!
 //! `state.json` is replaced by write-to-temporary, fsync, rename, fsync of the directory, so a
 //! crash leaves either the old or the new state, never a torn one; `lock` serializes appliers.
+//! An apply writes its new state (and stores its package) *before* it touches a process and
+//! only renames it into place afterwards (`prepare` / `PreparedState::commit`), so a full disk
+//! refuses the apply up front instead of losing the record of a patch already made.
+//!
+//! The directory is private to the applier's user (mode 0700, created so): whoever can write
+//! it can lower the high-water mark (replay, downgrade) or swap the stored packages that
+//! `watch` and `rollback --to` apply, and whoever can read it learns what is unpatched where.
 
 use crate::error::Error;
 use crate::identity::PeHeaders;
@@ -12,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
+#[cfg(unix)]
+use std::os::unix::fs::{DirBuilderExt, MetadataExt, OpenOptionsExt};
 use std::path::{Path, PathBuf};
 
 /// The default state directory.
@@ -78,8 +87,14 @@ impl StateDir {
             path: path.to_owned(),
             source,
         };
-        std::fs::create_dir_all(path.join("packages")).map_err(fail)?;
-        let lock = OpenOptions::new()
+        let mut builder = std::fs::DirBuilder::new();
+        builder.recursive(true);
+        #[cfg(unix)]
+        builder.mode(0o700);
+        builder.create(path.join("packages")).map_err(fail)?;
+        check_private(path)?;
+        check_private(&path.join("packages"))?;
+        let lock = private_options()
             .create(true)
             .truncate(false)
             .write(true)
@@ -121,13 +136,41 @@ impl StateDir {
         self.write_atomically("state.json", &bytes)
     }
 
-    /// Stores a package file under `packages/` and returns its name there.
-    pub fn store_package(
+    /// Writes `state` and stores `package` (when given) durably, but leaves `state.json` as it
+    /// is until the returned value is committed; dropped uncommitted, it removes what it wrote.
+    pub fn prepare(
         &self,
-        product_key: &str,
-        sequence: u64,
-        bytes: &[u8],
-    ) -> Result<String, Error> {
+        state: &State,
+        package: Option<(&str, &[u8])>,
+    ) -> Result<PreparedState<'_>, Error> {
+        let mut prepared = PreparedState {
+            dir: self,
+            new_package: None,
+            committed: false,
+        };
+        if let Some((name, bytes)) = package {
+            let relative = format!("packages/{name}");
+            // A file of that name left by an apply killed before its commit may hold another
+            // package of the same sequence: replaced unless it is this one.
+            let existing = std::fs::read(self.path.join(&relative)).ok();
+            if existing.as_deref() != Some(bytes) {
+                self.write_atomically(&relative, bytes)?;
+                if existing.is_none() {
+                    prepared.new_package = Some(relative);
+                }
+            }
+        }
+        let mut bytes = serde_json::to_vec_pretty(state).map_err(|source| Error::StateFormat {
+            path: self.path.join("state.json"),
+            source,
+        })?;
+        bytes.push(b'\n');
+        self.write_durably(STATE_TEMPORARY, &bytes)?;
+        Ok(prepared)
+    }
+
+    /// The name under `packages/` a package of `product_key` and `sequence` is stored as.
+    pub fn package_name(product_key: &str, sequence: u64) -> String {
         let safe: String = product_key
             .chars()
             .map(|c| {
@@ -138,9 +181,7 @@ impl StateDir {
                 }
             })
             .collect();
-        let name = format!("{safe}-{sequence}.hpkg");
-        self.write_atomically(&format!("packages/{name}"), bytes)?;
-        Ok(name)
+        format!("{safe}-{sequence}.hpkg")
     }
 
     /// Reads a stored package.
@@ -150,17 +191,40 @@ impl StateDir {
     }
 
     fn write_atomically(&self, relative: &str, bytes: &[u8]) -> Result<(), Error> {
-        let target = self.path.join(relative);
-        let temporary = self.path.join(format!("{relative}.tmp"));
+        let temporary = format!("{relative}.tmp");
+        self.write_durably(&temporary, bytes)?;
+        self.rename_durably(&temporary, relative)
+    }
+
+    /// Writes `relative` (mode 0600) and fsyncs it; on failure (a full disk) removes it again.
+    fn write_durably(&self, relative: &str, bytes: &[u8]) -> Result<(), Error> {
+        let path = self.path.join(relative);
+        let written = (|| {
+            let mut file = private_options()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .open(&path)?;
+            file.write_all(bytes)?;
+            file.sync_all()
+        })();
+        written.map_err(|source| {
+            let _ = std::fs::remove_file(&path);
+            Error::State {
+                path: path.clone(),
+                source,
+            }
+        })
+    }
+
+    /// Renames `from` over `to` and fsyncs the directory that holds them.
+    fn rename_durably(&self, from: &str, to: &str) -> Result<(), Error> {
+        let target = self.path.join(to);
         let fail = |source| Error::State {
             path: target.clone(),
             source,
         };
-        let mut file = File::create(&temporary).map_err(fail)?;
-        file.write_all(bytes).map_err(fail)?;
-        file.sync_all().map_err(fail)?;
-        drop(file);
-        std::fs::rename(&temporary, &target).map_err(fail)?;
+        std::fs::rename(self.path.join(from), &target).map_err(fail)?;
         // The rename itself is made durable by syncing the directory (Unix); Windows has no
         // handle on a directory to sync and makes MoveFileEx durable itself.
         #[cfg(unix)]
@@ -172,6 +236,90 @@ impl StateDir {
         }
         Ok(())
     }
+}
+
+/// Where `prepare` writes the next `state.json`.
+const STATE_TEMPORARY: &str = "state.json.tmp";
+
+/// A new state written beside `state.json`, and the package stored with it, waiting for
+/// `commit`; dropped uncommitted, both are removed (the state directory is as before).
+pub struct PreparedState<'a> {
+    dir: &'a StateDir,
+    /// The package file this preparation created (not one that was already stored).
+    new_package: Option<String>,
+    committed: bool,
+}
+
+impl PreparedState<'_> {
+    /// Renames the prepared state over `state.json`: one rename, needing no new blocks.
+    pub fn commit(mut self) -> Result<(), Error> {
+        self.dir.rename_durably(STATE_TEMPORARY, "state.json")?;
+        self.committed = true;
+        Ok(())
+    }
+}
+
+impl Drop for PreparedState<'_> {
+    fn drop(&mut self) {
+        if self.committed {
+            return;
+        }
+        let _ = std::fs::remove_file(self.dir.path.join(STATE_TEMPORARY));
+        if let Some(package) = &self.new_package {
+            let _ = std::fs::remove_file(self.dir.path.join(package));
+        }
+    }
+}
+
+/// Options that create a file only its owner can read and write (mode 0600 on Unix).
+fn private_options() -> OpenOptions {
+    #[cfg(unix)]
+    {
+        let mut options = OpenOptions::new();
+        options.mode(0o600);
+        options
+    }
+    #[cfg(not(unix))]
+    OpenOptions::new()
+}
+
+/// Windows: the directory's ACL is not checked yet (the default under `C:\ProgramData` admits
+/// administrators and SYSTEM); only that it is a directory.
+#[cfg(not(unix))]
+fn check_private(path: &Path) -> Result<(), Error> {
+    let metadata = std::fs::symlink_metadata(path).map_err(|source| Error::State {
+        path: path.to_owned(),
+        source,
+    })?;
+    if !metadata.is_dir() {
+        return Err(Error::State {
+            path: path.to_owned(),
+            source: std::io::Error::other("not a directory"),
+        });
+    }
+    Ok(())
+}
+
+/// Refuses a state directory that is not a directory owned by this user with no access for
+/// group or others.
+#[cfg(unix)]
+fn check_private(path: &Path) -> Result<(), Error> {
+    let metadata = std::fs::symlink_metadata(path).map_err(|source| Error::State {
+        path: path.to_owned(),
+        source,
+    })?;
+    // SAFETY: geteuid has no preconditions and cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mode = metadata.mode() & 0o7777;
+    if !metadata.is_dir() || metadata.uid() != euid || mode & 0o077 != 0 {
+        return Err(Error::InsecureStateDir {
+            path: path.to_owned(),
+            owner: metadata.uid(),
+            mode,
+            euid,
+        });
+    }
+    Ok(())
 }
 
 fn lock_exclusive(file: &File) -> std::io::Result<()> {

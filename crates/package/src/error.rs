@@ -205,3 +205,51 @@ pub enum Error {
     #[error("trust file version {version}: {reason}")]
     TrustSignature { version: u64, reason: String },
 }
+
+impl Error {
+    /// A stable, kebab-case name of the variant, for machine-readable output (the applier's
+    /// `--json`): callers match on it, never on the message.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Error::BadArchive { .. } => "bad-archive",
+            Error::TooLarge { .. } => "too-large",
+            Error::TooMany { .. } => "too-many",
+            Error::UnsafeEntryName { .. } => "unsafe-entry-name",
+            Error::SymlinkEntry { .. } => "symlink-entry",
+            Error::DuplicateEntry { .. } => "duplicate-entry",
+            Error::UnlistedEntry { .. } => "unlisted-entry",
+            Error::MissingEntry { .. } => "missing-entry",
+            Error::UnknownKey { .. } => "unknown-key",
+            Error::RetiredKey { .. } => "retired-key",
+            Error::BadSignature { .. } => "bad-signature",
+            Error::EntryLengthMismatch { .. } => "entry-length-mismatch",
+            Error::EntryHashMismatch { .. } => "entry-hash-mismatch",
+            Error::Expired { .. } => "expired",
+            Error::NotYetValid { .. } => "not-yet-valid",
+            Error::Replay { .. } => "replay",
+            Error::Downgrade { .. } => "downgrade",
+            Error::SequenceGap { .. } => "sequence-gap",
+            Error::UnsupportedFormat { .. } => "unsupported-format",
+            Error::Malformed { .. } => "malformed",
+            Error::RelocationOutOfPayload { .. } => "relocation-out-of-payload",
+            Error::RelocationTargetOutOfPayload { .. } => "relocation-target-out-of-payload",
+            Error::Rel32Overflow { .. } => "rel32-overflow",
+            Error::AddressOverflow { .. } => "address-overflow",
+            Error::RedirectOutOfReach { .. } => "redirect-out-of-reach",
+            Error::SiteOutOfRange { .. } => "site-out-of-range",
+            Error::BadPayload { .. } => "bad-payload",
+            Error::UnwindTableOutOfPayload { .. } => "unwind-table-out-of-payload",
+            Error::UnwindTableMisaligned { .. } => "unwind-table-misaligned",
+            Error::UnwindRangeOutOfPayload { .. } => "unwind-range-out-of-payload",
+            Error::UnwindTableUnsorted { .. } => "unwind-table-unsorted",
+            Error::UnwindInfoOutOfPayload { .. } => "unwind-info-out-of-payload",
+            Error::BadUnwindInfo { .. } => "bad-unwind-info",
+            Error::UnwindDataRelocated { .. } => "unwind-data-relocated",
+            Error::BadKey { .. } => "bad-key",
+            Error::Random { .. } => "random",
+            Error::TrustRollback { .. } => "trust-rollback",
+            Error::TrustVersionGap { .. } => "trust-version-gap",
+            Error::TrustSignature { .. } => "trust-signature",
+        }
+    }
+}

@@ -116,6 +116,7 @@ pub fn find_images(
                         end,
                         path: mapping.path.clone().unwrap_or_default(),
                         sha256: identity.sha256.clone(),
+                        file: mapping.map_files_path(pid),
                     },
                 );
             }

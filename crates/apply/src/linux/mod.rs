@@ -7,6 +7,7 @@
 //! `IdentityCache`, `handles` and `NAME`.
 
 pub mod connector;
+pub mod elf_check;
 pub mod identity;
 pub mod locate;
 pub mod maps;
@@ -35,4 +36,21 @@ pub const IDENTITY: &str = "SHA-256, build-id";
 /// Whether this backend patches targets of this identity (ELF files).
 pub fn handles(identity: &hotpatch_package::TargetIdentity) -> bool {
     matches!(identity, hotpatch_package::TargetIdentity::Elf { .. })
+}
+
+/// Refuses a target whose mapped file is not x86-64 ELF, or whose sites and relocations do
+/// not fit the file's segments and function table (`elf_check`).
+pub fn check_image(
+    image: &crate::identity::MappedImage,
+    target: &hotpatch_package::Target,
+) -> Result<(), crate::error::Error> {
+    let file = std::fs::File::open(&image.file)
+        .map_err(|source| crate::error::Error::os(image.pid, "open the mapped image", source))?;
+    let layout =
+        elf_check::read_layout(&file).map_err(|found| crate::error::Error::WrongArchitecture {
+            pid: image.pid,
+            target: target.name.clone(),
+            found,
+        })?;
+    elf_check::check_target(target, &layout)
 }

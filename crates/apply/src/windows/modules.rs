@@ -167,6 +167,7 @@ pub fn find_images(
                         end: base.saturating_add(u64::from(headers.size_of_image)),
                         path: path.clone(),
                         sha256: sha256.clone(),
+                        file: path.clone(),
                     },
                 );
             }

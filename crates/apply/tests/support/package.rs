@@ -38,6 +38,9 @@ pub enum Fix {
     Multiply,
     /// A replacement for spin(): `ret` (only to test the busy refusal).
     ReturnFromSpin,
+    /// Two sites in one target: compute() as `Multiply` and spin() as `ReturnFromSpin` (for
+    /// the all-or-nothing checks; spin() runs only in `spin` mode).
+    TwoSites,
 }
 
 /// Unix time now.
@@ -65,8 +68,36 @@ pub fn target(binary: &Path, name: &str, fix: Fix) -> (Target, BTreeMap<String, 
         unwind: None,
     };
     let mut files = BTreeMap::new();
+    if fix == Fix::TwoSites {
+        let mut payload = Vec::new();
+        for (function, code) in [
+            ("compute", &[0x8d, 0x04, 0x7f, 0xc3][..]),
+            ("spin", &[0xc3][..]),
+        ] {
+            let (rva, size) = symbol(binary, function);
+            let offset = payload.len() as u64;
+            payload.extend_from_slice(code);
+            payload.resize(payload.len().next_multiple_of(16), 0xcc);
+            target.sites.push(PatchSite {
+                function: function.to_owned(),
+                baseline_rva: rva,
+                baseline_size: size,
+                payload_offset: offset,
+                payload_size: code.len() as u64,
+                redirect: Redirect::Entry {
+                    original: bytes_at_rva(binary, rva, 5),
+                },
+            });
+        }
+        target.sites.sort_by_key(|site| site.baseline_rva);
+        let entry = format!("payloads/{}.bin", name.replace('/', "_"));
+        target.payload = Some(entry.clone());
+        target.payload_len = payload.len() as u64;
+        files.insert(entry, payload);
+        return (target, files);
+    }
     let (function, code, relocations): (&str, Vec<u8>, Vec<Relocation>) = match fix {
-        Fix::None => return (target, files),
+        Fix::None | Fix::TwoSites => return (target, files),
         Fix::TailCallHelper => {
             let (helper, _) = symbol(binary, "helper");
             (
@@ -147,7 +178,7 @@ pub fn save(dir: &Path, name: &str, bytes: &[u8]) -> PathBuf {
 
 /// The entries of a package archive, inflated, in archive order (local headers only: the
 /// writer emits no data descriptors).
-fn entries(package: &[u8]) -> Vec<(String, Vec<u8>)> {
+pub fn entries(package: &[u8]) -> Vec<(String, Vec<u8>)> {
     use std::io::Read;
     let u16_at = |at: usize| u16::from_le_bytes(package[at..at + 2].try_into().unwrap()) as usize;
     let u32_at = |at: usize| u32::from_le_bytes(package[at..at + 4].try_into().unwrap()) as usize;
@@ -177,44 +208,93 @@ fn entries(package: &[u8]) -> Vec<(String, Vec<u8>)> {
 }
 
 /// A zip of stored (uncompressed) entries in the order given, as the package reader accepts.
-fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+pub fn stored_zip(entries: &[(String, Vec<u8>)]) -> Vec<u8> {
+    let raw: Vec<RawEntry> = entries
+        .iter()
+        .map(|(name, data)| RawEntry::stored(name, data))
+        .collect();
+    zip(&raw)
+}
+
+/// One zip entry as it is written: the bytes in the archive and what the headers claim.
+#[derive(Debug, Clone)]
+pub struct RawEntry {
+    pub name: String,
+    /// The bytes as stored in the archive (deflated for method 8).
+    pub stored: Vec<u8>,
+    /// 0 stored, 8 deflate.
+    pub method: u16,
+    pub crc: u32,
+    /// The inflated size both headers declare.
+    pub size: u32,
+    /// The unix mode in the external attributes (`0o120_777` is a symbolic link).
+    pub mode: u32,
+}
+
+impl RawEntry {
+    pub fn stored(name: &str, data: &[u8]) -> RawEntry {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        RawEntry {
+            name: name.to_owned(),
+            stored: data.to_vec(),
+            method: 0,
+            crc: crc.sum(),
+            size: data.len() as u32,
+            mode: 0o100_644,
+        }
+    }
+
+    pub fn deflated(name: &str, data: &[u8]) -> RawEntry {
+        use std::io::Write;
+        let mut encoder =
+            flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::best());
+        encoder.write_all(data).unwrap();
+        let mut entry = RawEntry::stored(name, data);
+        entry.stored = encoder.finish().unwrap();
+        entry.method = 8;
+        entry
+    }
+}
+
+/// A zip of `entries` in the order given, with exactly the headers they claim.
+pub fn zip(entries: &[RawEntry]) -> Vec<u8> {
     let mut out = Vec::new();
     let mut central = Vec::new();
     let put16 = |v: &mut Vec<u8>, x: u16| v.extend_from_slice(&x.to_le_bytes());
     let put32 = |v: &mut Vec<u8>, x: u32| v.extend_from_slice(&x.to_le_bytes());
-    for (name, data) in entries {
-        let mut crc = flate2::Crc::new();
-        crc.update(data);
+    for entry in entries {
+        let name = &entry.name;
         let offset = out.len() as u32;
         put32(&mut out, 0x0403_4b50);
         put16(&mut out, 20);
         put16(&mut out, 0x0800);
-        put16(&mut out, 0);
+        put16(&mut out, entry.method);
         put16(&mut out, 0);
         put16(&mut out, (1 << 5) | 1);
-        put32(&mut out, crc.sum());
-        put32(&mut out, data.len() as u32);
-        put32(&mut out, data.len() as u32);
+        put32(&mut out, entry.crc);
+        put32(&mut out, entry.stored.len() as u32);
+        put32(&mut out, entry.size);
         put16(&mut out, name.len() as u16);
         put16(&mut out, 0);
         out.extend_from_slice(name.as_bytes());
-        out.extend_from_slice(data);
+        out.extend_from_slice(&entry.stored);
         put32(&mut central, 0x0201_4b50);
         put16(&mut central, (3 << 8) | 20);
         put16(&mut central, 20);
         put16(&mut central, 0x0800);
-        put16(&mut central, 0);
+        put16(&mut central, entry.method);
         put16(&mut central, 0);
         put16(&mut central, (1 << 5) | 1);
-        put32(&mut central, crc.sum());
-        put32(&mut central, data.len() as u32);
-        put32(&mut central, data.len() as u32);
+        put32(&mut central, entry.crc);
+        put32(&mut central, entry.stored.len() as u32);
+        put32(&mut central, entry.size);
         put16(&mut central, name.len() as u16);
         put16(&mut central, 0);
         put16(&mut central, 0);
         put16(&mut central, 0);
         put16(&mut central, 0);
-        put32(&mut central, 0o100_644 << 16);
+        put32(&mut central, entry.mode << 16);
         put32(&mut central, offset);
         central.extend_from_slice(name.as_bytes());
     }
@@ -240,5 +320,32 @@ pub fn replace_entry(package: &[u8], name: &str, edit: impl Fn(&mut Vec<u8>)) ->
         .find(|(entry_name, _)| entry_name == name)
         .unwrap_or_else(|| panic!("{name} not in the package"));
     edit(&mut entry.1);
+    stored_zip(&entries)
+}
+
+/// The package with its manifest (as JSON) changed by `edit` and signed again by `signer`:
+/// a package the trusted key really signed, carrying what an attacker with that key, or a
+/// broken build, would put in it.
+pub fn resign(
+    package: &[u8],
+    signer: &Signer,
+    edit: impl FnOnce(&mut serde_json::Value),
+) -> Vec<u8> {
+    let mut entries = entries(package);
+    let manifest = entries
+        .iter_mut()
+        .find(|(name, _)| name == "manifest.json")
+        .expect("a manifest");
+    let mut value: serde_json::Value = serde_json::from_slice(&manifest.1).expect("manifest JSON");
+    edit(&mut value);
+    let mut bytes = serde_json::to_vec_pretty(&value).expect("manifest serializes");
+    bytes.push(b'\n');
+    let signature = signer.secret.sign(&bytes).to_vec();
+    manifest.1 = bytes;
+    let sig = entries
+        .iter_mut()
+        .find(|(name, _)| name == "manifest.sig")
+        .expect("a signature");
+    sig.1 = signature;
     stored_zip(&entries)
 }
