@@ -122,15 +122,19 @@ impl<'p> Staging<'p> {
     }
 }
 
+/// The state letter (`R`, `S`, `Z`, `X`, ...) of the `/proc/.../stat` file at `path`; `None` when
+/// it cannot be read. The state follows the command name, which is in parentheses and may
+/// itself contain any byte, so it is found after the last `)`.
+pub fn stat_state(path: &str) -> Option<char> {
+    let stat = std::fs::read_to_string(path).ok()?;
+    let (_, rest) = stat.rsplit_once(')')?;
+    rest.trim_start().chars().next()
+}
+
 /// Whether `pid` is alive: listed in /proc and neither a zombie nor dead. An exiting process
 /// loses its memory before it is reaped, so a short read of its memory is also its exit.
 pub fn process_exists(pid: i32) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/stat"))
-        .ok()
-        .and_then(|stat| {
-            let (_, rest) = stat.rsplit_once(')')?;
-            rest.trim_start().chars().next()
-        })
+    stat_state(&format!("/proc/{pid}/stat"))
         .is_some_and(|state| state != 'Z' && state != 'X')
         // An exiting process has released its memory map before it turns zombie.
         && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| !maps.is_empty())

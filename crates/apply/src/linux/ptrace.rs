@@ -127,15 +127,8 @@ pub fn wait(tid: i32) -> io::Result<Stop> {
 
 /// Whether thread `tid` has exited: no longer in `/proc`, or a zombie (`Z`) or dead (`X`).
 fn thread_is_dead(tid: i32) -> bool {
-    let Ok(stat) = std::fs::read_to_string(format!("/proc/{tid}/stat")) else {
-        return true;
-    };
-    // The state follows the command name, which is in parentheses and may contain any byte.
-    let state = stat
-        .rfind(')')
-        .and_then(|end| stat.get(end + 1..))
-        .and_then(|rest| rest.split_whitespace().next());
-    matches!(state, Some("Z" | "X" | "x"))
+    super::process::stat_state(&format!("/proc/{tid}/stat"))
+        .is_none_or(|state| matches!(state, 'Z' | 'X' | 'x'))
 }
 
 /// The calling thread's scheduling policy and priority.

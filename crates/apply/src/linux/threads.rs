@@ -37,15 +37,8 @@ fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
         let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/stat"));
-        // The state follows the parenthesised command name.
-        let zombie = stat
-            .ok()
-            .and_then(|s| {
-                s.rsplit_once(')')
-                    .map(|(_, rest)| rest.trim_start().starts_with('Z'))
-            })
-            .unwrap_or(true);
+        let zombie = super::process::stat_state(&format!("/proc/{pid}/task/{tid}/stat"))
+            .is_none_or(|state| state == 'Z');
         if !zombie {
             tids.insert(tid);
         }
