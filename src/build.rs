@@ -298,8 +298,8 @@ pub fn run(args: &Args, out: &mut dyn Write) -> Result<u8> {
             policy.release.leave_out_reboot_required,
         )
     } else {
-        let merged = crate::shard::read_shards(&args.scale_out.merge, &args.release)?;
-        (merged.binaries, merged.leave_out_reboot_required)
+        let shards = crate::shard::read_shards(&args.scale_out.merge, &args.release)?;
+        (shards.binaries, shards.leave_out_reboot_required)
     };
     let records: Vec<Option<crate::release_formats::PairRecord>> =
         binaries.iter_mut().map(|b| b.record.take()).collect();
