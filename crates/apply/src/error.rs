@@ -138,15 +138,16 @@ pub enum Error {
     },
     /// A patch site is not the start of a function the image's unwind table lists.
     #[error(
-        "patch site {function} of {target} (rva {rva:#x}) is not a function entry in the image's .eh_frame_hdr"
+        "patch site {function} of {target} (rva {rva:#x}) is not a function entry in the image's function table (.eh_frame_hdr, .pdata)"
     )]
     NotAFunctionEntry {
         target: String,
         function: String,
         rva: u64,
     },
-    /// The image has no `.eh_frame_hdr` search table to check function entries against.
-    #[error("target {target} has no usable .eh_frame_hdr table: {what}")]
+    /// The image has no function table (`.eh_frame_hdr` search table, `.pdata`) to check
+    /// function entries against.
+    #[error("target {target} has no usable function table: {what}")]
     NoFunctionTable { target: String, what: &'static str },
     /// A relocation resolves against an address outside the mapped image.
     #[error(

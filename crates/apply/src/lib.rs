@@ -12,10 +12,12 @@ pub mod commands;
 pub mod crash;
 pub mod error;
 pub mod identity;
+pub mod layout;
 #[cfg(target_os = "linux")]
 pub mod linux;
 pub mod marker;
 pub mod patch;
+pub mod pe_check;
 pub mod report;
 pub mod stack;
 pub mod state;

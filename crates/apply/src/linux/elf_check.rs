@@ -6,21 +6,10 @@
 //! information is read), and that every relocation into the baseline lands inside a segment.
 //! A bounded reader: every offset is checked, at most 64 program headers and 16 MiB of table.
 
-use crate::error::Error;
-use hotpatch_package::{Redirect, RelocationTarget, Target};
+pub use crate::layout::ImageLayout;
 use std::collections::BTreeSet;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
-
-/// The segments and function starts of a mapped ELF image, in its own virtual addresses
-/// (which are the package's RVAs: `address = bias + rva`).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ImageLayout {
-    /// `[start, end)` of each `PT_LOAD` in memory, and whether it is executable.
-    pub segments: Vec<(u64, u64, bool)>,
-    /// Function starts from `.eh_frame_hdr`; `Err` says why there is no usable table.
-    pub function_starts: Result<BTreeSet<u64>, &'static str>,
-}
 
 const PT_LOAD: u32 = 1;
 const PT_GNU_EH_FRAME: u32 = 0x6474_e550;
@@ -95,6 +84,7 @@ pub fn read_layout(file: &File) -> Result<ImageLayout, String> {
     Ok(ImageLayout {
         segments,
         function_starts,
+        unwound: None,
     })
 }
 
@@ -134,67 +124,6 @@ pub fn parse_eh_frame_hdr(bytes: &[u8], vaddr: u64) -> Result<BTreeSet<u64>, &'s
         starts.insert(start);
     }
     Ok(starts)
-}
-
-/// Checks every site and relocation of `target` against the image layout.
-pub fn check_target(target: &Target, layout: &ImageLayout) -> Result<(), Error> {
-    let inside = |start: u64, len: u64, executable: bool| {
-        start.checked_add(len).is_some_and(|end| {
-            layout
-                .segments
-                .iter()
-                .any(|&(s, e, x)| s <= start && end <= e && (x || !executable))
-        })
-    };
-    for site in &target.sites {
-        let outside = || Error::SiteOutsideImage {
-            target: target.name.clone(),
-            function: site.function.clone(),
-            rva: site.baseline_rva,
-        };
-        let write_rva = match site.redirect {
-            Redirect::Entry { .. } => site.baseline_rva,
-            Redirect::Padding { .. } => site.baseline_rva.checked_sub(5).ok_or_else(outside)?,
-        };
-        let function_len = site.baseline_size.max(1);
-        if !inside(write_rva, site.redirect.len() as u64, true)
-            || !inside(site.baseline_rva, function_len, true)
-        {
-            return Err(outside());
-        }
-        let starts = layout
-            .function_starts
-            .as_ref()
-            .map_err(|what| Error::NoFunctionTable {
-                target: target.name.clone(),
-                what,
-            })?;
-        let next_start = starts.range(site.baseline_rva + 1..).next().copied();
-        let overlaps_next = next_start.is_some_and(|next| {
-            site.baseline_rva
-                .checked_add(site.baseline_size)
-                .is_none_or(|end| end > next)
-        });
-        if !starts.contains(&site.baseline_rva) || overlaps_next {
-            return Err(Error::NotAFunctionEntry {
-                target: target.name.clone(),
-                function: site.function.clone(),
-                rva: site.baseline_rva,
-            });
-        }
-    }
-    for relocation in &target.relocations {
-        if let RelocationTarget::Baseline { rva } = relocation.target
-            && !inside(rva, 1, false)
-        {
-            return Err(Error::RelocationOutsideImage {
-                target: target.name.clone(),
-                offset: relocation.offset,
-                rva,
-            });
-        }
-    }
-    Ok(())
 }
 
 fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {

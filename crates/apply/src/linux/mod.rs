@@ -52,5 +52,5 @@ pub fn check_image(
             target: target.name.clone(),
             found,
         })?;
-    elf_check::check_target(target, &layout)
+    crate::layout::check_target(target, &layout)
 }

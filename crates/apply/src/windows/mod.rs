@@ -32,14 +32,22 @@ pub fn handles(identity: &hotpatch_package::TargetIdentity) -> bool {
     matches!(identity, hotpatch_package::TargetIdentity::Pe { .. })
 }
 
-/// The Linux backend checks the mapped file's architecture and that sites and relocations fit
-/// its segments and function table; the PE counterpart (machine, sections, `.pdata`) is not
-/// written yet, so a PE target is checked by identity (headers and SHA-256) alone.
+/// Refuses a target whose module file is not x86-64 PE32+, or whose sites and relocations do
+/// not fit its sections and `.pdata` function table (`crate::pe_check`, `crate::layout`).
 pub fn check_image(
-    _image: &crate::identity::MappedImage,
-    _target: &hotpatch_package::Target,
+    image: &crate::identity::MappedImage,
+    target: &hotpatch_package::Target,
 ) -> Result<(), crate::error::Error> {
-    Ok(())
+    let mut file = std::fs::File::open(&image.file)
+        .map_err(|source| crate::error::Error::os(image.pid, "open the module file", source))?;
+    let layout = crate::pe_check::read_layout(&mut file).map_err(|found| {
+        crate::error::Error::WrongArchitecture {
+            pid: image.pid,
+            target: target.name.clone(),
+            found,
+        }
+    })?;
+    crate::layout::check_target(target, &layout)
 }
 
 /// Windows has no job-control stop the applier could find a process in.
