@@ -10,7 +10,7 @@ use crate::error::{Error, hex};
 use crate::identity::MappedImage;
 use crate::marker::{self, Marker, SiteRecord};
 use crate::report::{Outcome, TargetResult};
-use crate::stack::{BusyThread, ProtectedRange};
+use crate::stack::{self, BusyThread, ProtectedRange};
 use hotpatch_package::{Manifest, Redirect, Target, apply_relocations, redirect_bytes};
 use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
@@ -158,6 +158,7 @@ pub fn apply_target(
     for marker in &previous {
         ranges.extend(marker_ranges(marker));
     }
+    let ranges = stack::prepare(ranges);
     // The window records its hold in the new payload's marker, or (a package that only takes
     // sites back) in the first one it supersedes.
     let recorder = staged.as_ref().or(previous.first());
@@ -200,7 +201,7 @@ pub fn rollback_to_baseline(
         )]);
     }
     let changes = plan_changes(pid, &[], &markers)?;
-    let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
+    let ranges = stack::prepare(markers.iter().flat_map(marker_ranges).collect());
     crate::crash::point("rollback", "planned");
     let hold = Hold::for_window(&process, &markers[0], &markers);
     let window = run_window(&process, &ranges, &changes, Some(&hold), config, "rollback")?;

@@ -26,13 +26,33 @@ pub struct BusyThread {
     pub address: u64,
 }
 
-/// The range `value` falls in, if any.
+/// Sorts `ranges` by start and merges overlapping ones (keeping the first one's function for
+/// the message): the form [`hit`] and [`busy_thread`] search by bisection. Done once per
+/// apply, outside the stop window; empty ranges are dropped.
+pub fn prepare(mut ranges: Vec<ProtectedRange>) -> Vec<ProtectedRange> {
+    ranges.retain(|r| r.start < r.end);
+    ranges.sort_by_key(|r| (r.start, r.end));
+    let mut merged: Vec<ProtectedRange> = Vec::with_capacity(ranges.len());
+    for range in ranges {
+        match merged.last_mut() {
+            Some(last) if range.start < last.end => last.end = last.end.max(range.end),
+            _ => merged.push(range),
+        }
+    }
+    merged
+}
+
+/// The range `value` falls in, if any, in ranges made by [`prepare`] (sorted, disjoint).
 pub fn hit(ranges: &[ProtectedRange], value: u64) -> Option<&ProtectedRange> {
-    ranges.iter().find(|r| r.start <= value && value < r.end)
+    let index = ranges.partition_point(|r| r.start <= value);
+    ranges
+        .get(index.checked_sub(1)?)
+        .filter(|range| value < range.end)
 }
 
 /// Checks one thread: its instruction pointer, then every aligned word of `stack` (read from
-/// the stack pointer up).
+/// the stack pointer up), against ranges made by [`prepare`]. Most words (stack addresses,
+/// counters, pointers into data) lie outside the span of all ranges and cost one compare.
 pub fn busy_thread(
     ranges: &[ProtectedRange],
     tid: i32,
@@ -47,10 +67,17 @@ pub fn busy_thread(
     if let Some(range) = hit(ranges, instruction_pointer) {
         return Some(found(range, instruction_pointer));
     }
+    let (Some(first), Some(last)) = (ranges.first(), ranges.last()) else {
+        return None;
+    };
+    let span = first.start..last.end;
     stack.chunks_exact(8).find_map(|word| {
         let mut value = [0u8; 8];
         value.copy_from_slice(word);
         let value = u64::from_le_bytes(value);
+        if !span.contains(&value) {
+            return None;
+        }
         hit(ranges, value).map(|range| found(range, value))
     })
 }
@@ -70,6 +97,35 @@ mod tests {
         assert!(hit(&ranges, 0x100f).is_some());
         assert!(hit(&ranges, 0x1010).is_none());
         assert!(hit(&ranges, 0xfff).is_none());
+    }
+
+    fn range(start: u64, end: u64, function: &str) -> ProtectedRange {
+        ProtectedRange {
+            start,
+            end,
+            function: function.into(),
+        }
+    }
+
+    #[test]
+    fn prepared_ranges_find_exactly_what_a_linear_search_finds() {
+        // Overlapping, nested, adjacent, empty and unsorted ranges, as payload code, its
+        // functions and padding redirects can give.
+        let raw = vec![
+            range(0x5000, 0x5100, "payload"),
+            range(0x1000, 0x1010, "f"),
+            range(0x5040, 0x5080, "inside payload"),
+            range(0x100b, 0x1020, "padding of g"),
+            range(0x1020, 0x1030, "g"),
+            range(0x3000, 0x3000, "empty"),
+            range(0x0fff, 0x1001, "h"),
+        ];
+        let prepared = prepare(raw.clone());
+        assert!(prepared.windows(2).all(|w| w[0].end <= w[1].start));
+        for value in 0xff0..0x5110 {
+            let linear = raw.iter().any(|r| r.start <= value && value < r.end);
+            assert_eq!(hit(&prepared, value).is_some(), linear, "{value:#x}");
+        }
     }
 
     #[test]
