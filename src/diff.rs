@@ -173,6 +173,18 @@ fn summary(args: &Args, diff: &Diff, out: &mut dyn Write) -> Result<()> {
             "  type changed  {} ({} -> {} bytes)",
             layout.name, layout.baseline_size, layout.fixed_size
         )?;
+        for field in &layout.fields {
+            writeln!(out, "    field  {}", field.describe())?;
+        }
+        let users: Vec<&str> = layout
+            .users
+            .iter()
+            .filter(|user| user.status != hotpatch_diff::UserStatus::Unchanged)
+            .map(|user| user.display_name.as_str())
+            .collect();
+        if !users.is_empty() {
+            writeln!(out, "    used by changed code  {}", users.join(", "))?;
+        }
     }
     Ok(())
 }

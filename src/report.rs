@@ -250,10 +250,38 @@ fn markdown(report: &Report<'_>) -> String {
     if !diff.types.is_empty() {
         md.push_str("\n## Type layouts\n");
         for layout in &diff.types {
-            let _ = writeln!(md, "\n### `{}`\n\n```diff", layout.name);
-            let text = similar::TextDiff::from_lines(&layout.baseline_layout, &layout.fixed_layout);
-            md.push_str(&text.unified_diff().header("baseline", "fixed").to_string());
-            md.push_str("```\n");
+            let _ = writeln!(
+                md,
+                "\n### `{}` ({} -> {} bytes)\n",
+                layout.name, layout.baseline_size, layout.fixed_size
+            );
+            if layout.fields.is_empty() {
+                md.push_str("No field differs; only the size does.\n");
+            } else {
+                md.push_str("| field | change | baseline | fixed |\n|---|---|---|---|\n");
+                for row in field_rows(layout) {
+                    let cell = |place: &str| {
+                        if place.is_empty() {
+                            String::new()
+                        } else {
+                            format!("`{place}`")
+                        }
+                    };
+                    let _ = writeln!(
+                        md,
+                        "| `{}` | {} | {} | {} |",
+                        row.name,
+                        row.changes,
+                        cell(&row.baseline),
+                        cell(&row.fixed)
+                    );
+                }
+            }
+            let _ = writeln!(
+                md,
+                "\nUsed by (parameters or locals): {}",
+                users_sentence(layout)
+            );
         }
     }
     if !assessment.disabled_rules.is_empty() {
@@ -339,6 +367,67 @@ fn markdown_finding(
     if let Some(waiver) = &finding.waived {
         let _ = writeln!(md, "\nWaived by {}: {}", waiver.approved_by, waiver.reason);
     }
+}
+
+/// One field of a changed type, as the report's layout table shows it.
+struct FieldRow {
+    name: String,
+    /// `moved`, `added`, `moved, retyped`, ...
+    changes: String,
+    /// `+4 unsigned int`, empty when the build lacks the field.
+    baseline: String,
+    fixed: String,
+}
+
+fn field_rows(layout: &hotpatch_diff::TypeChange) -> Vec<FieldRow> {
+    let place = |place: &Option<hotpatch_diff::FieldPlace>| {
+        place.as_ref().map_or_else(String::new, |p| match p.bits {
+            Some((bit, width)) => format!("+{} bits {bit}:{width} {}", p.offset, p.type_name),
+            None => format!("+{} {}", p.offset, p.type_name),
+        })
+    };
+    layout
+        .fields
+        .iter()
+        .map(|field| FieldRow {
+            name: field.name.clone(),
+            changes: field
+                .changes
+                .iter()
+                .map(|kind| match kind {
+                    hotpatch_diff::FieldChangeKind::Added => "added",
+                    hotpatch_diff::FieldChangeKind::Removed => "removed",
+                    hotpatch_diff::FieldChangeKind::Moved => "moved",
+                    hotpatch_diff::FieldChangeKind::Retyped => "type changed",
+                    hotpatch_diff::FieldChangeKind::BitsChanged => "bits changed",
+                })
+                .collect::<Vec<_>>()
+                .join(", "),
+            baseline: place(&field.baseline),
+            fixed: place(&field.fixed),
+        })
+        .collect()
+}
+
+/// `session_open (changed), main (unchanged)`, or a sentence saying there are none.
+fn users_sentence(layout: &hotpatch_diff::TypeChange) -> String {
+    if layout.users.is_empty() {
+        return "no function, as the debug information types them.".to_owned();
+    }
+    layout
+        .users
+        .iter()
+        .map(|user| {
+            let status = match user.status {
+                hotpatch_diff::UserStatus::Changed => "changed",
+                hotpatch_diff::UserStatus::Added => "added",
+                hotpatch_diff::UserStatus::Removed => "removed",
+                hotpatch_diff::UserStatus::Unchanged => "unchanged",
+            };
+            format!("{} ({status})", user.display_name)
+        })
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn escape(text: &str) -> String {
@@ -495,12 +584,25 @@ fn html(report: &Report<'_>) -> String {
         for layout in &diff.types {
             let _ = writeln!(
                 page,
-                "<h3><code>{}</code></h3><table><tr><th>baseline ({} bytes)</th><th>fixed ({} bytes)</th></tr><tr><td><pre>{}</pre></td><td><pre>{}</pre></td></tr></table>",
+                "<h3><code>{}</code> ({} -&gt; {} bytes)</h3><table><tr><th>field</th><th>change</th><th>baseline</th><th>fixed</th></tr>",
                 escape(&layout.name),
                 layout.baseline_size,
                 layout.fixed_size,
-                escape(&layout.baseline_layout),
-                escape(&layout.fixed_layout)
+            );
+            for row in field_rows(layout) {
+                let _ = writeln!(
+                    page,
+                    "<tr><td><code>{}</code></td><td>{}</td><td><code>{}</code></td><td><code>{}</code></td></tr>",
+                    escape(&row.name),
+                    escape(&row.changes),
+                    escape(&row.baseline),
+                    escape(&row.fixed)
+                );
+            }
+            let _ = writeln!(
+                page,
+                "</table><p>Used by (parameters or locals): {}</p>",
+                escape(&users_sentence(layout))
             );
         }
     }

@@ -360,7 +360,7 @@ fn junit_reads_back_through_junitparser() {
         let n_failed = cases.iter().filter(|c| c["passed"] == false).count();
         assert_eq!(suites[0]["failures"], n_failed);
     }
-    // A binary-scope rule fails the binary's case too (struct_layout: HP0101).
+    // A binary-scope rule fails the binary's case too (struct_layout: HP0103 on `sessions`).
     let (code, xml) = check("struct_layout", "elf", "junit");
     assert_eq!(code, 10);
     if let Some(suites) = read_junit(&xml, "struct_layout") {
@@ -369,7 +369,7 @@ fn junit_reads_back_through_junitparser() {
             binary["failures"][0]["type"]
                 .as_str()
                 .unwrap()
-                .contains("HP0101"),
+                .contains("HP0103"),
             "{binary}"
         );
     }
@@ -916,5 +916,116 @@ fn gitlab_job_parses_and_its_script_runs() {
         }
         let html = std::fs::read_to_string(dir.join("hotpatch-report.html")).unwrap();
         assert!(html.starts_with("<!DOCTYPE html>"));
+    }
+}
+
+/// `layout_users`: `struct transfer` gains `retries` after `id`; no global holds one. Every
+/// changed function that takes or holds one (parameter, local, local pointer) carries HP0101 in
+/// the JSON verdicts and in SARIF, and the report marks the moved fields. Offsets from the C
+/// source and the ABIs: SysV x86-64 (`long` 8 bytes: `done` aligned to 8) and Windows x64
+/// (`long` 4 bytes).
+#[test]
+fn layout_change_ties_every_changed_user_in_every_format() {
+    let replaced = ["transfer_new", "transfer_print", "transfer_step"];
+    for (format, moved) in [
+        (
+            "elf",
+            [
+                "flags moved +4 -> +8",
+                "done moved +8 -> +16",
+                "peer moved +16 -> +24",
+            ],
+        ),
+        (
+            "pe",
+            [
+                "flags moved +4 -> +8",
+                "done moved +8 -> +12",
+                "peer moved +12 -> +16",
+            ],
+        ),
+    ] {
+        let (code, text) = check("layout_users", format, "json");
+        assert_eq!(code, 10, "{format}");
+        let json: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for function in replaced {
+            let verdict = json["functions"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["function"] == function)
+                .unwrap_or_else(|| panic!("{format}: {function} has a verdict"));
+            assert_eq!(verdict["verdict"], "reboot-required", "{format} {function}");
+            assert!(
+                verdict["rules"]
+                    .as_array()
+                    .unwrap()
+                    .contains(&"HP0101".into()),
+                "{format} {function}: {verdict}"
+            );
+            let finding = json["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|f| f["rule"] == "HP0101" && f["function"] == function)
+                .unwrap_or_else(|| panic!("{format}: an HP0101 finding on {function}"));
+            let fields = finding["evidence"]["fields"].as_str().unwrap();
+            assert!(fields.contains("retries added at +4 (int)"), "{fields}");
+            for line in moved {
+                assert!(
+                    fields.lines().any(|l| l == line),
+                    "{format}: {line} in {fields}"
+                );
+            }
+            assert_eq!(finding["evidence"]["unchanged_users"], "main, transfer_id");
+        }
+        // No binary-scope HP0101: every finding names a function.
+        assert!(
+            json["findings"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|f| f["rule"] == "HP0101")
+                .all(|f| f["function"].is_string()),
+            "{format}"
+        );
+
+        let (code, text) = check("layout_users", format, "sarif");
+        assert_eq!(code, 10);
+        let log: serde_json::Value = serde_json::from_str(&text).unwrap();
+        let mut tied: Vec<&str> = log["runs"][0]["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|r| r["ruleId"] == "HP0101")
+            .map(|r| {
+                assert_eq!(r["level"], "error");
+                r["locations"][0]["logicalLocations"][0]["name"]
+                    .as_str()
+                    .unwrap()
+            })
+            .collect();
+        tied.sort_unstable();
+        assert_eq!(tied, replaced, "{format}");
+
+        // The report's layout table marks each moved field with both offsets.
+        let (base, fixed) = pair("layout_users", format);
+        let output = hotpatch(&["report", &base, &fixed, "--format", "markdown"]);
+        let markdown = String::from_utf8(output.stdout).unwrap();
+        assert!(
+            markdown.contains("| `retries` | added |  | `+4 int` |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains("| `flags` | moved | `+4 unsigned int` | `+8 unsigned int` |"),
+            "{markdown}"
+        );
+        assert!(
+            markdown.contains(
+                "Used by (parameters or locals): main (unchanged), transfer_id (unchanged), \
+                 transfer_new (changed), transfer_print (changed), transfer_step (changed)"
+            ),
+            "{markdown}"
+        );
     }
 }

@@ -307,3 +307,39 @@ fn noreturn_functions_are_marked_from_the_debug_information() {
         assert_eq!(marked, expected, "{format}");
     }
 }
+
+/// Issue 7, item 8: the aggregates each function works on come from its parameters and locals.
+/// fixtures/layout_users/baseline.c: `transfer_new` and `main` hold a `struct transfer *` local,
+/// `transfer_id`, `transfer_print` and `transfer_step` take one as a parameter and
+/// `transfer_step` keeps a copy (`before`). The C runtime's functions have no such variable.
+#[test]
+fn functions_record_the_aggregates_their_parameters_and_locals_use() {
+    let case = root().join("fixtures/layout_users");
+    for format in ["elf", "pe"] {
+        let (baseline, _) = builds(&case, format);
+        let bytes = std::fs::read(&baseline).unwrap();
+        let pdb = std::path::Path::new(&baseline).with_extension("pdb");
+        let debug = pdb.is_file().then(|| std::fs::read(&pdb).unwrap());
+        let loaded = hotpatch_image::load(&bytes, debug.as_deref()).unwrap();
+        let image = &loaded.image;
+        let users: BTreeSet<&str> = image
+            .functions
+            .iter()
+            .filter(|f| {
+                f.uses_types
+                    .iter()
+                    .any(|id| image.types[id.index()].name == "transfer")
+            })
+            .map(|f| f.display_name.as_str())
+            .collect();
+        let expected: BTreeSet<&str> = [
+            "main",
+            "transfer_id",
+            "transfer_new",
+            "transfer_print",
+            "transfer_step",
+        ]
+        .into();
+        assert_eq!(users, expected, "{format}");
+    }
+}

@@ -3,7 +3,7 @@
 
 use crate::matching::canonical_name;
 use crate::normalize::{Namer, render_bytes};
-use hotpatch_image::{DataKind, DataSymbol, Image, TypeLayout};
+use hotpatch_image::{DataKind, DataSymbol, Field, Image, TypeLayout};
 use serde::Serialize;
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -59,9 +59,133 @@ pub struct TypeChange {
     pub name: String,
     pub baseline_size: u64,
     pub fixed_size: u64,
-    /// The canonical layouts, for the report's layout diff.
-    pub baseline_layout: String,
-    pub fixed_layout: String,
+    /// The fields that differ, by offset (the fixed one, else the baseline one).
+    pub fields: Vec<FieldChange>,
+    /// The functions whose parameters or local variables are of this type, point to it or hold
+    /// it in an array, in either build, sorted by name. Filled in by [`crate::diff`] once the
+    /// functions are matched.
+    pub users: Vec<TypeUser>,
+}
+
+/// One field of a changed aggregate that was added, removed, moved or retyped. Fields are
+/// paired by name (the k-th field of a name with the k-th of the same name).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldChange {
+    pub name: String,
+    /// Sorted; `added` and `removed` stand alone.
+    pub changes: Vec<FieldChangeKind>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline: Option<FieldPlace>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed: Option<FieldPlace>,
+}
+
+/// How a field differs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FieldChangeKind {
+    /// Only the fixed build has it.
+    Added,
+    /// Only the baseline has it.
+    Removed,
+    /// Its byte offset differs.
+    Moved,
+    /// Its type differs; a field that grew or shrank has another type (`char[16]` becomes
+    /// `char[32]`), or is an aggregate whose own layout is a change of its own.
+    Retyped,
+    /// It is a bit field whose bit offset or width differs.
+    BitsChanged,
+}
+
+/// Where a field is in one build.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct FieldPlace {
+    pub offset: u64,
+    pub type_name: String,
+    /// For bit fields: bit offset within the storage unit and width.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bits: Option<(u32, u32)>,
+}
+
+impl FieldPlace {
+    fn of(field: &Field) -> Self {
+        FieldPlace {
+            offset: field.offset,
+            type_name: field.type_name.clone(),
+            bits: field.bits,
+        }
+    }
+
+    /// `+8` or `+8 bits 3:2`.
+    fn place(&self) -> String {
+        match self.bits {
+            Some((bit, width)) => format!("+{} bits {bit}:{width}", self.offset),
+            None => format!("+{}", self.offset),
+        }
+    }
+}
+
+impl FieldChange {
+    /// The change in a few words: `flags moved +4 -> +8`, `state added at +4 (int)`.
+    pub fn describe(&self) -> String {
+        match (&self.baseline, &self.fixed) {
+            (None, Some(fixed)) => {
+                format!(
+                    "{} added at {} ({})",
+                    self.name,
+                    fixed.place(),
+                    fixed.type_name
+                )
+            }
+            (Some(baseline), None) => format!(
+                "{} removed from {} ({})",
+                self.name,
+                baseline.place(),
+                baseline.type_name
+            ),
+            (Some(baseline), Some(fixed)) => {
+                let mut parts = Vec::new();
+                if baseline.place() != fixed.place() {
+                    parts.push(format!("moved {} -> {}", baseline.place(), fixed.place()));
+                }
+                if baseline.type_name != fixed.type_name {
+                    parts.push(format!(
+                        "type {} -> {}",
+                        baseline.type_name, fixed.type_name
+                    ));
+                }
+                format!("{} {}", self.name, parts.join(", "))
+            }
+            (None, None) => self.name.clone(),
+        }
+    }
+}
+
+/// A function that uses a changed type, with what became of it.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct TypeUser {
+    /// The baseline name when the baseline has the function (as [`crate::ChangedFunction`]
+    /// names it), else the fixed one.
+    pub name: String,
+    pub display_name: String,
+    /// Index into the baseline image's functions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub baseline_index: Option<usize>,
+    /// Index into the fixed image's functions.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fixed_index: Option<usize>,
+    pub status: UserStatus,
+}
+
+/// What the diff found for a function that uses a changed type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum UserStatus {
+    Changed,
+    Added,
+    Removed,
+    /// Matched and not replaced (unchanged, line-only or renamed with an identical body).
+    Unchanged,
 }
 
 pub(crate) fn diff(
@@ -200,15 +324,94 @@ fn type_changes(baseline: &Image<'_>, fixed: &Image<'_>) -> Vec<TypeChange> {
                 .map(|l| l.fingerprint.clone())
                 .collect::<BTreeSet<_>>()
         };
-        if fingerprints(old_layouts) != fingerprints(new_layouts) {
+        let (old_set, new_set) = (fingerprints(old_layouts), fingerprints(new_layouts));
+        if old_set != new_set {
+            // Compare a layout only one side has with one only the other side has.
+            let pick = |layouts: &'_ [TypeLayout], other: &BTreeSet<String>| {
+                let own = layouts.iter().find(|l| !other.contains(&l.fingerprint));
+                own.or(layouts.first()).cloned()
+            };
+            let (Some(old), Some(new)) = (pick(old_layouts, &new_set), pick(new_layouts, &old_set))
+            else {
+                continue;
+            };
             changes.push(TypeChange {
                 name: name.clone(),
-                baseline_size: old_layouts[0].size,
-                fixed_size: new_layouts[0].size,
-                baseline_layout: old_layouts[0].canonical(),
-                fixed_layout: new_layouts[0].canonical(),
+                baseline_size: old.size,
+                fixed_size: new.size,
+                fields: field_changes(&old.fields, &new.fields),
+                users: Vec::new(),
             });
         }
     }
+    changes
+}
+
+/// Fields keyed by name and by rank among the fields of that name.
+fn by_name_and_rank(fields: &[Field]) -> BTreeMap<(String, usize), &Field> {
+    let mut seen: HashMap<&str, usize> = HashMap::new();
+    fields
+        .iter()
+        .map(|field| {
+            let count = seen.entry(field.name.as_str()).or_default();
+            *count += 1;
+            ((field.name.clone(), *count), field)
+        })
+        .collect()
+}
+
+/// The fields of two layouts of one type that differ, paired by name.
+fn field_changes(old: &[Field], new: &[Field]) -> Vec<FieldChange> {
+    let (old, new) = (by_name_and_rank(old), by_name_and_rank(new));
+    let mut changes = Vec::new();
+    for (key, fixed) in &new {
+        let fixed_place = FieldPlace::of(fixed);
+        let Some(baseline) = old.get(key) else {
+            changes.push(FieldChange {
+                name: key.0.clone(),
+                changes: vec![FieldChangeKind::Added],
+                baseline: None,
+                fixed: Some(fixed_place),
+            });
+            continue;
+        };
+        let baseline_place = FieldPlace::of(baseline);
+        let mut kinds = Vec::new();
+        if baseline.offset != fixed.offset {
+            kinds.push(FieldChangeKind::Moved);
+        }
+        if baseline.type_name != fixed.type_name {
+            kinds.push(FieldChangeKind::Retyped);
+        }
+        if baseline.bits != fixed.bits {
+            kinds.push(FieldChangeKind::BitsChanged);
+        }
+        if !kinds.is_empty() {
+            changes.push(FieldChange {
+                name: key.0.clone(),
+                changes: kinds,
+                baseline: Some(baseline_place),
+                fixed: Some(fixed_place),
+            });
+        }
+    }
+    for (key, baseline) in &old {
+        if !new.contains_key(key) {
+            changes.push(FieldChange {
+                name: key.0.clone(),
+                changes: vec![FieldChangeKind::Removed],
+                baseline: Some(FieldPlace::of(baseline)),
+                fixed: None,
+            });
+        }
+    }
+    let place = |change: &FieldChange| {
+        change
+            .fixed
+            .as_ref()
+            .or(change.baseline.as_ref())
+            .map(|p| (p.offset, p.bits))
+    };
+    changes.sort_by(|a, b| (place(a), &a.name).cmp(&(place(b), &b.name)));
     changes
 }

@@ -12,11 +12,14 @@ mod matching;
 mod normalize;
 
 pub use code::{Instruction, Reference, Target};
-pub use data::{DataChange, DataChangeKind, DataDiff, DataEntry, TypeChange};
+pub use data::{
+    DataChange, DataChangeKind, DataDiff, DataEntry, FieldChange, FieldChangeKind, FieldPlace,
+    TypeChange, TypeUser, UserStatus,
+};
 pub use matching::{MatchKind, canonical_name};
 
 use code::Labels;
-use hotpatch_image::{Function, Image};
+use hotpatch_image::{Function, Image, TypeId};
 use normalize::{ImageIndex, Namer, normalize};
 use rayon::prelude::*;
 use serde::Serialize;
@@ -305,6 +308,7 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         entry.code = normalize(&fixed.functions[entry.index], &fixed_namer);
     });
     (result.data, result.types) = data::diff(baseline, fixed, &baseline_namer, &fixed_namer);
+    add_type_users(&mut result, baseline, fixed);
 
     result
         .changed
@@ -314,6 +318,92 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         .sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     result.line_only.sort_by(|a, b| a.name.cmp(&b.name));
     result
+}
+
+/// Fills in the users of each changed type: the functions of either build whose parameters or
+/// locals the debug information types as that aggregate (through pointers, typedefs, arrays),
+/// with what the diff found for each.
+fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
+    if result.types.is_empty() {
+        return;
+    }
+    let changed: HashMap<usize, &ChangedFunction> = result
+        .changed
+        .iter()
+        .map(|c| (c.baseline_index, c))
+        .collect();
+    for change in &mut result.types {
+        let (old_ids, new_ids) = (
+            type_ids(baseline, &change.name),
+            type_ids(fixed, &change.name),
+        );
+        let uses = |function: &Function<'_>, ids: &[TypeId]| {
+            function.uses_types.iter().any(|id| ids.contains(id))
+        };
+        let mut users = Vec::new();
+        for m in &result.matches {
+            let (Some(b), Some(f)) = (
+                baseline.functions.get(m.baseline),
+                fixed.functions.get(m.fixed),
+            ) else {
+                continue;
+            };
+            if !uses(b, &old_ids) && !uses(f, &new_ids) {
+                continue;
+            }
+            let (name, display_name, status) = match changed.get(&m.baseline) {
+                Some(c) => (&c.name, &c.display_name, UserStatus::Changed),
+                None => (&b.name, &b.display_name, UserStatus::Unchanged),
+            };
+            users.push(TypeUser {
+                name: name.clone(),
+                display_name: display_name.clone(),
+                baseline_index: Some(m.baseline),
+                fixed_index: Some(m.fixed),
+                status,
+            });
+        }
+        let unmatched = [
+            (&result.added, fixed, &new_ids, UserStatus::Added),
+            (&result.removed, baseline, &old_ids, UserStatus::Removed),
+        ];
+        for (entries, image, ids, status) in unmatched {
+            for entry in entries {
+                let Some(function) = image.functions.get(entry.index) else {
+                    continue;
+                };
+                if uses(function, ids) {
+                    let added = status == UserStatus::Added;
+                    users.push(TypeUser {
+                        name: entry.name.clone(),
+                        display_name: entry.display_name.clone(),
+                        baseline_index: (!added).then_some(entry.index),
+                        fixed_index: added.then_some(entry.index),
+                        status,
+                    });
+                }
+            }
+        }
+        users.sort_by(|a, b| {
+            (&a.name, a.baseline_index, a.fixed_index).cmp(&(
+                &b.name,
+                b.baseline_index,
+                b.fixed_index,
+            ))
+        });
+        change.users = users;
+    }
+}
+
+/// The positions of every layout named `name` in the image's types (sorted by name).
+fn type_ids(image: &Image<'_>, name: &str) -> Vec<TypeId> {
+    let start = image.types.partition_point(|t| t.name.as_str() < name);
+    image.types[start..]
+        .iter()
+        .take_while(|t| t.name == name)
+        .enumerate()
+        .filter_map(|(offset, _)| u32::try_from(start + offset).ok().map(TypeId))
+        .collect()
 }
 
 fn flags(len: usize, set: impl Iterator<Item = usize>) -> Vec<bool> {

@@ -1,7 +1,7 @@
 //! Work both readers share once they have collected raw facts: sorting, folding identical code
 //! (ICF) into aliases, and measuring the padding and first instruction at each entry.
 
-use crate::model::{Function, Image};
+use crate::model::{Function, Image, TypeId};
 use iced_x86::{Decoder, DecoderOptions, FlowControl, Mnemonic};
 
 /// The file bytes of one section, placed at its RVA.
@@ -46,12 +46,7 @@ pub(crate) fn finish<'data>(image: &mut Image<'data>, mapped: &[MappedSection<'d
     image
         .data_symbols
         .dedup_by(|a, b| a.rva == b.rva && a.name == b.name);
-    image
-        .types
-        .sort_by(|a, b| (&a.name, &a.fingerprint).cmp(&(&b.name, &b.fingerprint)));
-    image
-        .types
-        .dedup_by(|a, b| a.name == b.name && a.fingerprint == b.fingerprint);
+    sort_types(image);
     image.lines.sort_unstable();
     image.lines.dedup();
     image.inline_sites.sort();
@@ -117,6 +112,7 @@ fn fold_identical_code(functions: &mut Vec<Function<'_>>) {
                 }
                 // Readable names are kept apart from decorated ones: two overloads share a
                 // readable name but not a decorated one.
+                keeper.uses_types.extend(function.uses_types);
                 let display_names =
                     std::iter::once(function.display_name).chain(function.alias_display_names);
                 for display_name in display_names {
@@ -135,6 +131,46 @@ fn fold_identical_code(functions: &mut Vec<Function<'_>>) {
         function.alias_display_names.sort();
     }
     *functions = folded;
+}
+
+/// Sorts the layouts by name and fingerprint, drops repeats (one per compilation unit in DWARF),
+/// and renumbers each function's [`TypeId`]s, which the readers gave as positions in their own
+/// unsorted list.
+fn sort_types(image: &mut Image<'_>) {
+    let mut order: Vec<usize> = (0..image.types.len()).collect();
+    order.sort_by(|&a, &b| {
+        let (a, b) = (&image.types[a], &image.types[b]);
+        (&a.name, &a.fingerprint).cmp(&(&b.name, &b.fingerprint))
+    });
+    let mut old = std::mem::take(&mut image.types)
+        .into_iter()
+        .map(Some)
+        .collect::<Vec<_>>();
+    // `renumbered[reader's position]` is the position in the sorted, deduplicated list.
+    let mut renumbered = vec![0u32; old.len()];
+    for position in order {
+        let Some(layout) = old[position].take() else {
+            continue;
+        };
+        let repeat = image
+            .types
+            .last()
+            .is_some_and(|last| last.name == layout.name && last.fingerprint == layout.fingerprint);
+        if !repeat {
+            image.types.push(layout);
+        }
+        renumbered[position] = u32::try_from(image.types.len().saturating_sub(1)).unwrap_or(0);
+    }
+    for function in &mut image.functions {
+        for used in &mut function.uses_types {
+            *used = renumbered
+                .get(used.index())
+                .map_or(TypeId(u32::MAX), |&index| TypeId(index));
+        }
+        function.uses_types.retain(|used| used.0 != u32::MAX);
+        function.uses_types.sort_unstable();
+        function.uses_types.dedup();
+    }
 }
 
 /// Length of the instruction at the start of `code`, if it decodes.
@@ -346,6 +382,7 @@ mod tests {
             aliases: Vec::new(),
             alias_display_names: Vec::new(),
             parent: None,
+            uses_types: Vec::new(),
         }
     }
 

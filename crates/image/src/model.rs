@@ -203,6 +203,13 @@ pub struct Function<'data> {
     /// replaced together with its parent or not at all.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub parent: Option<String>,
+    /// The aggregates the function works on, as the debug information types its parameters and
+    /// local variables (DWARF `DW_TAG_formal_parameter`/`DW_TAG_variable` under the subprogram,
+    /// its lexical blocks and inlined subroutines; PDB `S_LOCAL`, `S_REGREL32`, `S_BPREL32`,
+    /// `S_REGISTER` under the procedure and its type's argument list and class), each followed
+    /// through pointers, references, typedefs, qualifiers and arrays. Sorted, unique.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub uses_types: Vec<TypeId>,
 }
 
 impl Function<'_> {
@@ -245,6 +252,18 @@ pub enum TypeKind {
     Struct,
     Union,
     Class,
+}
+
+/// An aggregate type of the same image: the index of its layout in [`Image::types`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(transparent)]
+pub struct TypeId(pub u32);
+
+impl TypeId {
+    /// The position in [`Image::types`].
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
 }
 
 /// The memory layout of an aggregate type.

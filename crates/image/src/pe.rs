@@ -575,6 +575,7 @@ fn add_undescribed_functions(
             aliases: Vec::new(),
             alias_display_names: Vec::new(),
             parent: None,
+            uses_types: Vec::new(),
         });
     }
 }

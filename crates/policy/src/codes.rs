@@ -166,12 +166,12 @@ rules! {
     };
     DATA_LAYOUT_CHANGED = Rule {
         id: RuleId("HP0101"), name: "data-layout-changed", title: "The layout of a struct, union or class changed",
-        severity: Severity::RebootRequired, scope: Scope::Binary,
-        checks: "A type with the same name has a different layout fingerprint (size, field names, offsets, field types) in the two builds (PDB TPI, DWARF).",
+        severity: Severity::RebootRequired, scope: Scope::Function,
+        checks: "A type with the same name has a different layout fingerprint (size, field names, offsets, field types) in the two builds (PDB TPI, DWARF). The finding goes to every changed or added function that uses the type: a parameter or local variable of that type, a pointer or reference to it, or an array of it (DWARF `DW_TAG_formal_parameter`/`DW_TAG_variable` under the subprogram, its lexical blocks and inlined code; PDB `S_LOCAL`, `S_REGREL32`, `S_BPREL32`, `S_REGISTER` and the procedure type's arguments and class). A changed type that no replaced function uses this way is one binary-scope finding.",
         why: "Objects that already exist in the running process keep the old layout; new code would read and write them with the new one.",
         remedy: "Keep the old layout and add a new global (or a side table) for the new state; or plan the change for the next baseline.",
-        evidence: "the type name and both canonical layouts",
-        fixtures: "struct_layout; bounds_check must not fire it",
+        evidence: "the type, its old and new size, the fields that were added, removed, moved (old and new offset) or retyped, and the replaced and unchanged functions that use it",
+        fixtures: "layout_users (transfer_new, transfer_print, transfer_step: parameters and locals only); struct_layout; bounds_check must not fire it",
     };
     WRITABLE_DATA_CHANGED = Rule {
         id: RuleId("HP0102"), name: "writable-initial-value-changed", title: "The initial value of writable data changed",

@@ -17,7 +17,7 @@ use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
 use super::types::{Directory, Names, UnitEntry, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
-use crate::model::{Diagnostic, InlineSite, LineRow, TypeLayout};
+use crate::model::{Diagnostic, InlineSite, LineRow, TypeId, TypeLayout};
 
 /// The one concrete reader type: DWARF sections are slices of the file (or of a buffer holding
 /// a decompressed section) and x86-64 is little-endian.
@@ -92,6 +92,11 @@ pub(super) struct DwarfFacts {
     /// so placing them at addresses would collide with the sections that follow it.
     tls_variables: BTreeMap<u64, VariableFacts>,
     pub types: Vec<TypeLayout>,
+    /// While reading: (entry of a subprogram, name of an aggregate one of its parameters or
+    /// locals works on).
+    type_use_names: Vec<(u64, String)>,
+    /// The aggregates each subprogram works on, by entry, as positions in `types`.
+    type_uses: BTreeMap<u64, Vec<TypeId>>,
     pub source_files: Vec<String>,
     /// `source_files` while reading: line programs and call sites intern paths here.
     interned_files: SourceFiles,
@@ -106,6 +111,11 @@ impl DwarfFacts {
     /// The signature (`ret(args)`) of the subprogram whose entry is `address`.
     pub fn signature_at(&self, address: u64) -> Option<&str> {
         self.signatures.get(&address).map(String::as_str)
+    }
+
+    /// The aggregates the subprogram whose entry is `address` works on (positions in `types`).
+    pub fn types_used_at(&self, address: u64) -> &[TypeId] {
+        self.type_uses.get(&address).map_or(&[], Vec::as_slice)
     }
 
     /// Whether the subprogram whose entry is `address` never returns (`DW_AT_noreturn`).
@@ -242,10 +252,34 @@ pub(super) fn read(
             Pending::Type { aggregates } => lay_out(&names, &aggregates, &mut facts),
         }
     }
+    facts.type_uses = type_uses(&facts.types, std::mem::take(&mut facts.type_use_names));
     facts.cu_ranges.sort_unstable();
     facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
     facts.source_files = std::mem::take(&mut facts.interned_files.paths);
     facts
+}
+
+/// Ties each subprogram's used aggregate names to the layouts of that name (its first layout in
+/// `types`: `finish` keeps one per name and fingerprint, and the diff compares types by name).
+fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64, Vec<TypeId>> {
+    let mut by_name: HashMap<&str, TypeId> = HashMap::new();
+    for (position, layout) in types.iter().enumerate() {
+        let Ok(position) = u32::try_from(position) else {
+            break;
+        };
+        by_name
+            .entry(layout.name.as_str())
+            .or_insert(TypeId(position));
+    }
+    uses.sort_unstable();
+    uses.dedup();
+    let mut result: BTreeMap<u64, Vec<TypeId>> = BTreeMap::new();
+    for (entry, name) in &uses {
+        if let Some(&id) = by_name.get(name.as_str()) {
+            result.entry(*entry).or_default().push(id);
+        }
+    }
+    result
 }
 
 /// What a unit still needs once every unit is known.
@@ -424,6 +458,8 @@ struct Collected {
     subprograms: Vec<(u64, UnitOffset)>,
     inline_sites: Vec<CollectedInlineSite>,
     variables: Vec<(VariableAddress, UnitOffset)>,
+    /// Parameters and variables of subprograms with code: (the subprogram's entry, the DIE).
+    locals: Vec<(u64, UnitOffset)>,
     aggregates: Vec<UnitOffset>,
 }
 
@@ -578,6 +614,12 @@ fn resolve_unit(
             type_name: names.variable_type_name(offset),
         });
     }
+    let mut used_types = HashMap::new();
+    for &(caller, offset) in &collected.locals {
+        if let Some(name) = names.used_aggregate(offset, &mut used_types) {
+            facts.type_use_names.push((caller, name));
+        }
+    }
     lay_out(names, &collected.aggregates, facts);
 }
 
@@ -669,6 +711,15 @@ fn visit_die<'a>(
         constants::DW_TAG_variable => {
             if let Some(address) = variable_address(unit, entry, space)? {
                 collected.variables.push((address, offset));
+            }
+            if let Some(caller) = caller {
+                collected.locals.push((caller, offset));
+            }
+            Scope::Other
+        }
+        constants::DW_TAG_formal_parameter => {
+            if let Some(caller) = caller {
+                collected.locals.push((caller, offset));
             }
             Scope::Other
         }

@@ -148,6 +148,7 @@ pub(super) fn read<'data>(
                 aliases: Vec::new(),
                 alias_display_names: Vec::new(),
                 parent: None,
+                uses_types: dwarf.types_used_at(value).to_vec(),
             });
             continue;
         }

@@ -515,6 +515,98 @@ impl<'a, 'u> Names<'a, 'u> {
         None
     }
 
+    /// The name of the aggregate a parameter or local variable at `offset` works on: its type
+    /// (which a concrete instance leaves to its abstract origin) followed through pointers,
+    /// references, typedefs, qualifiers and arrays. The name is the one [`Names::layout`] gives
+    /// the aggregate's definition. `cache` holds the answer per type DIE of this unit, since
+    /// most variables of a unit share a few types.
+    pub fn used_aggregate(
+        &self,
+        offset: UnitOffset,
+        cache: &mut HashMap<UnitOffset, Option<String>>,
+    ) -> Option<String> {
+        self.budget.set(TYPE_BUDGET);
+        let (mut names, mut offset) = (*self, offset);
+        let mut typed = None;
+        for _ in 0..MAX_DEPTH {
+            let entry = names.unit.entry(offset).ok()?;
+            if let Some(found) = names.resolve_attr(&entry, constants::DW_AT_type) {
+                typed = Some(found);
+                break;
+            }
+            (names, offset) = names.declaration_of(&entry)?;
+        }
+        let (names, type_offset) = typed?;
+        let same_unit = std::ptr::eq(names.entry, self.entry);
+        if same_unit && let Some(known) = cache.get(&type_offset) {
+            return known.clone();
+        }
+        let found = names.aggregate_behind(type_offset);
+        if same_unit {
+            cache.insert(type_offset, found.clone());
+        }
+        found
+    }
+
+    /// The name of the aggregate the type at `offset` is, points to or is an array of.
+    fn aggregate_behind(&self, offset: UnitOffset) -> Option<String> {
+        let (mut names, mut offset) = (*self, offset);
+        for _ in 0..MAX_DEPTH {
+            let budget = names.budget.get().checked_sub(1)?;
+            names.budget.set(budget);
+            let entry = names.unit.entry(offset).ok()?;
+            // A declaration that stands for a type defined in a type unit.
+            if let Some(next) = names.resolve_attr(&entry, constants::DW_AT_signature) {
+                (names, offset) = next;
+                continue;
+            }
+            match entry.tag() {
+                constants::DW_TAG_structure_type
+                | constants::DW_TAG_class_type
+                | constants::DW_TAG_union_type => return Some(names.layout_name(&entry)),
+                constants::DW_TAG_pointer_type
+                | constants::DW_TAG_reference_type
+                | constants::DW_TAG_rvalue_reference_type
+                | constants::DW_TAG_const_type
+                | constants::DW_TAG_volatile_type
+                | constants::DW_TAG_restrict_type
+                | constants::DW_TAG_atomic_type
+                | constants::DW_TAG_typedef
+                | constants::DW_TAG_array_type => {
+                    (names, offset) = names.resolve_attr(&entry, constants::DW_AT_type)?;
+                }
+                _ => return None,
+            }
+        }
+        None
+    }
+
+    /// The name a layout of the aggregate `entry` gets: its own, else the typedef's, else a
+    /// label of its members and enclosing scope.
+    fn layout_name(&self, entry: &Entry<'_, '_, 'a>) -> String {
+        let name = self.aggregate_name(entry);
+        if !name.starts_with("<anon ") {
+            return name;
+        }
+        let keyword = match entry.tag() {
+            constants::DW_TAG_union_type => "union",
+            constants::DW_TAG_class_type => "class",
+            _ => "struct",
+        };
+        // Anonymous aggregates of different scopes must not merge by name alone: name the
+        // enclosing aggregate or namespace, else the unit.
+        let scope = self
+            .entry
+            .prefixes
+            .get(&entry.offset())
+            .map(|prefix| prefix.trim_end_matches("::"))
+            .unwrap_or(self.cu_name());
+        format!(
+            "<anon {keyword} {} in {scope}>",
+            name.trim_start_matches("<anon ").trim_end_matches('>'),
+        )
+    }
+
     /// The layout of the struct, union or class at `offset`.
     pub fn layout(&self, offset: UnitOffset) -> gimli::Result<Option<TypeLayout>> {
         self.budget.set(TYPE_BUDGET);
@@ -528,26 +620,7 @@ impl<'a, 'u> Names<'a, 'u> {
         let Some(size) = udata(&entry, constants::DW_AT_byte_size) else {
             return Ok(None);
         };
-        let mut name = self.aggregate_name(&entry);
-        if name.starts_with("<anon ") {
-            let keyword = match kind {
-                TypeKind::Struct => "struct",
-                TypeKind::Union => "union",
-                TypeKind::Class => "class",
-            };
-            // Anonymous aggregates of different scopes must not merge by name alone: name the
-            // enclosing aggregate or namespace, else the unit.
-            let scope = self
-                .entry
-                .prefixes
-                .get(&offset)
-                .map(|prefix| prefix.trim_end_matches("::"))
-                .unwrap_or(self.cu_name());
-            name = format!(
-                "<anon {keyword} {} in {scope}>",
-                name.trim_start_matches("<anon ").trim_end_matches('>'),
-            );
-        }
+        let name = self.layout_name(&entry);
         let mut fields = Vec::new();
         self.for_each_child(offset, |child| {
             if let Some(field) = self.field(child) {

@@ -217,6 +217,8 @@ fn read_module_symbols(
     // MSVC writes a function's exception funclets right after it in the module's symbol stream:
     // the last procedure that is no funclet, by readable and decorated name.
     let mut last_non_funclet: Option<(String, String)> = None;
+    // The function the parameters and locals that follow a procedure record belong to.
+    let mut current_function: Option<usize> = None;
     let mut symbols = pdb2_call("module symbols", || module_info.symbols())?;
     while let Some(symbol) = pdb2_call("module symbols", || symbols.next())? {
         let Ok(data) = pdb2_call("module symbol record", || symbol.parse()) else {
@@ -224,6 +226,7 @@ fn read_module_symbols(
         };
         match data {
             pdb2::SymbolData::Procedure(procedure) => {
+                current_function = None;
                 let Some(rva) = to_rva(procedure.offset, context.address_map)? else {
                     continue;
                 };
@@ -246,7 +249,9 @@ fn read_module_symbols(
                     .section_at(rva)
                     .map(|s| s.name.clone())
                     .unwrap_or_default();
+                current_function = Some(image.functions.len());
                 image.functions.push(Function {
+                    uses_types: type_names.procedure_uses(procedure.type_index),
                     name,
                     display_name,
                     rva,
@@ -309,6 +314,23 @@ fn read_module_symbols(
                     call_site: None,
                     lines,
                 });
+            }
+            pdb2::SymbolData::Local(pdb2::LocalSymbol { type_index, .. })
+            | pdb2::SymbolData::RegisterRelative(pdb2::RegisterRelativeSymbol {
+                type_index, ..
+            })
+            | pdb2::SymbolData::BasePointerRelative(pdb2::BasePointerRelativeSymbol {
+                type_index,
+                ..
+            })
+            | pdb2::SymbolData::RegisterVariable(pdb2::RegisterVariableSymbol {
+                type_index, ..
+            }) => {
+                if let Some(function) = current_function.and_then(|i| image.functions.get_mut(i))
+                    && let Some(used) = type_names.used_aggregate(type_index)
+                {
+                    function.uses_types.push(used);
+                }
             }
             pdb2::SymbolData::CompileFlags(flags) => {
                 // The version string and numbers identify the compiler; the flag set records

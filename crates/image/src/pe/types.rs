@@ -5,8 +5,9 @@
 //! a panic of `pdb2` into an error; a record whose parsing panicked reads as unknown.
 
 use super::pdb::{contain, pdb2_call};
-use crate::model::{Diagnostic, Field, TypeKind, TypeLayout};
+use crate::model::{Diagnostic, Field, TypeId, TypeKind, TypeLayout};
 use pdb2::FallibleIterator;
+use std::collections::HashMap;
 
 /// Type chains in a hostile PDB can loop; nothing real nests this deep.
 const MAX_DEPTH: u32 = 32;
@@ -15,6 +16,10 @@ const MAX_DEPTH: u32 = 32;
 pub(crate) struct TypeNames<'t, 's> {
     information: &'t pdb2::TypeInformation<'s>,
     finder: pdb2::TypeFinder<'t>,
+    /// The first layout of each name, as a position in what [`TypeNames::layouts`] returned.
+    layout_ids: HashMap<String, TypeId>,
+    /// The aggregate behind each type index a parameter or local had so far.
+    used: HashMap<u32, Option<TypeId>>,
 }
 
 impl<'t, 's> TypeNames<'t, 's> {
@@ -30,6 +35,8 @@ impl<'t, 's> TypeNames<'t, 's> {
         Ok(TypeNames {
             information,
             finder,
+            layout_ids: HashMap::new(),
+            used: HashMap::new(),
         })
     }
 
@@ -236,9 +243,72 @@ impl<'t, 's> TypeNames<'t, 's> {
                 _ => continue,
             };
             let fields = fields.map(|index| self.fields(index)).unwrap_or_default();
+            if let Ok(position) = u32::try_from(layouts.len()) {
+                self.layout_ids
+                    .entry(name.clone())
+                    .or_insert(TypeId(position));
+            }
             layouts.push(TypeLayout::new(name, kind, size, fields));
         }
         layouts
+    }
+
+    /// The aggregate (a position in what [`TypeNames::layouts`] returned) that a parameter or
+    /// local of type `index` works on: the type followed through pointers, qualifiers, arrays
+    /// and aliases. A forward reference names the same layout as its definition.
+    pub(crate) fn used_aggregate(&mut self, index: pdb2::TypeIndex) -> Option<TypeId> {
+        if let Some(&known) = self.used.get(&index.0) {
+            return known;
+        }
+        let found = self.aggregate_behind(index);
+        self.used.insert(index.0, found);
+        found
+    }
+
+    fn aggregate_behind(&self, mut index: pdb2::TypeIndex) -> Option<TypeId> {
+        for _ in 0..MAX_DEPTH {
+            index = match self.parse(index)? {
+                pdb2::TypeData::Class(class) => {
+                    return self
+                        .layout_ids
+                        .get(class.name.to_string().as_ref())
+                        .copied();
+                }
+                pdb2::TypeData::Union(union) => {
+                    return self
+                        .layout_ids
+                        .get(union.name.to_string().as_ref())
+                        .copied();
+                }
+                pdb2::TypeData::Pointer(pointer) => pointer.underlying_type,
+                pdb2::TypeData::Modifier(modifier) => modifier.underlying_type,
+                pdb2::TypeData::Array(array) => array.element_type,
+                pdb2::TypeData::Alias(alias) => alias.underlying_type,
+                _ => return None,
+            };
+        }
+        None
+    }
+
+    /// The aggregates a procedure of type `index` takes: its parameters' and, for a member
+    /// function, its class.
+    pub(crate) fn procedure_uses(&mut self, index: pdb2::TypeIndex) -> Vec<TypeId> {
+        let (class, arguments) = match self.parse(index) {
+            Some(pdb2::TypeData::Procedure(procedure)) => (None, procedure.argument_list),
+            Some(pdb2::TypeData::MemberFunction(function)) => {
+                (Some(function.class_type), function.argument_list)
+            }
+            _ => return Vec::new(),
+        };
+        let arguments = match self.parse(arguments) {
+            Some(pdb2::TypeData::ArgumentList(list)) => list.arguments,
+            _ => Vec::new(),
+        };
+        class
+            .into_iter()
+            .chain(arguments)
+            .filter_map(|argument| self.used_aggregate(argument))
+            .collect()
     }
 
     /// The data members of a field list, following continuations.

@@ -6,31 +6,91 @@
 use super::{BinaryContext, FunctionContext, finding, uses_data};
 use crate::Finding;
 use crate::codes;
-use hotpatch_diff::DataChangeKind;
+use hotpatch_diff::{DataChangeKind, FieldChange, UserStatus};
 use hotpatch_image::{DataKind, Image};
 
+/// One finding per changed (or added) function that uses a re-laid-out type through its
+/// parameters or locals, so that each such function carries the reboot; a changed type that no
+/// replaced code uses still blocks the binary, with one finding that lists its users.
 pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
-    context
-        .subject
-        .diff
-        .types
-        .iter()
-        .map(|layout| {
-            finding(
+    let mut findings = Vec::new();
+    for layout in &context.subject.diff.types {
+        let fields: Vec<String> = layout.fields.iter().map(FieldChange::describe).collect();
+        let sizes = format!("{} -> {} bytes", layout.baseline_size, layout.fixed_size);
+        let summary = if fields.is_empty() {
+            sizes.clone()
+        } else {
+            format!("{sizes}: {}", fields.join("; "))
+        };
+        let mut replaced: Vec<(&str, &str)> = layout
+            .users
+            .iter()
+            .filter(|user| matches!(user.status, UserStatus::Changed | UserStatus::Added))
+            .map(|user| (user.name.as_str(), user.display_name.as_str()))
+            .collect();
+        // A changed function whose code reaches a global of the type uses it too.
+        let globals: Vec<&str> = data_changes(context)
+            .filter(|(_, change)| {
+                matches!(change, DataChangeKind::LayoutChanged { type_name } if *type_name == layout.name)
+            })
+            .map(|(changed, _)| changed.name.as_str())
+            .collect();
+        for changed in &context.subject.diff.changed {
+            if !replaced.iter().any(|(name, _)| *name == changed.name)
+                && globals.iter().any(|global| uses_data(changed, global))
+            {
+                replaced.push((&changed.name, &changed.display_name));
+            }
+        }
+        replaced.sort_unstable();
+        let list = |users: &[(&str, &str)]| {
+            users
+                .iter()
+                .map(|(_, display)| *display)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let unchanged: Vec<(&str, &str)> = layout
+            .users
+            .iter()
+            .filter(|user| user.status == UserStatus::Unchanged)
+            .filter(|user| !replaced.iter().any(|(name, _)| *name == user.name))
+            .map(|user| (user.name.as_str(), user.display_name.as_str()))
+            .collect();
+        let mut evidence = vec![
+            ("type", layout.name.clone()),
+            ("size", sizes.clone()),
+            ("fields", fields.join("\n")),
+        ];
+        if !unchanged.is_empty() {
+            evidence.push(("unchanged_users", list(&unchanged)));
+        }
+        if replaced.is_empty() {
+            findings.push(finding(
                 &codes::DATA_LAYOUT_CHANGED,
                 None,
                 format!(
-                    "the layout of {} changed ({} -> {} bytes); objects in the running process keep the old layout",
-                    layout.name, layout.baseline_size, layout.fixed_size
+                    "the layout of {} changed ({summary}); objects in the running process keep the old layout",
+                    layout.name
                 ),
-                &[
-                    ("type", layout.name.clone()),
-                    ("baseline_layout", layout.baseline_layout.clone()),
-                    ("fixed_layout", layout.fixed_layout.clone()),
-                ],
-            )
-        })
-        .collect()
+                &evidence,
+            ));
+            continue;
+        }
+        evidence.push(("replaced_users", list(&replaced)));
+        for (name, display) in &replaced {
+            findings.push(finding(
+                &codes::DATA_LAYOUT_CHANGED,
+                Some(name),
+                format!(
+                    "{display} uses {} (a parameter, local variable or global of that type, or a pointer to one), and its layout changed ({summary}); objects in the running process keep the old layout",
+                    layout.name
+                ),
+                &evidence,
+            ));
+        }
+    }
+    findings
 }
 
 /// Every (symbol, change) of the data diff.
