@@ -876,25 +876,29 @@ fn unit_producer(unit: UnitRef<'_, Reader<'_>>) -> Option<String> {
     Some(unit.attr_string(value).ok()?.to_string_lossy().into_owned())
 }
 
-/// Whether `DW_AT_low_pc + DW_AT_high_pc` (high_pc as a length) stays within 64 bits. gimli
-/// adds the two unchecked, which panics in builds with overflow checks on hostile input
-/// (found by the `dwarf` fuzz target: fuzz/regressions/dwarf-3e24f9bc.bin).
+/// Whether `DW_AT_low_pc + DW_AT_high_pc` (high_pc as a length) stays within 64 bits for every
+/// pair gimli could add. gimli's `die_ranges` adds the two unchecked, which panics in builds
+/// with overflow checks on hostile input (found by the `dwarf` fuzz target:
+/// fuzz/regressions/dwarf-3e24f9bc.bin). It takes the *last* of each attribute while walking
+/// them, so a DIE carrying the attribute twice is judged by the largest value of each, not by
+/// the first one `attr_value` returns.
 fn pc_range_fits<'a>(
     unit: UnitRef<'_, Reader<'a>>,
     entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
 ) -> bool {
-    let Ok(Some(high)) = entry.attr_value(constants::DW_AT_high_pc) else {
-        return true;
-    };
-    let Some(length) = high.udata_value() else {
-        return true;
-    };
-    let low = match entry.attr_value(constants::DW_AT_low_pc) {
-        Ok(Some(value)) => match unit.attr_address(value) {
-            Ok(Some(address)) => address,
-            _ => return true,
-        },
-        _ => return true,
-    };
+    let (mut low, mut length) = (0u64, 0u64);
+    let mut attrs = entry.attrs();
+    // An attribute that does not read ends gimli's walk with that error before any addition.
+    while let Ok(Some(attr)) = attrs.next() {
+        match (attr.name(), attr.value()) {
+            (constants::DW_AT_low_pc, value) => {
+                if let Ok(Some(address)) = unit.attr_address(value) {
+                    low = low.max(address);
+                }
+            }
+            (constants::DW_AT_high_pc, AttributeValue::Udata(size)) => length = length.max(size),
+            _ => {}
+        }
+    }
     low.checked_add(length).is_some()
 }
