@@ -902,3 +902,60 @@ fn pc_range_fits<'a>(
     }
     low.checked_add(length).is_some()
 }
+
+#[cfg(test)]
+mod pc_range_tests {
+    use super::*;
+
+    /// One DWARF 4 unit whose only DIE is a subprogram with the attributes `attrs` (name, form)
+    /// and their encoded `values`; returns what `pc_range_fits` says of it.
+    fn fits(attrs: &[(u8, u8)], values: &[u8]) -> bool {
+        let mut abbrev = vec![1, constants::DW_TAG_subprogram.0 as u8, 0];
+        for &(name, form) in attrs {
+            abbrev.extend([name, form]);
+        }
+        abbrev.extend([0, 0, 0]);
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8, 1]; // version 4, abbrev offset 0, 8-byte addresses, code 1
+        body.extend(values);
+        body.push(0);
+        let mut info = (body.len() as u32).to_le_bytes().to_vec();
+        info.extend(body);
+        let section = |id: gimli::SectionId| -> Result<Reader<'_>, ()> {
+            let bytes: &[u8] = match id {
+                gimli::SectionId::DebugInfo => &info,
+                gimli::SectionId::DebugAbbrev => &abbrev,
+                _ => &[],
+            };
+            Ok(Reader::new(bytes, gimli::LittleEndian))
+        };
+        let dwarf = gimli::Dwarf::load(section).expect("sections");
+        let header = dwarf.units().next().expect("unit").expect("one unit");
+        let unit = dwarf.unit(header).expect("unit parses");
+        let mut entries = unit.entries();
+        let (_, entry) = entries.next_dfs().expect("DIE").expect("one DIE");
+        pc_range_fits(unit.unit_ref(&dwarf), entry)
+    }
+
+    const LOW_PC: u8 = constants::DW_AT_low_pc.0 as u8;
+    const HIGH_PC: u8 = constants::DW_AT_high_pc.0 as u8;
+    const ADDR: u8 = constants::DW_FORM_addr.0 as u8;
+    const DATA8: u8 = constants::DW_FORM_data8.0 as u8;
+
+    fn values(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_length_that_overflows_from_low_pc_is_caught_even_behind_a_harmless_first_one() {
+        let pair = [(LOW_PC, ADDR), (HIGH_PC, DATA8)];
+        assert!(fits(&pair, &values(&[0x1000, 0x10])));
+        assert!(!fits(&pair, &values(&[0x1000, u64::MAX - 0x800])));
+        // gimli adds the *last* high_pc: a harmless first one must not hide it.
+        let twice = [(LOW_PC, ADDR), (HIGH_PC, DATA8), (HIGH_PC, DATA8)];
+        assert!(!fits(&twice, &values(&[0x1000, 0x10, u64::MAX - 0x800])));
+        // Nor may a harmless first low_pc hide the last one.
+        let lows = [(LOW_PC, ADDR), (HIGH_PC, DATA8), (LOW_PC, ADDR)];
+        assert!(!fits(&lows, &values(&[0x1000, 0x10, u64::MAX - 4])));
+        assert!(fits(&lows, &values(&[0x1000, 0x10, 0x2000])));
+    }
+}
