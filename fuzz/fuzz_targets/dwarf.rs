@@ -1,17 +1,15 @@
-//! The fuzz input is the separate debug file (`objcopy --only-keep-debug`) of a fixed, stripped
-//! ELF binary.
+//! The fuzz input is the separate debug file of a fixed, stripped ELF binary
+//! (`hotpatch_fuzz_targets::dwarf`).
 //!
-//! The binary is `fixtures/bounds_check/elf/baseline` with `objcopy --strip-all`
-//! (`fuzz/fixtures/bounds_check-baseline.stripped`, made by `fuzz/seed.sh`): no `.symtab`, no
-//! DWARF, so symbols and debug info both come from the input. The input must carry the binary's
-//! build-id to get past the match check; seeds from `seed.sh` do, and libFuzzer keeps it.
+//! The work may refuse the input but never panic; `check_or_abort` aborts (a crash for
+//! libFuzzer) only when a panic escapes it. The same function runs in the regression replay
+//! and the fuzz smoke of `cargo xtask ci`.
 
 #![no_main]
 
+use hotpatch_fuzz_targets::{Target, check_or_abort};
 use libfuzzer_sys::fuzz_target;
 
-static BINARY: &[u8] = include_bytes!("../fixtures/bounds_check-baseline.stripped");
-
 fuzz_target!(|data: &[u8]| {
-    hotpatch_fuzz::load(BINARY, Some(data));
+    check_or_abort(Target::Dwarf, data);
 });

@@ -1,17 +1,15 @@
-//! The fuzz input is an ELF binary (with whatever DWARF it carries), loaded with no separate
-//! debug file.
+//! The fuzz input is an ELF binary with whatever DWARF it carries, loaded with no separate
+//! debug file (`hotpatch_fuzz_targets::elf`).
 //!
-//! `load` may return any `Err` for malformed bytes; it must never panic, overflow the stack or
-//! allocate without bound (see `src/lib.rs`).
+//! The work may refuse the input but never panic; `check_or_abort` aborts (a crash for
+//! libFuzzer) only when a panic escapes it. The same function runs in the regression replay
+//! and the fuzz smoke of `cargo xtask ci`.
 
 #![no_main]
 
+use hotpatch_fuzz_targets::{Target, check_or_abort};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    // Only ELF inputs are interesting here; anything else is refused by `sniff` at once.
-    if !data.starts_with(b"\x7fELF") {
-        return;
-    }
-    hotpatch_fuzz::load(data, None);
+    check_or_abort(Target::Elf, data);
 });

@@ -1,12 +1,15 @@
-//! The fuzz input is a package archive, a manifest to sign, or a trust file (the first byte
-//! chooses; see `hotpatch_fuzz::package`). `open`, `read_unverified`, the writer,
-//! `TrustFile::load` and the relocation arithmetic may refuse with an `Err`, never panic, and
-//! what the writer emits the reader must accept.
+//! The fuzz input is a package archive, a manifest to sign, or a trust file, the first byte
+//! chooses (`hotpatch_fuzz_targets::package`).
+//!
+//! The work may refuse the input but never panic; `check_or_abort` aborts (a crash for
+//! libFuzzer) only when a panic escapes it. The same function runs in the regression replay
+//! and the fuzz smoke of `cargo xtask ci`.
 
 #![no_main]
 
+use hotpatch_fuzz_targets::{Target, check_or_abort};
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {
-    hotpatch_fuzz::package(data);
+    check_or_abort(Target::Package, data);
 });

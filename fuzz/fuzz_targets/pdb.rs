@@ -1,15 +1,14 @@
-//! The fuzz input is the PDB of a fixed, committed PE image (`bounds_check` baseline).
+//! The fuzz input is the PDB of a fixed, committed PE image (`hotpatch_fuzz_targets::pdb`).
 //!
-//! The image is valid, so every input reaches the PDB reader; the image's own parsing is
-//! covered by the `pe` target.
+//! The work may refuse the input but never panic; `check_or_abort` aborts (a crash for
+//! libFuzzer) only when a panic escapes it. The same function runs in the regression replay
+//! and the fuzz smoke of `cargo xtask ci`.
 
 #![no_main]
 
+use hotpatch_fuzz_targets::{Target, check_or_abort};
 use libfuzzer_sys::fuzz_target;
 
-/// PE32+ built by clang + lld for x86_64-w64-mingw32; its real PDB is `baseline.pdb` beside it.
-static IMAGE: &[u8] = include_bytes!("../../fixtures/bounds_check/pe/baseline.exe");
-
 fuzz_target!(|data: &[u8]| {
-    hotpatch_fuzz::load(IMAGE, Some(data));
+    check_or_abort(Target::Pdb, data);
 });

@@ -265,75 +265,27 @@ fn mutated_fixtures_never_panic_the_readers_the_diff_or_the_policy() {
     );
 }
 
-/// Inputs the `cargo fuzz` targets found (fuzz/regressions): each must load or fail cleanly.
-/// `dwarf-*` inputs are separate debug files for the stripped fixture the `dwarf` target uses;
-/// `package-*` inputs go to the package reader (the first byte, as in the target, says what
-/// the rest is); `lift-*` inputs are fixed ELF builds lifted against bounds_check's baseline.
+/// Inputs the `cargo fuzz` targets found (fuzz/regressions): each goes through the work of the
+/// target its name starts with (`<target>-<hash>.bin`), the very function the cargo-fuzz target
+/// runs (`hotpatch_fuzz_targets`), and no panic may escape it.
 #[test]
 fn fuzz_regressions_do_not_panic() {
     let root = crate::support::root();
-    let stripped = std::fs::read(root.join("fuzz/fixtures/bounds_check-baseline.stripped"))
-        .expect("stripped fixture");
     let mut regressions: Vec<_> = std::fs::read_dir(root.join("fuzz/regressions"))
         .expect("fuzz/regressions exists")
         .map(|entry| entry.expect("entry").path())
         .collect();
     regressions.sort();
     assert!(!regressions.is_empty());
+    let mut escaped = Vec::new();
     for path in regressions {
         let input = std::fs::read(&path).expect("regression input");
         let name = path.file_name().unwrap().to_string_lossy().into_owned();
-        let outcome = catch_unwind(AssertUnwindSafe(|| match name.split('-').next() {
-            Some("dwarf") => hotpatch_image::load(&stripped, Some(&input)).map(|_| ()),
-            Some("package") => {
-                replay_package(&input);
-                Ok(())
-            }
-            Some("lift") => {
-                replay_lift(&root, &input);
-                Ok(())
-            }
-            _ => hotpatch_image::load(&input, None).map(|_| ()),
-        }));
-        assert!(outcome.is_ok(), "{name} panicked the reader");
-    }
-}
-
-/// The `package` fuzz target's work on one input, without its oracles' panics caught.
-fn replay_package(input: &[u8]) {
-    use hotpatch_package::{Limits, SecretKey, Trust, TrustFile, open, read_unverified};
-    let Some((&mode, rest)) = input.split_first() else {
-        return;
-    };
-    let key = SecretKey::from_seed([0x5e; 32]);
-    let trust = Trust::from_public_key(key.public_key());
-    match mode % 3 {
-        0 => {
-            let _ = read_unverified(rest, &Limits::default());
-            let _ = open(rest, &trust, 1_800_000_000, &Limits::default());
-        }
-        1 => {
-            let _ = serde_json::from_slice::<hotpatch_package::Manifest>(rest);
-        }
-        _ => {
-            let _ = TrustFile::load(rest, None);
+        let target = hotpatch_fuzz_targets::Target::of_regression(&name)
+            .unwrap_or_else(|| panic!("{name} does not start with a fuzz target's name"));
+        if let Err(panic) = hotpatch_fuzz_targets::check(target, &input) {
+            escaped.push(format!("{name} ({target}): {panic}"));
         }
     }
-}
-
-/// The `lift` fuzz target's work on one input (an ELF build).
-fn replay_lift(root: &std::path::Path, input: &[u8]) {
-    let baseline = std::fs::read(root.join("fixtures/bounds_check/elf/baseline")).expect("fixture");
-    let (Ok(baseline), Ok(fixed)) = (
-        hotpatch_image::load(&baseline, None),
-        hotpatch_image::load(input, None),
-    ) else {
-        return;
-    };
-    let diff = hotpatch_diff::diff(
-        &baseline.image,
-        &fixed.image,
-        hotpatch_diff::Config::default(),
-    );
-    let _ = hotpatch_lift::lift(&baseline.image, &fixed.image, &diff);
+    assert!(escaped.is_empty(), "{}", escaped.join("\n"));
 }

@@ -1,6 +1,7 @@
 //! `cargo xtask ci`: the same checks locally as in CI, and the floor under the number of tests
 //! that pass (`ci/min-tests`), so tests that stop running (a test binary dropped, a filter, a
-//! module left out of `main.rs`) fail CI instead of passing quietly. It ends with the bench
+//! module left out of `main.rs`) fail CI instead of passing quietly. After the suite it runs
+//! the fuzz smoke (every fuzz target in process for a bounded time), and it ends with the bench
 //! smoke (`cargo xtask bench --smoke`).
 
 use std::io::{BufRead, BufReader, Write};
@@ -48,9 +49,7 @@ pub fn run(args: &[String]) -> Result<()> {
     if failed > 0 || !status.success() {
         bail!("cargo test --workspace failed with {status}");
     }
-    // No libFuzzer pass here: its ASan build of `fuzz/` took over an hour from scratch on a
-    // 2-core machine, beyond CI's budget. The suite replays every saved crash of every target
-    // (`fuzz_regressions_do_not_panic`); `cargo xtask fuzz --seconds N` runs the targets.
+    fuzz_smoke(&root, &cargo)?;
     if passed < minimum {
         bail!(
             "only {passed} tests passed, fewer than the {minimum} in {MINIMUM_FILE}\n\
@@ -67,6 +66,33 @@ pub fn run(args: &[String]) -> Result<()> {
     eprintln!("$ cargo xtask bench --smoke");
     crate::bench::run(&["--smoke".to_owned()])?;
     Ok(())
+}
+
+/// Seconds each fuzz target gets in the smoke of `cargo xtask ci`, beyond its seeds and saved
+/// crashes (which all run, however long they take).
+const FUZZ_SMOKE_SECONDS: &str = "20";
+
+/// The fuzz smoke: every target's seeds (`fuzz/seed.sh`), saved crashes and deterministic
+/// mutations, in process, through the very functions the cargo-fuzz targets run
+/// (`crates/fuzz-targets/tests/smoke.rs`), built with the suite's test profile. No libFuzzer
+/// pass: its build of `fuzz/` from scratch is beyond CI's budget (docs/security.md, Fuzzing).
+/// It prints one line per target (seeds, saved crashes, executions, seconds, crashes); a crash
+/// fails CI and leaves the input in `fuzz/artifacts/<target>/`.
+fn fuzz_smoke(root: &std::path::Path, cargo: &str) -> Result<()> {
+    eprintln!("$ fuzz/seed.sh");
+    shell::run(&mut Command::new(root.join("fuzz/seed.sh")))?;
+    let smoke = [
+        "test",
+        "-p",
+        "hotpatch-fuzz-targets",
+        "--test",
+        "smoke",
+        "--",
+        "--seconds",
+        FUZZ_SMOKE_SECONDS,
+    ];
+    eprintln!("$ cargo {}", smoke.join(" "));
+    shell::run(Command::new(cargo).args(smoke).current_dir(root))
 }
 
 /// The file that holds the least number of tests `cargo test --workspace` must pass.

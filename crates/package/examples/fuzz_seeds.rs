@@ -1,7 +1,7 @@
 //! Writes the seed corpus of the `package` fuzz target (`fuzz/seed.sh` runs it): packages
 //! signed with the fuzz key, the manifests inside them, and trust files, each prefixed with the
-//! byte that tells the target what it is (see `hotpatch_fuzz::package`). The key and clock
-//! match `PACKAGE_KEY_SEED` and `PACKAGE_NOW` in `fuzz/src/lib.rs`.
+//! byte that tells the target what it is (see `hotpatch_fuzz_targets::package`). The key and clock
+//! match `PACKAGE_KEY_SEED` and `PACKAGE_NOW` in `crates/fuzz-targets/src/lib.rs`.
 //!
 //! `cargo run -p hotpatch-package --example fuzz_seeds -- DIR`
 

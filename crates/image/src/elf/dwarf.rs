@@ -927,25 +927,86 @@ fn unit_producer(unit: UnitRef<'_, Reader<'_>>) -> Option<String> {
     Some(unit.attr_string(value).ok()?.to_string_lossy().into_owned())
 }
 
-/// Whether `DW_AT_low_pc + DW_AT_high_pc` (high_pc as a length) stays within 64 bits. gimli
-/// adds the two unchecked, which panics in builds with overflow checks on hostile input
-/// (found by the `dwarf` fuzz target: fuzz/regressions/dwarf-3e24f9bc.bin).
+/// Whether `DW_AT_low_pc + DW_AT_high_pc` (high_pc as a length) stays within 64 bits for every
+/// pair gimli could add. gimli's `die_ranges` adds the two unchecked, which panics in builds
+/// with overflow checks on hostile input (found by the `dwarf` fuzz target:
+/// fuzz/regressions/dwarf-3e24f9bc.bin). It takes the *last* of each attribute while walking
+/// them, so a DIE carrying the attribute twice is judged by the largest value of each, not by
+/// the first one `attr_value` returns.
 fn pc_range_fits<'a>(
     unit: UnitRef<'_, Reader<'a>>,
     entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
 ) -> bool {
-    let Ok(Some(high)) = entry.attr_value(constants::DW_AT_high_pc) else {
-        return true;
-    };
-    let Some(length) = high.udata_value() else {
-        return true;
-    };
-    let low = match entry.attr_value(constants::DW_AT_low_pc) {
-        Ok(Some(value)) => match unit.attr_address(value) {
-            Ok(Some(address)) => address,
-            _ => return true,
-        },
-        _ => return true,
-    };
+    let (mut low, mut length) = (0u64, 0u64);
+    let mut attrs = entry.attrs();
+    // An attribute that does not read ends gimli's walk with that error before any addition.
+    while let Ok(Some(attr)) = attrs.next() {
+        match (attr.name(), attr.value()) {
+            (constants::DW_AT_low_pc, value) => {
+                if let Ok(Some(address)) = unit.attr_address(value) {
+                    low = low.max(address);
+                }
+            }
+            (constants::DW_AT_high_pc, AttributeValue::Udata(size)) => length = length.max(size),
+            _ => {}
+        }
+    }
     low.checked_add(length).is_some()
+}
+
+#[cfg(test)]
+mod pc_range_tests {
+    use super::*;
+
+    /// One DWARF 4 unit whose only DIE is a subprogram with the attributes `attrs` (name, form)
+    /// and their encoded `values`; returns what `pc_range_fits` says of it.
+    fn fits(attrs: &[(u8, u8)], values: &[u8]) -> bool {
+        let mut abbrev = vec![1, constants::DW_TAG_subprogram.0 as u8, 0];
+        for &(name, form) in attrs {
+            abbrev.extend([name, form]);
+        }
+        abbrev.extend([0, 0, 0]);
+        let mut body = vec![4, 0, 0, 0, 0, 0, 8, 1]; // version 4, abbrev offset 0, 8-byte addresses, code 1
+        body.extend(values);
+        body.push(0);
+        let mut info = (body.len() as u32).to_le_bytes().to_vec();
+        info.extend(body);
+        let section = |id: gimli::SectionId| -> Result<Reader<'_>, ()> {
+            let bytes: &[u8] = match id {
+                gimli::SectionId::DebugInfo => &info,
+                gimli::SectionId::DebugAbbrev => &abbrev,
+                _ => &[],
+            };
+            Ok(Reader::new(bytes, gimli::LittleEndian))
+        };
+        let dwarf = gimli::Dwarf::load(section).expect("sections");
+        let header = dwarf.units().next().expect("unit").expect("one unit");
+        let unit = dwarf.unit(header).expect("unit parses");
+        let mut entries = unit.entries();
+        let (_, entry) = entries.next_dfs().expect("DIE").expect("one DIE");
+        pc_range_fits(unit.unit_ref(&dwarf), entry)
+    }
+
+    const LOW_PC: u8 = constants::DW_AT_low_pc.0 as u8;
+    const HIGH_PC: u8 = constants::DW_AT_high_pc.0 as u8;
+    const ADDR: u8 = constants::DW_FORM_addr.0 as u8;
+    const DATA8: u8 = constants::DW_FORM_data8.0 as u8;
+
+    fn values(words: &[u64]) -> Vec<u8> {
+        words.iter().flat_map(|w| w.to_le_bytes()).collect()
+    }
+
+    #[test]
+    fn a_length_that_overflows_from_low_pc_is_caught_even_behind_a_harmless_first_one() {
+        let pair = [(LOW_PC, ADDR), (HIGH_PC, DATA8)];
+        assert!(fits(&pair, &values(&[0x1000, 0x10])));
+        assert!(!fits(&pair, &values(&[0x1000, u64::MAX - 0x800])));
+        // gimli adds the *last* high_pc: a harmless first one must not hide it.
+        let twice = [(LOW_PC, ADDR), (HIGH_PC, DATA8), (HIGH_PC, DATA8)];
+        assert!(!fits(&twice, &values(&[0x1000, 0x10, u64::MAX - 0x800])));
+        // Nor may a harmless first low_pc hide the last one.
+        let lows = [(LOW_PC, ADDR), (HIGH_PC, DATA8), (LOW_PC, ADDR)];
+        assert!(!fits(&lows, &values(&[0x1000, 0x10, u64::MAX - 4])));
+        assert!(fits(&lows, &values(&[0x1000, 0x10, 0x2000])));
+    }
 }
