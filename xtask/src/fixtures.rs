@@ -2,6 +2,11 @@
 //! `pe/<variant>.{exe,pdb}` (clang + lld, mingw-w64 target) and `elf/<variant>` (gcc), and
 //! checks that a rebuild reproduces the committed bytes.
 //!
+//! A case with a `host.c` is a library case: each variant becomes a DLL (`pe/<variant>.dll`,
+//! named `<case>.dll` inside, the name the loader looks for) and an ELF shared object, and
+//! `host.c` becomes `pe/host.{exe,pdb}`, linked against the baseline's import library, so one
+//! program runs with either build of the library beside it.
+//!
 //! Reproducibility rests on four things: every command runs in the case directory with
 //! relative paths; the compilation directory is mapped to `.`; the PE is compiled to a named
 //! object first, because lld records object paths in the PDB and the driver's default is a
@@ -87,6 +92,9 @@ fn check_in(
             let source = find_source(&committed_dir, variant)?;
             fs_err::copy(committed_dir.join(&source), rebuilt_dir.join(&source))?;
         }
+        if is_library(&committed_dir) {
+            fs_err::copy(committed_dir.join(HOST), rebuilt_dir.join(HOST))?;
+        }
         // The option files are inputs too.
         for entry in fs_err::read_dir(&committed_dir)? {
             let path = entry?.path();
@@ -99,7 +107,7 @@ fn check_in(
             }
         }
         build_case(toolchain, &rebuilt_dir)?;
-        for output in outputs() {
+        for output in outputs(&committed_dir) {
             let committed = committed_dir.join(&output);
             let rebuilt = fs_err::read(rebuilt_dir.join(&output))?;
             match std::fs::read(&committed) {
@@ -166,24 +174,39 @@ fn find_source(case_dir: &Path, variant: &str) -> Result<String> {
     bail!("{} has no {variant}.c or {variant}.cpp", case_dir.display())
 }
 
+/// The program source of a library case.
+const HOST: &str = "host.c";
+
+/// A library case builds its variants as DLLs and shared objects, run by `host.c`.
+fn is_library(case_dir: &Path) -> bool {
+    case_dir.join(HOST).is_file()
+}
+
 /// The committed build outputs of one case, relative to its directory.
-fn outputs() -> Vec<PathBuf> {
+fn outputs(case_dir: &Path) -> Vec<PathBuf> {
+    let library = is_library(case_dir);
+    let extension = if library { "dll" } else { "exe" };
     let mut outputs = Vec::new();
     for variant in VARIANTS {
-        outputs.push(Path::new("pe").join(format!("{variant}.exe")));
+        outputs.push(Path::new("pe").join(format!("{variant}.{extension}")));
         outputs.push(Path::new("pe").join(format!("{variant}.pdb")));
         outputs.push(Path::new("elf").join(variant));
+    }
+    if library {
+        outputs.push(Path::new("pe").join("host.exe"));
+        outputs.push(Path::new("pe").join("host.pdb"));
     }
     outputs
 }
 
 /// Where the mingw-w64 libgcc lives; its version directory differs between Debian releases.
-struct Toolchain {
-    mingw_libgcc_dir: PathBuf,
+pub(crate) struct Toolchain {
+    /// Also holds mingw-w64's C++ runtime DLLs (`libstdc++-6.dll`, `libgcc_s_seh-1.dll`).
+    pub(crate) mingw_libgcc_dir: PathBuf,
 }
 
 impl Toolchain {
-    fn detect() -> Result<Toolchain> {
+    pub(crate) fn detect() -> Result<Toolchain> {
         let base = Path::new("/usr/lib/gcc/x86_64-w64-mingw32");
         let mut best: Option<(u32, PathBuf)> = None;
         for entry in fs_err::read_dir(base)? {
@@ -223,15 +246,51 @@ fn build_case(toolchain: &Toolchain, case_dir: &Path) -> Result<()> {
         }
         fs_err::create_dir_all(&dir)?;
     }
+    let library = is_library(&case_dir);
+    let pe_kind = if library {
+        // The name inside the DLL (its export directory, the host's import) is the case's.
+        let name = case_dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .context("a case directory has a name")?;
+        PeKind::Library { name }
+    } else {
+        PeKind::Program
+    };
     for variant in VARIANTS {
         let source = find_source(&case_dir, variant)?;
         let is_cpp = source.ends_with(".cpp");
-        build_pe(toolchain, &case_dir, variant, &source, is_cpp)
-            .with_context(|| format!("building {}/pe/{variant}.exe", case_dir.display()))?;
-        build_elf(&case_dir, variant, &source, is_cpp)
+        build_pe(toolchain, &case_dir, variant, &source, is_cpp, &pe_kind)
+            .with_context(|| format!("building {}/pe/{variant}", case_dir.display()))?;
+        build_elf(&case_dir, variant, &source, is_cpp, library)
             .with_context(|| format!("building {}/elf/{variant}", case_dir.display()))?;
     }
+    if let PeKind::Library { name } = &pe_kind {
+        build_pe(
+            toolchain,
+            &case_dir,
+            "host",
+            HOST,
+            false,
+            &PeKind::Host {
+                import_library: format!("pe/{name}.dll.a"),
+            },
+        )
+        .with_context(|| format!("building {}/pe/host.exe", case_dir.display()))?;
+        fs_err::remove_file(case_dir.join(format!("pe/{name}.dll.a")))?;
+    }
     Ok(())
+}
+
+/// What one PE link makes.
+enum PeKind {
+    /// `pe/<variant>.exe`.
+    Program,
+    /// `pe/<variant>.dll`, linked as `<name>.dll`; the baseline also leaves the import library
+    /// `pe/<name>.dll.a` for the host.
+    Library { name: String },
+    /// `pe/host.exe`, linked against the library's import library.
+    Host { import_library: String },
 }
 
 /// `pe/<variant>.exe` and `pe/<variant>.pdb` with clang and lld for x86_64-w64-mingw32.
@@ -241,6 +300,7 @@ fn build_pe(
     variant: &str,
     source: &str,
     is_cpp: bool,
+    kind: &PeKind,
 ) -> Result<()> {
     let driver = if is_cpp { "clang++" } else { "clang" };
     let object = format!("pe/{variant}.o");
@@ -278,18 +338,39 @@ fn build_pe(
     if has_resources {
         link.arg(&resources);
     }
+    // A DLL is linked under its own name (lld writes the output's file name into the export
+    // directory) and renamed after, so both variants carry the same name.
+    let linked = match kind {
+        PeKind::Program | PeKind::Host { .. } => format!("pe/{variant}.exe"),
+        PeKind::Library { name } => {
+            link.arg("-shared");
+            if variant == "baseline" {
+                link.arg(format!("-Wl,--out-implib=pe/{name}.dll.a"));
+            }
+            format!("pe/{name}.dll")
+        }
+    };
+    if let PeKind::Host { import_library } = kind {
+        link.arg(import_library);
+    }
     shell::run(
         link.current_dir(case_dir)
             .args([MINGW_TARGET, "-g", "-fuse-ld=lld"])
             .arg(format!("-L{}", toolchain.mingw_libgcc_dir.display()))
             .arg(&object)
-            .args(["-o", &format!("pe/{variant}.exe")])
+            .args(["-o", &linked])
             .arg(format!("-Wl,--pdb=pe/{variant}.pdb"))
             .arg("-Wl,--no-insert-timestamp")
             .arg(format!("-Wl,-Xlink=-pdbaltpath:{variant}.pdb"))
             .arg("-Wl,-Xlink=-pdbsourcepath:.")
             .args(extra_flags(case_dir, variant, "pe", "ldflags")?),
     )?;
+    if let PeKind::Library { .. } = kind {
+        fs_err::rename(
+            case_dir.join(&linked),
+            case_dir.join(format!("pe/{variant}.dll")),
+        )?;
+    }
     fs_err::remove_file(case_dir.join(&object))?;
     if has_resources {
         fs_err::remove_file(case_dir.join(&resources))?;
@@ -297,11 +378,22 @@ fn build_pe(
     Ok(())
 }
 
-/// `elf/<variant>` with gcc: PIE (the Debian default), DWARF, a SHA-1 build-id.
-fn build_elf(case_dir: &Path, variant: &str, source: &str, is_cpp: bool) -> Result<()> {
+/// `elf/<variant>` with gcc: PIE (the Debian default), or a shared object for a library case;
+/// DWARF, a SHA-1 build-id.
+fn build_elf(
+    case_dir: &Path,
+    variant: &str,
+    source: &str,
+    is_cpp: bool,
+    library: bool,
+) -> Result<()> {
     let driver = if is_cpp { "g++" } else { "gcc" };
+    let mut compile = Command::new(driver);
+    if library {
+        compile.args(["-shared", "-fPIC"]);
+    }
     shell::run(
-        Command::new(driver)
+        compile
             .current_dir(case_dir)
             .args(["-O2", "-g"])
             .args(extra_flags(case_dir, variant, "elf", "cflags")?)

@@ -11,6 +11,7 @@ pub mod handle;
 pub mod modules;
 pub mod process;
 pub mod remote;
+pub mod suspension;
 pub mod threads;
 
 pub use modules::{IdentityCache, all_pids, find_images, markers};

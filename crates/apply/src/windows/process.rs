@@ -33,6 +33,8 @@ const USER_END: u64 = 0x7fff_ffff_0000;
 pub struct Process {
     pid: i32,
     handle: Handle,
+    /// Whether `suspension::repair` already ran on this process in this run.
+    pub(super) repaired: std::cell::Cell<bool>,
 }
 
 impl Process {
@@ -48,7 +50,11 @@ impl Process {
         let raw = unsafe { OpenProcess(access, 0, pid as u32) };
         let handle = Handle::new(raw)
             .ok_or_else(|| Error::os(pid, "OpenProcess", std::io::Error::last_os_error()))?;
-        Ok(Process { pid, handle })
+        Ok(Process {
+            pid,
+            handle,
+            repaired: std::cell::Cell::new(false),
+        })
     }
 
     pub fn pid(&self) -> i32 {

@@ -8,6 +8,7 @@
 
 use super::handle::Handle;
 use super::process::Process;
+use super::suspension::{self, Record};
 use crate::error::Error;
 use crate::stack::{self, BusyThread, ProtectedRange, STACK_SCAN_LIMIT};
 use std::collections::BTreeSet;
@@ -40,6 +41,9 @@ pub struct Stopped {
     pub threads: Vec<StoppedThread>,
     /// When the first thread was asked to stop.
     pub since: Instant,
+    /// The list of these threads kept in the process until they are resumed
+    /// (`suspension`); `None` only when it could not be written.
+    record: Option<Record>,
 }
 
 /// The ids of the threads of `pid` in a fresh snapshot.
@@ -69,6 +73,15 @@ fn list_threads(pid: i32) -> Result<BTreeSet<u32>, Error> {
     Ok(tids)
 }
 
+/// Resumes the threads a dead applier left suspended (`suspension::repair`), once per process
+/// and run.
+pub fn repair_once(process: &Process) -> Result<(), Error> {
+    if !process.repaired.replace(true) {
+        suspension::repair(process)?;
+    }
+    Ok(())
+}
+
 /// `CONTEXT` must be 16-byte aligned for `GetThreadContext`.
 #[repr(C, align(16))]
 struct AlignedContext(CONTEXT);
@@ -77,10 +90,15 @@ impl Stopped {
     /// Suspends every thread of the process.
     pub fn all(process: &Process) -> Result<Stopped, Error> {
         let pid = process.pid();
+        // Threads an applier killed inside a stop window left suspended are let go first, once
+        // per process and run.
+        repair_once(process)?;
+        let record = Record::create(pid)?;
         let mut stopped = Stopped {
             pid,
             threads: Vec::new(),
             since: Instant::now(),
+            record: Some(record),
         };
         let mut seen = BTreeSet::new();
         let own = std::process::id();
@@ -91,6 +109,9 @@ impl Stopped {
                 break;
             }
             seen.extend(new.iter().copied());
+            if let Some(record) = stopped.record.as_mut() {
+                record.list(&new)?;
+            }
             for tid in new {
                 if pid as u32 == own {
                     continue;
@@ -176,6 +197,9 @@ impl Stopped {
             unsafe {
                 ResumeThread(thread.handle.raw());
             }
+        }
+        if let Some(record) = self.record.take() {
+            record.free();
         }
     }
 }
