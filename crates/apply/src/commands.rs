@@ -384,6 +384,10 @@ pub struct StatusEntry {
     /// interrupted before its window; the baseline code runs) or `partial` (some redirects in
     /// place and some not: an apply or rollback was interrupted inside its window).
     pub state: &'static str,
+    /// The process is stopped by an applier that was killed between its redirect writes (the
+    /// marker's held word is set and the process is in a job-control stop): it runs no code
+    /// until `apply` or `rollback` finishes the job and lets it run.
+    pub held: bool,
     /// What the state directory says is installed.
     pub installed: Option<u64>,
     pub sites: usize,
@@ -392,6 +396,21 @@ pub struct StatusEntry {
     pub payload_address: Option<String>,
     /// Why the process and the state directory disagree, when they do.
     pub mismatch: Option<String>,
+}
+
+/// Whether a process whose marker says it is held is (or comes to be) stopped. The kernel
+/// detaches a killed applier's threads as the applier exits, but each takes the queued stop
+/// only when next scheduled, so a process held a moment ago may still be on its way into the
+/// stop: wait up to a second. A process that does not stop carries a stale word (the applier
+/// was killed after it let the process run, before it cleared the word) and is not held.
+fn held_stop(pid: i32) -> bool {
+    for _ in 0..50 {
+        if backend::job_stopped(pid) {
+            return true;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    false
 }
 
 /// Reads what is applied from each process's memory and compares it with the state directory.
@@ -459,7 +478,14 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                 ("partial", Some(marker.sequence))
             };
             let records = expected.map_or("the baseline".to_owned(), |s| format!("sequence {s}"));
+            let held = marker.held && held_stop(pid);
             let mismatch = match process_state {
+                _ if held => Some(format!(
+                    "the process is stopped: an applier was killed between the redirect writes of sequence {} ({} of {} in place); run apply or rollback to finish and let it run",
+                    marker.sequence,
+                    marker.sites.len() - damaged_sites.len(),
+                    marker.sites.len(),
+                )),
                 "partial" => Some(format!(
                     "only {} of {} redirects of sequence {} are in place (an apply or rollback was interrupted); run rollback or apply again",
                     marker.sites.len() - damaged_sites.len(),
@@ -479,6 +505,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                 channel: marker.channel.clone(),
                 sequence,
                 state: process_state,
+                held,
                 installed,
                 sites: marker.sites.len(),
                 damaged_sites,
@@ -512,6 +539,7 @@ pub fn status(processes: &Processes, state_dir: &StateDir) -> Result<Vec<StatusE
                 channel: channel.to_owned(),
                 sequence: None,
                 state: "baseline",
+                held: false,
                 installed: Some(installed),
                 sites: 0,
                 damaged_sites: Vec::new(),

@@ -21,6 +21,9 @@
 //!      unwind     u64       address of the function table registered for the code with
 //!                           `RtlAddFunctionTable` (Windows), 0 for none; absent in headers
 //!                           written before it existed, which read as 0
+//!      held       u64       1 while an applier holds the process across its redirect writes
+//!                           (`crate::patch`, the hold), else 0; the last 8 bytes of the
+//!                           header; absent in older headers, which read as 0
 //! ```
 
 /// The first bytes of every marker.
@@ -56,6 +59,10 @@ pub struct Marker {
     /// The function table registered for the payload code (Windows), 0 when none: rollback
     /// and supersede delete it before the memory is released.
     pub unwind_table: u64,
+    /// Set while an applier holds the process across its redirect writes: found set in a
+    /// stopped process, the applier that set it was killed there, and the next apply or
+    /// rollback lets the process run again once it has finished the job.
+    pub held: bool,
 }
 
 /// One redirect this applier wrote, with the bytes it replaced.
@@ -76,6 +83,13 @@ impl Marker {
     /// The start of the payload code in the process.
     pub fn code_start(&self) -> u64 {
         self.address.saturating_add(self.code_offset)
+    }
+
+    /// Where the `held` word of this marker is in the process.
+    pub fn held_word(&self) -> u64 {
+        self.address
+            .saturating_add(self.encode().len() as u64)
+            .saturating_sub(8)
     }
 
     /// Serializes the header; the caller pads it to `code_offset`.
@@ -117,6 +131,7 @@ impl Marker {
             put_str(&mut out, &site.function);
         }
         out.extend_from_slice(&self.unwind_table.to_le_bytes());
+        out.extend_from_slice(&u64::from(self.held).to_le_bytes());
         let len = (out.len() as u32).to_le_bytes();
         out[20..24].copy_from_slice(&len);
         out
@@ -157,6 +172,7 @@ impl Marker {
             package_sha256: reader.string()?,
             sites: Vec::new(),
             unwind_table: 0,
+            held: false,
         };
         let count = reader.u32()?;
         for _ in 0..count {
@@ -178,6 +194,9 @@ impl Marker {
         }
         if reader.at < reader.bytes.len() {
             marker.unwind_table = reader.u64()?;
+        }
+        if reader.at < reader.bytes.len() {
+            marker.held = reader.u64()? != 0;
         }
         if marker
             .code_offset
@@ -260,6 +279,7 @@ mod tests {
                 redirect: vec![0xe9, 1, 2, 3, 4],
             }],
             unwind_table: 0x7f00_0000_1040,
+            held: false,
         }
     }
 
@@ -267,12 +287,26 @@ mod tests {
     fn a_header_without_the_unwind_field_reads_as_none_registered() {
         let marker = sample();
         let mut bytes = marker.encode();
-        bytes.truncate(bytes.len() - 8);
+        bytes.truncate(bytes.len() - 16);
         let len = (bytes.len() as u32).to_le_bytes();
         bytes[20..24].copy_from_slice(&len);
         let decoded = Marker::decode(&bytes, marker.address).unwrap().unwrap();
         assert_eq!(decoded.unwind_table, 0);
         assert_eq!(decoded.sites, marker.sites);
+    }
+
+    #[test]
+    fn the_held_word_is_the_last_of_the_header_and_reads_back() {
+        let mut marker = sample();
+        let mut bytes = marker.encode();
+        let at = (marker.held_word() - marker.address) as usize;
+        assert_eq!(at, bytes.len() - 8);
+        bytes[at] = 1;
+        let decoded = Marker::decode(&bytes, marker.address).unwrap().unwrap();
+        assert!(decoded.held);
+        marker.held = true;
+        assert_eq!(decoded, marker);
+        assert_eq!(decoded.held_word(), marker.held_word());
     }
 
     #[test]

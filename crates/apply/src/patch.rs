@@ -103,6 +103,12 @@ pub fn apply_target(
             .iter()
             .all(|b| *b == SiteBytes::Redirected);
         if current.package_sha256 == patch.manifest_sha256 && complete {
+            // Killed after its last write but before it let go, an earlier apply left the
+            // process held with everything in place: nothing to write, only to let it run.
+            if let Some(held) = previous.iter().find(|m| m.held) {
+                let hold = Hold::for_window(&process, held, &previous);
+                hold.release(&process)?;
+            }
             let mut result = TargetResult::new(pid, &target.name, Outcome::AlreadyApplied);
             result.sequence = Some(current.sequence);
             return Ok(result);
@@ -152,7 +158,11 @@ pub fn apply_target(
     for marker in &previous {
         ranges.extend(marker_ranges(marker));
     }
-    let window = match run_window(&process, &ranges, &changes, config, "apply") {
+    // The window records its hold in the new payload's marker, or (a package that only takes
+    // sites back) in the first one it supersedes.
+    let recorder = staged.as_ref().or(previous.first());
+    let hold = recorder.map(|marker| Hold::for_window(&process, marker, &previous));
+    let window = match run_window(&process, &ranges, &changes, hold.as_ref(), config, "apply") {
         Ok(window) => window,
         Err(error) => {
             unmap_markers(&process, staged.iter());
@@ -192,7 +202,8 @@ pub fn rollback_to_baseline(
     let changes = plan_changes(pid, &[], &markers)?;
     let ranges: Vec<ProtectedRange> = markers.iter().flat_map(marker_ranges).collect();
     crate::crash::point("rollback", "planned");
-    let window = run_window(&process, &ranges, &changes, config, "rollback")?;
+    let hold = Hold::for_window(&process, &markers[0], &markers);
+    let window = run_window(&process, &ranges, &changes, Some(&hold), config, "rollback")?;
     crate::crash::point("rollback", "released");
     unmap_markers(&process, markers.iter());
     crate::crash::point("rollback", "unmapped");
@@ -267,6 +278,7 @@ fn stage(
             })
             .collect(),
         unwind_table: 0,
+        held: false,
     };
     if marker
         .sites
@@ -442,11 +454,61 @@ fn marker_ranges(marker: &Marker) -> Vec<ProtectedRange> {
     ranges
 }
 
+/// How a window keeps an applier killed between two redirect writes from leaving a half
+/// patched process running (docs/security.md, "Faults"). Before the first write the window
+/// sets the held word of a marker and (Linux) queues SIGSTOP for the whole process, whose
+/// threads are all in ptrace stops and so do not take it; after the last write it sends
+/// SIGCONT, which discards the queued stop, and clears the word. Killed in between, the
+/// applier's threads are detached by the kernel and each takes the queued SIGSTOP before it
+/// runs one instruction: the process stays stopped, the word set, until the next apply or
+/// rollback finishes the job and lets it run. On Windows the threads stay suspended when the
+/// suspending process dies, which holds the process the same way without a signal.
+struct Hold {
+    /// The held word of the marker the window records in.
+    word: u64,
+    /// Whether to stop the process around the writes and let it run after: false only for a
+    /// process stopped before the window by someone else (job control, a debugger), which
+    /// the applier leaves stopped as it found it.
+    signals: bool,
+}
+
+impl Hold {
+    /// The hold of a window recording in `recorder`, in a process that carries `involved`.
+    fn for_window(process: &Process, recorder: &Marker, involved: &[Marker]) -> Hold {
+        let held_by_applier = involved.iter().any(|m| m.held);
+        Hold {
+            word: recorder.held_word(),
+            signals: held_by_applier || !backend::job_stopped(process.pid()),
+        }
+    }
+
+    /// Marks the process held and stops it for the case the applier dies.
+    fn take(&self, process: &Process) -> Result<(), Error> {
+        process.write_code(self.word, &1u64.to_le_bytes())?;
+        if self.signals
+            && let Err(error) = backend::hold(process.pid())
+        {
+            let _ = process.write_code(self.word, &0u64.to_le_bytes());
+            return Err(error);
+        }
+        Ok(())
+    }
+
+    /// Lets the process run again (discarding the queued stop) and clears the mark.
+    fn release(&self, process: &Process) -> Result<(), Error> {
+        if self.signals {
+            backend::unhold(process.pid())?;
+        }
+        process.write_code(self.word, &0u64.to_le_bytes())
+    }
+}
+
 /// Opens stop windows until one finds no busy thread, then checks and writes `changes`.
 fn run_window(
     process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
+    hold: Option<&Hold>,
     config: &Config,
     command: &'static str,
 ) -> Result<Window, Error> {
@@ -461,7 +523,7 @@ fn run_window(
         } else {
             None
         };
-        let outcome = one_window(process, ranges, changes, command);
+        let outcome = one_window(process, ranges, changes, hold, command);
         if let Some(previous) = raised {
             backend::restore_priority(previous);
         }
@@ -503,6 +565,7 @@ fn one_window(
     process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
+    hold: Option<&Hold>,
     command: &'static str,
 ) -> Result<WindowOutcome, Error> {
     let pid = process.pid();
@@ -532,17 +595,27 @@ fn one_window(
         before.push(found);
     }
     crate::crash::point(command, "checked");
+    if let Some(hold) = hold {
+        hold.take(process)?;
+    }
+    crate::crash::point(command, "held");
     // All of the target's sites or none: a failed write puts back what was written.
     for (index, change) in changes.iter().enumerate() {
         if let Err(error) = process.write_code(change.address, &change.new) {
             for (undo, bytes) in changes[..index].iter().zip(&before).rev() {
                 let _ = process.write_code(undo.address, bytes);
             }
+            if let Some(hold) = hold {
+                let _ = hold.release(process);
+            }
             return Err(error);
         }
         if index == 0 {
             crate::crash::point(command, "first-write");
         }
+    }
+    if let Some(hold) = hold {
+        hold.release(process)?;
     }
     crate::crash::point(command, "written");
     let released = stopped.release();

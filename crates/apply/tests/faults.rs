@@ -2,10 +2,13 @@
 //! src/crash.rs) at each step of an apply and of a rollback, and the state directory on a
 //! full disk. After each kill the target runs either its baseline code or the whole patch, the
 //! bytes at every site say which, `hotpatch-apply status` says the same, `state.json` is the
-//! old or the new one and never torn, and running the command again finishes the job. The one
-//! place a kill can leave a target half patched is between two redirect writes of one stop
-//! window (`*.first-write`, a two-site package): `status` then reports `partial` and names the
-//! sites, and `rollback` or `apply` repairs it (docs/security.md).
+//! old or the new one and never torn, and running the command again finishes the job. Killed
+//! between two redirect writes of one stop window (`*.held`, `*.first-write`, a two-site
+//! package), the applier leaves the target half patched but *stopped*: the window's hold
+//! queued SIGSTOP while every thread was in a ptrace stop, so each thread takes it when the
+//! kernel detaches it, before running an instruction. `status` reports the process `held`
+//! (and `partial` with the sites), and `rollback` or `apply` finishes the job and lets the
+//! process run (docs/security.md).
 //!
 //! They need root (ptrace, /proc/PID/mem, mount) and gcc; under CI a missing privilege or tool
 //! fails them.
@@ -23,6 +26,7 @@ const APPLY_POINTS: &[&str] = &[
     "apply.prepared",
     "apply.staged",
     "apply.checked",
+    "apply.held",
     "apply.first-write",
     "apply.written",
     "apply.released",
@@ -33,6 +37,7 @@ const APPLY_POINTS: &[&str] = &[
 const ROLLBACK_POINTS: &[&str] = &[
     "rollback.planned",
     "rollback.checked",
+    "rollback.held",
     "rollback.first-write",
     "rollback.written",
     "rollback.released",
@@ -91,17 +96,39 @@ impl Sites {
 /// What `status` says of the process: `(exit code, state)`, where the state is `baseline`
 /// when no entry names a payload.
 fn status(scene: &Scene) -> (Option<i32>, String) {
+    let (code, state, _) = status_held(scene);
+    (code, state)
+}
+
+/// `status` with whether it reports the process held (stopped by a killed applier).
+fn status_held(scene: &Scene) -> (Option<i32>, String, bool) {
     let (code, entries) = scene.status();
-    let states: Vec<&str> = entries
+    let named: Vec<&Value> = entries
         .iter()
-        .filter_map(|e: &Value| e["state"].as_str())
-        .filter(|s| *s != "baseline")
+        .filter(|e| e["state"].as_str() != Some("baseline"))
         .collect();
-    assert!(states.len() <= 1, "{entries:?}");
-    (
-        code,
-        states.first().copied().unwrap_or("baseline").to_owned(),
-    )
+    assert!(named.len() <= 1, "{entries:?}");
+    let state = named
+        .first()
+        .and_then(|e| e["state"].as_str())
+        .unwrap_or("baseline");
+    let held = entries.iter().any(|e| e["held"] == Value::Bool(true));
+    (code, state.to_owned(), held)
+}
+
+/// Whether the target is in a job-control stop (`T` in /proc/PID/stat): it runs no code.
+fn stopped(scene: &Scene) -> bool {
+    let stat = std::fs::read_to_string(format!("/proc/{}/stat", scene.pid)).unwrap();
+    let (_, rest) = stat.rsplit_once(')').unwrap();
+    rest.trim_start().starts_with('T')
+}
+
+/// A killed applier's hold: the process is stopped and `status` says why (exit 4).
+fn assert_held(scene: &Scene, point: &str) {
+    assert!(stopped(scene), "{point}: the process is stopped");
+    let (code, _, held) = status_held(scene);
+    assert!(held, "{point}: status reports the process held");
+    assert_eq!(code, Some(4), "{point}");
 }
 
 fn killed(run: &Run) {
@@ -154,11 +181,18 @@ fn applier_killed_at_each_step_of_an_apply() {
                 );
                 assert!(!scene.fixed_code_runs());
             }
+            "apply.held" => {
+                // Nothing written, the process held: it runs no code, old or new.
+                assert_eq!((code, state.as_str()), (Code::Baseline, "staged"));
+                assert_held(&scene, point);
+            }
             "apply.first-write" => {
+                // Half written, the process held: no thread runs the half-patched code.
                 assert_eq!(
                     (code, state.as_str(), status_code),
                     (Code::Partial, "partial", Some(4))
                 );
+                assert_held(&scene, point);
             }
             "apply.written" | "apply.released" | "apply.patched" => {
                 // Fully patched, not yet recorded: status names the disagreement.
@@ -177,6 +211,9 @@ fn applier_killed_at_each_step_of_an_apply() {
             }
             other => panic!("no expectation for {other}"),
         }
+        if !matches!(*point, "apply.held" | "apply.first-write") {
+            assert!(!stopped(&scene), "{point}: the process runs");
+        }
         // state.json is the old one or the new one, whole.
         if *point == "apply.recorded" {
             assert_eq!(installed(&scene), 2);
@@ -184,10 +221,11 @@ fn applier_killed_at_each_step_of_an_apply() {
             assert_eq!(state_after, state_before, "{point}");
         }
         if *point == "apply.first-write" {
-            // A rollback puts every site back.
+            // A rollback puts every site back and lets the process run.
             let run = scene.rollback(&[]);
             assert_eq!(run.code, Some(0), "{run:?}");
             assert_eq!(sites.code(&scene), Code::Baseline);
+            assert!(!stopped(&scene));
             assert!(!scene.fixed_code_runs());
         }
         // Applying again completes it, and records it.
@@ -196,6 +234,7 @@ fn applier_killed_at_each_step_of_an_apply() {
         assert_eq!(sites.code(&scene), Code::Patched, "{point}");
         assert_eq!(status(&scene), (Some(0), "patched".to_owned()), "{point}");
         assert_eq!(installed(&scene), 2, "{point}");
+        assert!(!stopped(&scene), "{point}");
         assert!(scene.fixed_code_runs());
     }
 }
@@ -224,8 +263,13 @@ fn applier_killed_at_each_step_of_a_rollback() {
                 assert_eq!((code, state.as_str()), (Code::Patched, "patched"));
                 assert!(scene.fixed_code_runs());
             }
+            "rollback.held" => {
+                assert_eq!((code, state.as_str()), (Code::Patched, "patched"));
+                assert_held(&scene, point);
+            }
             "rollback.first-write" => {
                 assert_eq!((code, state.as_str()), (Code::Partial, "partial"));
+                assert_held(&scene, point);
             }
             "rollback.written" | "rollback.released" => {
                 // Every site is back; the payload is still mapped, unreachable.
@@ -238,6 +282,9 @@ fn applier_killed_at_each_step_of_a_rollback() {
             }
             other => panic!("no expectation for {other}"),
         }
+        if !matches!(*point, "rollback.held" | "rollback.first-write") {
+            assert!(!stopped(&scene), "{point}: the process runs");
+        }
         // A rollback of one process does not change the record; a killed one neither.
         assert_eq!(
             std::fs::read(scene.state.join("state.json")).unwrap(),
@@ -248,6 +295,7 @@ fn applier_killed_at_each_step_of_a_rollback() {
         assert_eq!(run.code, Some(0), "{point}: {run:?}");
         assert_eq!(sites.code(&scene), Code::Baseline, "{point}");
         assert_eq!(status(&scene).1, "baseline", "{point}");
+        assert!(!stopped(&scene), "{point}");
         assert!(!scene.fixed_code_runs());
     }
 }

@@ -19,7 +19,7 @@ pub mod threads;
 pub mod watch;
 
 pub use locate::{IdentityCache, all_pids, find_images, markers};
-pub use process::{Process, Staging, process_exists};
+pub use process::{Process, Staging, hold, job_stopped, process_exists, unhold};
 pub use ptrace::{
     Scheduling as Priority, raise_to_fifo as raise_priority, restore_scheduling as restore_priority,
 };

@@ -139,3 +139,32 @@ pub fn process_exists(pid: i32) -> bool {
         // An exiting process has released its memory map before it turns zombie.
         && std::fs::read_to_string(format!("/proc/{pid}/maps")).is_ok_and(|maps| !maps.is_empty())
 }
+
+/// Whether `pid` is stopped by job control (`T`: SIGSTOP and the like), as opposed to running,
+/// sleeping or stopped by a tracer.
+pub fn job_stopped(pid: i32) -> bool {
+    stat_state(&format!("/proc/{pid}/stat")) == Some('T')
+}
+
+/// Queues SIGSTOP for the whole process. Sent while every thread is in a ptrace stop, it is
+/// taken by none of them until they are detached (`crate::patch`'s hold).
+pub fn hold(pid: i32) -> Result<(), Error> {
+    signal(pid, libc::SIGSTOP, "kill(SIGSTOP)")
+}
+
+/// Sends SIGCONT, which discards a queued SIGSTOP (or ends a stop it caused).
+pub fn unhold(pid: i32) -> Result<(), Error> {
+    signal(pid, libc::SIGCONT, "kill(SIGCONT)")
+}
+
+fn signal(pid: i32, signal: libc::c_int, call: &'static str) -> Result<(), Error> {
+    // SAFETY: kill has no memory preconditions.
+    if unsafe { libc::kill(pid, signal) } == -1 {
+        let error = std::io::Error::last_os_error();
+        if error.raw_os_error() == Some(libc::ESRCH) {
+            return Err(Error::ProcessGone { pid });
+        }
+        return Err(Error::os(pid, call, error));
+    }
+    Ok(())
+}

@@ -41,3 +41,19 @@ pub fn check_image(
 ) -> Result<(), crate::error::Error> {
     Ok(())
 }
+
+/// Windows has no job-control stop the applier could find a process in.
+pub fn job_stopped(_pid: i32) -> bool {
+    false
+}
+
+/// Nothing to queue: threads suspended with `SuspendThread` stay suspended when the applier
+/// dies, which holds the process without a signal (`crate::patch`'s hold).
+pub fn hold(_pid: i32) -> Result<(), crate::error::Error> {
+    Ok(())
+}
+
+/// The window's own `ResumeThread` calls let the process run; nothing else to undo.
+pub fn unhold(_pid: i32) -> Result<(), crate::error::Error> {
+    Ok(())
+}
