@@ -17,10 +17,10 @@ pub use matching::{MatchKind, canonical_name};
 
 use code::Labels;
 use hotpatch_image::{Function, Image};
-use normalize::{Assumption, ImageIndex, Lookup, Namer, normalize, normalize_first};
+use normalize::{ImageIndex, Namer, normalize};
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 /// The version of the JSON document [`Diff`] serializes to.
 pub const SCHEMA: &str = "hotpatch-diff/1";
@@ -192,62 +192,11 @@ pub struct LineOnly {
 pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     let (mut pairs, baseline_left, fixed_left) = matching::match_by_name(baseline, fixed);
 
-    // A first look at every pair matched by name, before the indices are complete: each
-    // function is decoded once, for the addresses its code refers to (the indices' boundaries)
-    // and for its normalized form, compared right away. What the comparison assumed about the
-    // missing boundaries, and whether it named a function whose compared name a match by body
-    // may still change, decides below whether it stands.
-    let no_renames = HashMap::new();
-    let name_renames = renames(&pairs, baseline, fixed);
-    let (looks, baseline_index, fixed_index) = {
-        let baseline_partial = ImageIndex::without_code_references(baseline);
-        let fixed_partial = ImageIndex::without_code_references(fixed);
-        let leftover_names: HashSet<&str> = fixed_left
-            .iter()
-            .map(|&idx| fixed.functions[idx].name.as_str())
-            .collect();
-        let unsettled = fixed
-            .functions
-            .iter()
-            .map(|function| leftover_names.contains(function.name.as_str()))
-            .collect();
-        let baseline_namer = Namer::new(baseline, &no_renames, &baseline_partial);
-        let fixed_namer =
-            Namer::new(fixed, &name_renames, &fixed_partial).with_unsettled(unsettled);
-        let mut looks: Vec<FirstLook> = pairs
-            .par_iter()
-            .map(|pair| {
-                first_look(
-                    &baseline.functions[pair.baseline],
-                    &fixed.functions[pair.fixed],
-                    &baseline_namer,
-                    &fixed_namer,
-                )
-            })
-            .collect();
-        let baseline_references = code_references(
-            baseline,
-            pairs.iter().map(|pair| pair.baseline),
-            looks
-                .iter_mut()
-                .map(|look| std::mem::take(&mut look.baseline_references)),
-        );
-        let fixed_references = code_references(
-            fixed,
-            pairs.iter().map(|pair| pair.fixed),
-            looks
-                .iter_mut()
-                .map(|look| std::mem::take(&mut look.fixed_references)),
-        );
-        drop((baseline_namer, fixed_namer));
-        (
-            looks,
-            baseline_partial.with_code_references(baseline_references),
-            fixed_partial.with_code_references(fixed_references),
-        )
-    };
+    let (baseline_index, fixed_index) =
+        rayon::join(|| ImageIndex::new(baseline), || ImageIndex::new(fixed));
 
     // Renamed functions: identical bodies among what names could not pair.
+    let no_renames = HashMap::new();
     let bodies =
         |image: &Image<'_>, index: &ImageIndex, left: &[usize]| -> HashMap<usize, String> {
             let namer = Namer::new(image, &no_renames, index);
@@ -272,31 +221,27 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         &bodies(baseline, &baseline_index, &baseline_left),
         &bodies(fixed, &fixed_index, &fixed_left),
     );
-    let names_settled = body_pairs.is_empty();
     pairs.extend(body_pairs);
 
     // The fixed build's functions are named as their baseline match, so callers of a renamed
     // or re-cloned function do not differ because of the name alone.
-    let renames = renames(&pairs, baseline, fixed);
+    let renames: HashMap<String, String> = pairs
+        .iter()
+        .map(|pair| {
+            let (b, f) = (
+                &baseline.functions[pair.baseline],
+                &fixed.functions[pair.fixed],
+            );
+            let baseline_name = pair.alias.as_deref().unwrap_or(&b.name);
+            (f.name.clone(), matching::canonical_name(baseline_name))
+        })
+        .collect();
     let baseline_namer = Namer::new(baseline, &no_renames, &baseline_index);
     let fixed_namer = Namer::new(fixed, &renames, &fixed_index);
 
     let outcomes: Vec<Outcome> = pairs
         .par_iter()
-        .enumerate()
-        .map(|(at, pair)| {
-            let settled = looks.get(at).is_some_and(|look| {
-                look.same
-                    && (names_settled || !look.named_unsettled)
-                    && look
-                        .baseline_assumed
-                        .iter()
-                        .all(|a| baseline_index.holds(a))
-                    && look.fixed_assumed.iter().all(|a| fixed_index.holds(a))
-            });
-            if settled {
-                return Outcome::Unchanged;
-            }
+        .map(|pair| {
             let b = &baseline.functions[pair.baseline];
             let f = &fixed.functions[pair.fixed];
             compare(b, f, pair, baseline, fixed, &baseline_namer, &fixed_namer)
@@ -369,86 +314,6 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
         .sort_by(|a, b| (&a.from, &a.to).cmp(&(&b.from, &b.to)));
     result.line_only.sort_by(|a, b| a.name.cmp(&b.name));
     result
-}
-
-/// Fixed-build function name to the name it is compared under: its baseline match's.
-fn renames(
-    pairs: &[matching::Pair],
-    baseline: &Image<'_>,
-    fixed: &Image<'_>,
-) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|pair| {
-            let (b, f) = (
-                &baseline.functions[pair.baseline],
-                &fixed.functions[pair.fixed],
-            );
-            let baseline_name = pair.alias.as_deref().unwrap_or(&b.name);
-            (f.name.clone(), matching::canonical_name(baseline_name))
-        })
-        .collect()
-}
-
-/// A pair's first look: whether the two functions normalize alike, and on what that rests.
-struct FirstLook {
-    same: bool,
-    baseline_assumed: Vec<Assumption>,
-    fixed_assumed: Vec<Assumption>,
-    named_unsettled: bool,
-    /// The addresses each function's code refers to, sorted, for the indices.
-    baseline_references: Vec<u64>,
-    fixed_references: Vec<u64>,
-}
-
-fn first_look(
-    b: &Function<'_>,
-    f: &Function<'_>,
-    baseline_namer: &Namer<'_>,
-    fixed_namer: &Namer<'_>,
-) -> FirstLook {
-    let (baseline_lookup, fixed_lookup) = (Lookup::new(baseline_namer), Lookup::new(fixed_namer));
-    let mut baseline_references = Vec::new();
-    let mut fixed_references = Vec::new();
-    let old = normalize_first(b, &baseline_lookup, &mut baseline_references);
-    let new = normalize_first(f, &fixed_lookup, &mut fixed_references);
-    let same = old.len() == new.len() && old.iter().zip(&new).all(|(o, n)| o.same_form(n));
-    for references in [&mut baseline_references, &mut fixed_references] {
-        references.sort_unstable();
-        references.dedup();
-    }
-    FirstLook {
-        same,
-        named_unsettled: fixed_lookup.named_unsettled(),
-        baseline_assumed: baseline_lookup.assumed(),
-        fixed_assumed: fixed_lookup.assumed(),
-        baseline_references,
-        fixed_references,
-    }
-}
-
-/// Every address `image`'s code refers to: what the first look collected for the `paired`
-/// functions, and the rest decoded for it alone.
-fn code_references(
-    image: &Image<'_>,
-    paired: impl Iterator<Item = usize>,
-    collected: impl Iterator<Item = Vec<u64>>,
-) -> Vec<u64> {
-    let decoded = flags(image.functions.len(), paired);
-    let mut references: Vec<u64> = collected.flatten().collect();
-    let rest: Vec<Vec<u64>> = image
-        .functions
-        .par_iter()
-        .zip(&decoded)
-        .filter(|(_, decoded)| !**decoded)
-        .map(|(function, _)| {
-            let mut found = Vec::new();
-            normalize::referenced_addresses(function, image, &mut found);
-            found
-        })
-        .collect();
-    references.extend(rest.into_iter().flatten());
-    references
 }
 
 fn flags(len: usize, set: impl Iterator<Item = usize>) -> Vec<bool> {

@@ -13,7 +13,7 @@ use iced_x86::{
     ConstantOffsets, Decoder, DecoderOptions, FlowControl, Instruction as Decoded, MemorySize,
     Mnemonic, OpKind, Register,
 };
-use std::cell::{Cell, RefCell};
+use rayon::prelude::*;
 use std::collections::HashMap;
 use std::sync::OnceLock;
 
@@ -30,37 +30,19 @@ const MAX_JUMP_TABLE: u64 = 4096;
 /// How many instructions before an indexed jump the guarding compare is looked for.
 const GUARD_WINDOW: usize = 12;
 
-/// Facts about one image that every function's normalization consults.
-///
-/// The boundaries include every address code refers to, which only decoding all the code
-/// finds. Rather than decode every function once for them and again to normalize it, the diff
-/// normalizes with the boundaries known without decoding ([`ImageIndex::without_code_references`])
-/// and records what each normalization assumed about the rest ([`Lookup::assumed`]); once all
-/// code was decoded, [`ImageIndex::with_code_references`] completes the index and
-/// [`ImageIndex::holds`] tells which assumptions the code references broke.
+/// Facts about one image that every function's normalization consults, computed once.
 pub(crate) struct ImageIndex {
-    /// Import slot (PE IAT entry, GOT slot of an import) to (library, name), sorted by slot
-    /// (a bisection per lookup: the diff resolves millions of addresses, few of them slots).
-    import_slots: Vec<(u64, (String, String))>,
+    /// Import slot (PE IAT entry, GOT slot of an import) to (library, name).
+    import_slots: HashMap<u64, (String, String)>,
     /// Sorted addresses where one object starts: every address code refers to outside
     /// executable sections, data symbols, relocation targets. An unnamed constant or a jump
     /// table never extends past the next one.
     boundaries: Vec<u64>,
-    /// Whether `boundaries` holds the addresses code refers to; until then every use of a
-    /// boundary is recorded as an assumption.
-    complete: bool,
-    /// The start of each function and of each data symbol, in the image's order: the lookup of
-    /// what an address points at bisects these 8-byte keys instead of the wide records, whose
-    /// cache misses were the largest single cost of normalizing.
-    function_rvas: Vec<u64>,
-    data_rvas: Vec<u64>,
 }
 
 impl ImageIndex {
-    /// The index with every boundary known without decoding code: data symbols, function
-    /// starts and relocation targets.
-    pub(crate) fn without_code_references(image: &Image<'_>) -> Self {
-        let mut import_slots: Vec<(u64, (String, String))> = image
+    pub(crate) fn new(image: &Image<'_>) -> Self {
+        let import_slots = image
             .imports
             .iter()
             .filter_map(|import| {
@@ -70,11 +52,12 @@ impl ImageIndex {
                 ))
             })
             .collect();
-        // The last import listed for a slot names it, as when collected into a map.
-        import_slots.reverse();
-        import_slots.sort_by_key(|&(slot, _)| slot);
-        import_slots.dedup_by_key(|&mut (slot, _)| slot);
-        let mut boundaries: Vec<u64> = image.data_symbols.iter().map(|d| d.rva).collect();
+        let mut boundaries: Vec<u64> = image
+            .functions
+            .par_iter()
+            .flat_map_iter(|function| referenced_addresses(function, image))
+            .collect();
+        boundaries.extend(image.data_symbols.iter().map(|d| d.rva));
         boundaries.extend(image.functions.iter().map(|f| f.rva));
         boundaries.extend(
             image
@@ -87,20 +70,7 @@ impl ImageIndex {
         ImageIndex {
             import_slots,
             boundaries,
-            complete: false,
-            function_rvas: image.functions.iter().map(|f| f.rva).collect(),
-            data_rvas: image.data_symbols.iter().map(|d| d.rva).collect(),
         }
-    }
-
-    /// The complete index: `self` plus the addresses the image's code refers to (all of them,
-    /// from every function: what [`normalize_first`] and [`referenced_addresses`] collect).
-    pub(crate) fn with_code_references(mut self, references: Vec<u64>) -> Self {
-        self.boundaries.extend(references);
-        self.boundaries.sort_unstable();
-        self.boundaries.dedup();
-        self.complete = true;
-        self
     }
 
     /// The first boundary strictly after `rva`.
@@ -108,49 +78,27 @@ impl ImageIndex {
         let idx = self.boundaries.partition_point(|&b| b <= rva);
         self.boundaries.get(idx).copied()
     }
-
-    /// Whether an assumption recorded while the index was incomplete holds: no boundary lies
-    /// strictly between its start and end.
-    pub(crate) fn holds(&self, assumption: &Assumption) -> bool {
-        self.next_boundary(assumption.rva)
-            .is_none_or(|next| next >= assumption.end)
-    }
-}
-
-/// What a normalization read from an incomplete [`ImageIndex`]: its result stands only if no
-/// address referred to by code lies strictly between `rva` and `end`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub(crate) struct Assumption {
-    rva: u64,
-    end: u64,
 }
 
 /// The addresses a function's code refers to by RIP-relative or absolute operands.
-pub(crate) fn referenced_addresses(
-    function: &Function<'_>,
-    image: &Image<'_>,
-    found: &mut Vec<u64>,
-) {
+fn referenced_addresses(function: &Function<'_>, image: &Image<'_>) -> Vec<u64> {
     let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
+    let mut found = Vec::new();
     let mut instruction = Decoded::default();
     while decoder.can_decode() {
         decoder.decode_out(&mut instruction);
-        push_referenced(&instruction, image, found);
-    }
-}
-
-/// The addresses `instruction` refers to: the boundaries of what it reads or takes.
-fn push_referenced(instruction: &Decoded, image: &Image<'_>, found: &mut Vec<u64>) {
-    if instruction.is_ip_rel_memory_operand() {
-        found.push(instruction.ip_rel_memory_address());
-    }
-    for operand in 0..instruction.op_count() {
-        if is_immediate(instruction.op_kind(operand))
-            && let Some(rva) = absolute_reference(instruction.immediate(operand), image)
-        {
-            found.push(rva);
+        if instruction.is_ip_rel_memory_operand() {
+            found.push(instruction.ip_rel_memory_address());
+        }
+        for operand in 0..instruction.op_count() {
+            if is_immediate(instruction.op_kind(operand))
+                && let Some(rva) = absolute_reference(instruction.immediate(operand), image)
+            {
+                found.push(rva);
+            }
         }
     }
+    found
 }
 
 /// How symbol names are written; the fixed build's names are mapped to the baseline names of
@@ -160,10 +108,6 @@ pub(crate) struct Namer<'a> {
     /// Fixed-build function name to the name it is compared under.
     pub renames: &'a HashMap<String, String>,
     index: &'a ImageIndex,
-    /// Functions, by index, whose compared name `renames` may not give yet (names that only a
-    /// later match by body settles); a normalization that names one is marked
-    /// ([`Lookup::named_unsettled`]). Empty when every name is settled.
-    unsettled: Vec<bool>,
     /// Each function's compared name, by index, made on first use: a function is named once
     /// per diff, not once per call to it.
     function_names: Vec<OnceLock<String>>,
@@ -184,7 +128,6 @@ impl<'a> Namer<'a> {
             image,
             renames,
             index,
-            unsettled: Vec::new(),
             function_names: (0..image.functions.len())
                 .map(|_| OnceLock::new())
                 .collect(),
@@ -195,12 +138,6 @@ impl<'a> Namer<'a> {
                 .map(|_| OnceLock::new())
                 .collect(),
         }
-    }
-
-    /// Marks the functions, by index, whose compared name is not settled yet.
-    pub(crate) fn with_unsettled(mut self, unsettled: Vec<bool>) -> Self {
-        self.unsettled = unsettled;
-        self
     }
 
     fn function_name(&self, index: usize) -> String {
@@ -228,90 +165,22 @@ impl<'a> Namer<'a> {
             _ => String::new(),
         }
     }
-}
-
-/// One normalization's view of a [`Namer`]: it records what the result depends on beyond the
-/// image itself (assumptions about an incomplete index, unsettled names), so that a result
-/// made before the whole image was decoded can be checked afterwards.
-pub(crate) struct Lookup<'n> {
-    namer: &'n Namer<'n>,
-    /// Boundaries assumed absent, while the index is incomplete.
-    assumed: RefCell<Vec<Assumption>>,
-    /// How many unsettled function names were written.
-    unsettled_names: Cell<usize>,
-}
-
-impl<'n> std::ops::Deref for Lookup<'n> {
-    type Target = Namer<'n>;
-    fn deref(&self) -> &Namer<'n> {
-        self.namer
-    }
-}
-
-impl<'n> Lookup<'n> {
-    pub(crate) fn new(namer: &'n Namer<'n>) -> Self {
-        Lookup {
-            namer,
-            assumed: RefCell::new(Vec::new()),
-            unsettled_names: Cell::new(0),
-        }
-    }
-
-    /// Whether the result depends on a function name not settled yet.
-    pub(crate) fn named_unsettled(&self) -> bool {
-        self.unsettled_names.get() > 0
-    }
-
-    /// What the result assumed about boundaries not known yet.
-    pub(crate) fn assumed(self) -> Vec<Assumption> {
-        self.assumed.into_inner()
-    }
-
-    /// The next boundary after `rva` as far as the index knows it.
-    fn next_boundary(&self, rva: u64) -> Option<u64> {
-        self.namer.index.next_boundary(rva)
-    }
-
-    /// Records that the result read at `rva` stands only if no boundary lies strictly between
-    /// `rva` and `end`; nothing to record once the index is complete.
-    fn assume_no_boundary(&self, rva: u64, end: u64) {
-        if !self.namer.index.complete && end > rva.saturating_add(1) {
-            self.assumed.borrow_mut().push(Assumption { rva, end });
-        }
-    }
-
-    fn function_name(&self, index: usize) -> String {
-        if self.namer.unsettled.get(index).copied().unwrap_or(false) {
-            self.unsettled_names.set(self.unsettled_names.get() + 1);
-        }
-        self.namer.function_name(index)
-    }
 
     /// The content hash of read-only data symbol `index`, rendered at pointer depth `depth`.
-    /// A hash whose making assumed anything is not kept: it holds for this lookup only.
     fn data_content(
         &self,
         index: usize,
         depth: u32,
         make: impl FnOnce() -> Option<u64>,
     ) -> Option<u64> {
-        let Some(cell) = self
-            .namer
+        match self
             .data_contents
             .get(index)
             .and_then(|cells| cells.get(depth as usize))
-        else {
-            return make();
-        };
-        if let Some(content) = cell.get() {
-            return *content;
+        {
+            Some(cell) => *cell.get_or_init(make),
+            None => make(),
         }
-        let (assumed, unsettled) = (self.assumed.borrow().len(), self.unsettled_names.get());
-        let content = make();
-        if self.assumed.borrow().len() == assumed && self.unsettled_names.get() == unsettled {
-            let _ = cell.set(content);
-        }
-        content
     }
 }
 
@@ -353,50 +222,27 @@ impl Scope<'_> {
     }
 }
 
-/// Decodes and normalizes `function` (with the index complete).
+/// Decodes and normalizes `function`.
 pub(crate) fn normalize(function: &Function<'_>, namer: &Namer<'_>) -> Vec<Instruction> {
-    normalize_in(function, &Lookup::new(namer), None)
-}
-
-/// Decodes and normalizes `function` while the index may be incomplete, and appends the
-/// addresses its code refers to to `references` (what [`referenced_addresses`] finds): one
-/// decode serves both.
-pub(crate) fn normalize_first(
-    function: &Function<'_>,
-    lookup: &Lookup<'_>,
-    references: &mut Vec<u64>,
-) -> Vec<Instruction> {
-    normalize_in(function, lookup, Some(references))
-}
-
-fn normalize_in(
-    function: &Function<'_>,
-    lookup: &Lookup<'_>,
-    references: Option<&mut Vec<u64>>,
-) -> Vec<Instruction> {
-    let (decoded, offsets, index_of) = decode(function, lookup.image, references);
+    let (decoded, offsets, index_of) = decode(function);
     let scope = Scope {
         function,
         index_of: &index_of,
     };
     (0..decoded.len())
-        .map(|at| normalize_instruction(&decoded, &offsets[at], at, &scope, lookup))
+        .map(|at| normalize_instruction(&decoded, &offsets[at], at, &scope, namer))
         .collect()
 }
 
 /// The instructions of `function`, without alignment filler (nop, int3 between code), which
-/// moves with addresses; with `references`, every address the code refers to is appended.
+/// moves with addresses.
 ///
 /// Branch targets inside the function are written as instruction indices, which survive changes
 /// in instruction length and alignment padding; the returned map gives each address its index,
 /// and a branch to dropped filler (a loop aligned with nops) the index of what follows it.
 /// The constant offsets (where displacements and immediates sit) come with each instruction,
 /// since iced-x86 computes them from the decoder's state right after decoding.
-fn decode(
-    function: &Function<'_>,
-    image: &Image<'_>,
-    mut references: Option<&mut Vec<u64>>,
-) -> (Vec<Decoded>, Vec<ConstantOffsets>, InstructionIndex) {
+fn decode(function: &Function<'_>) -> (Vec<Decoded>, Vec<ConstantOffsets>, InstructionIndex) {
     let mut decoder = Decoder::with_ip(64, function.code, function.rva, DecoderOptions::NONE);
     let mut instructions = Vec::with_capacity(function.code.len() / 4);
     let mut offsets = Vec::with_capacity(function.code.len() / 4);
@@ -404,9 +250,6 @@ fn decode(
     let mut filler = Vec::new();
     while decoder.can_decode() {
         let instruction = decoder.decode();
-        if let Some(references) = references.as_deref_mut() {
-            push_referenced(&instruction, image, references);
-        }
         if matches!(instruction.mnemonic(), Mnemonic::Nop | Mnemonic::Int3) {
             filler.push(instruction.ip());
             continue;
@@ -458,7 +301,7 @@ fn normalize_instruction(
     offsets: &ConstantOffsets,
     at: usize,
     scope: &Scope<'_>,
-    namer: &Lookup<'_>,
+    namer: &Namer<'_>,
 ) -> Instruction {
     let instruction = &decoded[at];
     let function = scope.function;
@@ -677,7 +520,7 @@ fn memory_operand(
     at: usize,
     offsets: &ConstantOffsets,
     scope: &Scope<'_>,
-    namer: &Lookup<'_>,
+    namer: &Namer<'_>,
 ) -> Memory {
     let instruction = &decoded[at];
     let size = memory_size_name(instruction.memory_size());
@@ -750,24 +593,16 @@ fn resolve_data_operand(
     decoded: &[Decoded],
     at: usize,
     scope: &Scope<'_>,
-    namer: &Lookup<'_>,
+    namer: &Namer<'_>,
     access_bytes: Option<u64>,
 ) -> Target {
-    let assumed = namer.assumed.borrow().len();
     let plain = resolve(rva, namer, 0, access_bytes);
-    // Whether the plain target is anonymous does not depend on boundaries (an unnamed
-    // constant's bytes do, its kind does not), so a table found here replaces the plain target
-    // and what reading it assumed.
     let anonymous = matches!(
         plain,
         Target::Constant(_) | Target::Unresolved { .. } | Target::InsideInstruction { .. }
     );
-    if anonymous {
-        let plain_assumed = namer.assumed.borrow_mut().split_off(assumed);
-        if let Some(table) = jump_table(rva, decoded, at, scope, namer) {
-            return Target::JumpTable(table);
-        }
-        namer.assumed.borrow_mut().extend(plain_assumed);
+    if anonymous && let Some(table) = jump_table(rva, decoded, at, scope, namer) {
+        return Target::JumpTable(table);
     }
     plain
 }
@@ -800,17 +635,6 @@ fn absolute_reference(value: u64, image: &Image<'_>) -> Option<u64> {
 /// The index of the function containing `rva`.
 fn function_index_at(image: &Image<'_>, rva: u64) -> Option<usize> {
     let idx = image.functions.partition_point(|f| f.rva <= rva);
-    function_containing(image, idx, rva)
-}
-
-/// [`function_index_at`] bisecting `function_rvas`, the functions' starts in order.
-fn function_index_by(function_rvas: &[u64], image: &Image<'_>, rva: u64) -> Option<usize> {
-    let idx = function_rvas.partition_point(|&start| start <= rva);
-    function_containing(image, idx, rva)
-}
-
-/// The function before partition point `idx` if it holds `rva`.
-fn function_containing(image: &Image<'_>, idx: usize, rva: u64) -> Option<usize> {
     let idx = idx.checked_sub(1)?;
     let candidate = image.functions.get(idx)?;
     (rva < candidate.end() || (candidate.size == 0 && rva == candidate.rva)).then_some(idx)
@@ -818,9 +642,9 @@ fn function_containing(image: &Image<'_>, idx: usize, rva: u64) -> Option<usize>
 
 /// What the address `rva` points at, independent of where the linker put it. `depth` counts
 /// pointer slots followed, so a cycle of slots cannot recurse forever.
-fn resolve(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
+fn resolve(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
     let image = namer.image;
-    if let Some(index) = function_index_by(&namer.index.function_rvas, image, rva) {
+    if let Some(index) = function_index_at(image, rva) {
         let function = &image.functions[index];
         // Import thunks that the debug information counts into the function before them.
         if rva != function.rva
@@ -837,7 +661,7 @@ fn resolve(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>) 
             offset: rva - function.rva,
         };
     }
-    let data_idx = namer.index.data_rvas.partition_point(|&start| start <= rva);
+    let data_idx = image.data_symbols.partition_point(|d| d.rva <= rva);
     if let Some(index) = data_idx.checked_sub(1)
         && let Some(data) = image.data_symbols.get(index)
         && rva < data.rva.saturating_add(data.size.max(1))
@@ -850,7 +674,7 @@ fn resolve(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>) 
         let content = if data.kind == DataKind::ReadOnly && data.size > 0 {
             namer.data_content(index, depth, || {
                 if data.size <= MAX_RENDERED_DATA {
-                    render_bytes_in(image, data.rva, data.size, namer, depth)
+                    render_bytes(image, data.rva, data.size, namer, depth)
                         .map(|(text, _)| fnv1a(text.as_bytes()))
                 } else {
                     image.bytes_at(data.rva, data.size).map(fnv1a)
@@ -867,12 +691,7 @@ fn resolve(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>) 
             content,
         };
     }
-    if let Ok(at) = namer
-        .index
-        .import_slots
-        .binary_search_by_key(&rva, |&(slot, _)| slot)
-    {
-        let (library, name) = &namer.index.import_slots[at].1;
+    if let Some((library, name)) = namer.index.import_slots.get(&rva) {
         return Target::Import {
             library: library.clone(),
             name: name.clone(),
@@ -988,20 +807,18 @@ fn jump_table(
     decoded: &[Decoded],
     at: usize,
     scope: &Scope<'_>,
-    namer: &Lookup<'_>,
+    namer: &Namer<'_>,
 ) -> Option<JumpTable> {
     let image = namer.image;
+    let index = namer.index;
     let guard = guarded_entries(decoded, at).filter(|n| (1..=MAX_JUMP_TABLE).contains(n));
     let section_end = image
         .section_at(rva)
         .map(|s| s.rva.saturating_add(s.virtual_size.max(s.file_size)))?;
-    let limit = namer
+    let limit = index
         .next_boundary(rva)
         .unwrap_or(section_end)
         .min(section_end);
-    if guard.is_none() {
-        namer.assume_no_boundary(rva, limit);
-    }
     let base = image.identity.pe.as_ref().map(|pe| pe.image_base);
     let encodings: &[(TableEncoding, u64)] = &[
         (TableEncoding::TableRelative, 4),
@@ -1093,7 +910,7 @@ fn cold_part_index(image: &Image<'_>, function: &Function<'_>, rva: u64) -> Opti
 /// it reads; an address taken (`lea`) compares the bytes up to the next referenced address or
 /// symbol (at most `MAX_CONSTANT_WINDOW`, never past the section), cut after a NUL where the
 /// bytes before it are a C string. Relocated pointers inside are written as what they point at.
-fn constant(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
+fn constant(rva: u64, namer: &Namer<'_>, depth: u32, access_bytes: Option<u64>) -> Target {
     let image = namer.image;
     let section_end = image
         .section_at(rva)
@@ -1102,7 +919,7 @@ fn constant(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>)
     let available = section_end.saturating_sub(rva);
     if let Some(size) = access_bytes {
         let len = size.min(available);
-        return match render_bytes_in(image, rva, len, namer, depth) {
+        return match render_bytes(image, rva, len, namer, depth) {
             Some((rendered, false)) => Target::Constant(Constant {
                 len,
                 content: ConstantContent::Bytes { rendered },
@@ -1113,21 +930,15 @@ fn constant(rva: u64, namer: &Lookup<'_>, depth: u32, access_bytes: Option<u64>)
         };
     }
     let boundary = namer
+        .index
         .next_boundary(rva)
         .map_or(available, |next| next - rva)
         .min(available);
-    // What each step read decides how far a boundary found later would change it: a string
-    // only up to its NUL, unreadable bytes everywhere, the byte window up to its end.
     if let Some(text) = c_string(image, rva, boundary) {
-        namer.assume_no_boundary(rva, rva.saturating_add(text.len));
         return Target::Constant(text);
     }
-    if image.bytes_at(rva, boundary.min(MAX_STRING_SCAN)).is_none() {
-        namer.assume_no_boundary(rva, rva.saturating_add(boundary));
-    }
     let window = boundary.min(MAX_CONSTANT_WINDOW);
-    namer.assume_no_boundary(rva, rva.saturating_add(window));
-    match render_bytes_in(image, rva, window, namer, depth) {
+    match render_bytes(image, rva, window, namer, depth) {
         Some((rendered, false)) => Target::Constant(Constant {
             len: window,
             content: ConstantContent::Bytes { rendered },
@@ -1190,16 +1001,6 @@ pub(crate) fn render_bytes(
     namer: &Namer<'_>,
     depth: u32,
 ) -> Option<(String, bool)> {
-    render_bytes_in(image, rva, len, &Lookup::new(namer), depth)
-}
-
-fn render_bytes_in(
-    image: &Image<'_>,
-    rva: u64,
-    len: u64,
-    namer: &Lookup<'_>,
-    depth: u32,
-) -> Option<(String, bool)> {
     let bytes = image.bytes_at(rva, len)?;
     let end = rva.checked_add(len)?;
     let start = image.relocations.partition_point(|r| r.rva < rva);
@@ -1240,6 +1041,3 @@ fn render_bytes_in(
     }
     Some((text, unresolved))
 }
-
-#[cfg(test)]
-mod tests;
