@@ -109,6 +109,7 @@ pub fn apply_target(
                 let hold = Hold::for_window(&process, held, &previous);
                 hold.release(&process)?;
             }
+            backend::resume_abandoned(&process)?;
             let mut result = TargetResult::new(pid, &target.name, Outcome::AlreadyApplied);
             result.sequence = Some(current.sequence);
             return Ok(result);

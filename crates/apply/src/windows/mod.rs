@@ -66,3 +66,11 @@ pub fn hold(_pid: i32) -> Result<(), crate::error::Error> {
 pub fn unhold(_pid: i32) -> Result<(), crate::error::Error> {
     Ok(())
 }
+
+/// Resumes the threads an applier killed inside its stop window left suspended
+/// (`suspension::repair`), for an apply that finds everything in place and opens no window of
+/// its own; every window does the same before it suspends (`Stopped::all`). `status` does not:
+/// it only reads, and must not let a half-written target run.
+pub fn resume_abandoned(process: &Process) -> Result<(), crate::error::Error> {
+    threads::repair_once(process)
+}

@@ -206,10 +206,6 @@ pub fn all_pids() -> Vec<i32> {
 /// (payloads are allocated with `VirtualAllocEx`, so the marker is the allocation's first
 /// byte).
 pub fn markers(process: &Process) -> Result<Vec<Marker>, Error> {
-    // Every command reads the markers before it decides anything (apply may find the package
-    // already in place and stop no thread): threads a killed applier left suspended are let
-    // go first.
-    super::threads::repair_once(process)?;
     let mut markers = Vec::new();
     let mut address = 0u64;
     for _ in 0..1_000_000 {
