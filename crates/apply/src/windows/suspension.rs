@@ -2,8 +2,9 @@
 //! that process lists them, so that a later run can undo the suspensions of an applier that
 //! died inside a stop window. A thread's suspend count outlives the process that called
 //! `SuspendThread` (Windows, and Wine 8 as measured: docs/apply.md), so a killed applier leaves
-//! the target frozen; the next `Stopped::all` on it finds the record of a dead applier and
-//! resumes each listed thread once before it stops the process itself.
+//! the target frozen; the next `Stopped::all` on it reads the records of dead appliers
+//! (`abandoned`), suspends every thread itself, and when it resumes them also undoes the
+//! suspensions the counts `SuspendThread` returned show a dead applier left.
 //!
 //! Layout (one private read-write page, little endian): the 16-byte magic, the applier's pid
 //! (u32), its process creation time (u64, so a reused pid is not taken for the dead applier),
@@ -158,10 +159,80 @@ fn release(process: &Process, address: u64) {
     }
 }
 
+/// What the records of appliers that no longer run say: how many of them list each thread,
+/// and where the records are, to be released once their counts are undone.
+#[derive(Debug, Default)]
+pub struct Abandoned {
+    pub listings: std::collections::BTreeMap<u32, u32>,
+    records: Vec<u64>,
+}
+
+impl Abandoned {
+    /// How many suspensions of thread `tid` a dead applier left, given the count
+    /// `SuspendThread` returned (the count before this applier's own suspension). A thread is
+    /// listed before its `SuspendThread`, so a listing alone does not prove the count: a count
+    /// of 0 owes nothing, whatever the records say.
+    pub fn owed(&self, tid: u32, previous_count: u32) -> u32 {
+        self.listings
+            .get(&tid)
+            .map_or(0, |listed| (*listed).min(previous_count))
+    }
+
+    /// Releases the records, after the owed counts were undone.
+    pub fn free(self, process: &Process) {
+        for address in self.records {
+            release(process, address);
+        }
+    }
+}
+
+/// Reads, without resuming anything, the records of appliers that no longer run. A window
+/// that suspends the process itself uses this: it suspends every thread first, learns from
+/// `SuspendThread` which ones still carry a dead applier's suspension, and undoes those when
+/// it resumes, so a target a killed applier left half written never runs before the writes
+/// are finished. Reading twice (a kill before the records were released) is harmless: the
+/// counts decide, and they were already undone.
+pub fn abandoned(process: &Process) -> Result<Abandoned, Error> {
+    let mut found = Abandoned::default();
+    for_each_dead_record(process, |base, tids| {
+        for tid in tids {
+            *found.listings.entry(tid).or_insert(0) += 1;
+        }
+        found.records.push(base);
+    })?;
+    Ok(found)
+}
+
 /// Resumes, once each, the threads listed in records of appliers that no longer run, and
 /// releases those records; how many threads were resumed from a suspension (count above 0).
+/// For an apply that opens no window of its own (everything already in place).
 pub fn repair(process: &Process) -> Result<usize, Error> {
     let mut resumed = 0;
+    for_each_dead_record(process, |base, tids| {
+        for tid in tids {
+            // SAFETY: plain values in, a handle or null out.
+            let raw = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, tid) };
+            let Some(thread) = Handle::new(raw) else {
+                continue;
+            };
+            // SAFETY: an open thread handle with suspend rights; undoes the dead applier's one
+            // suspension (a thread it never suspended stays at 0).
+            let previous = unsafe { ResumeThread(thread.raw()) };
+            if previous != u32::MAX && previous > 0 {
+                resumed += 1;
+            }
+        }
+        release(process, base);
+    })?;
+    Ok(resumed)
+}
+
+/// Calls `each(base, listed thread ids)` for every record in the process whose applier no
+/// longer runs.
+fn for_each_dead_record(
+    process: &Process,
+    mut each: impl FnMut(u64, Vec<u32>),
+) -> Result<(), Error> {
     let mut address = 0u64;
     for _ in 0..1_000_000 {
         let Some(region) = process.query(address) else {
@@ -197,23 +268,10 @@ pub fn repair(process: &Process) -> Result<usize, Error> {
         if applier_alive(applier, created) {
             continue;
         }
-        for slot in 0..(listed as usize).min(CAPACITY) {
-            let Some(tid) = u32_at(&page, HEADER + 4 * slot) else {
-                break;
-            };
-            // SAFETY: plain values in, a handle or null out.
-            let raw = unsafe { OpenThread(THREAD_SUSPEND_RESUME, 0, tid) };
-            let Some(thread) = Handle::new(raw) else {
-                continue;
-            };
-            // SAFETY: an open thread handle with suspend rights; undoes the dead applier's one
-            // suspension (a thread it never suspended stays at 0).
-            let previous = unsafe { ResumeThread(thread.raw()) };
-            if previous != u32::MAX && previous > 0 {
-                resumed += 1;
-            }
-        }
-        release(process, base);
+        let tids = (0..(listed as usize).min(CAPACITY))
+            .map_while(|slot| u32_at(&page, HEADER + 4 * slot))
+            .collect();
+        each(base, tids);
     }
-    Ok(resumed)
+    Ok(())
 }

@@ -8,7 +8,7 @@
 
 use super::handle::Handle;
 use super::process::Process;
-use super::suspension::{self, Record};
+use super::suspension::{self, Abandoned, Record};
 use crate::error::Error;
 use crate::stack::{self, BusyThread, ProtectedRange, STACK_SCAN_LIMIT};
 use std::collections::BTreeSet;
@@ -32,6 +32,9 @@ const MAX_PASSES: usize = 64;
 pub struct StoppedThread {
     pub tid: i32,
     handle: Handle,
+    /// Suspensions a dead applier left on this thread (`suspension::Abandoned::owed`),
+    /// undone with this applier's own when the thread is resumed.
+    owed: u32,
 }
 
 /// Threads of one process held suspended by this applier.
@@ -44,6 +47,23 @@ pub struct Stopped {
     /// The list of these threads kept in the process until they are resumed
     /// (`suspension`); `None` only when it could not be written.
     record: Option<Record>,
+    /// The records of dead appliers, released once the suspensions they left are undone.
+    abandoned: Option<DeadRecords>,
+}
+
+/// The records of dead appliers in the process, with the process opened to release them.
+struct DeadRecords {
+    process: Process,
+    abandoned: Abandoned,
+}
+
+impl std::fmt::Debug for DeadRecords {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DeadRecords")
+            .field("pid", &self.process.pid())
+            .field("abandoned", &self.abandoned)
+            .finish()
+    }
 }
 
 /// The ids of the threads of `pid` in a fresh snapshot.
@@ -90,15 +110,23 @@ impl Stopped {
     /// Suspends every thread of the process.
     pub fn all(process: &Process) -> Result<Stopped, Error> {
         let pid = process.pid();
-        // Threads an applier killed inside a stop window left suspended are let go first, once
-        // per process and run.
-        repair_once(process)?;
+        // Threads an applier killed inside a stop window left suspended: known now, undone
+        // only when this window resumes them, after its own writes (`suspension::abandoned`).
+        let abandoned = suspension::abandoned(process)?;
         let record = Record::create(pid)?;
         let mut stopped = Stopped {
             pid,
             threads: Vec::new(),
             since: Instant::now(),
             record: Some(record),
+            abandoned: if abandoned.listings.is_empty() {
+                None
+            } else {
+                Some(DeadRecords {
+                    process: Process::open(pid)?,
+                    abandoned,
+                })
+            },
         };
         let mut seen = BTreeSet::new();
         let own = std::process::id();
@@ -128,9 +156,14 @@ impl Stopped {
                 if count == u32::MAX {
                     continue;
                 }
+                let owed = stopped
+                    .abandoned
+                    .as_ref()
+                    .map_or(0, |dead| dead.abandoned.owed(tid, count));
                 stopped.threads.push(StoppedThread {
                     tid: tid as i32,
                     handle,
+                    owed,
                 });
             }
         }
@@ -193,13 +226,19 @@ impl Stopped {
 
     fn resume_all(&mut self) {
         for thread in self.threads.drain(..) {
-            // SAFETY: the handle is open with suspend rights; this undoes our one suspension.
-            unsafe {
-                ResumeThread(thread.handle.raw());
+            for _ in 0..=thread.owed {
+                // SAFETY: the handle is open with suspend rights; this undoes our one
+                // suspension and those a dead applier left.
+                unsafe {
+                    ResumeThread(thread.handle.raw());
+                }
             }
         }
         if let Some(record) = self.record.take() {
             record.free();
+        }
+        if let Some(dead) = self.abandoned.take() {
+            dead.abandoned.free(&dead.process);
         }
     }
 }
