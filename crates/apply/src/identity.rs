@@ -2,6 +2,7 @@
 //! (`WantedIdentity`, from the signed manifest) and the image a backend found with it
 //! (`MappedImage`). Each backend matches only the file format of its OS.
 
+use crate::bytes::{u16_at, u32_at};
 use hotpatch_package::{TargetIdentity, VerifiedPackage};
 use serde::{Deserialize, Serialize};
 
@@ -85,18 +86,6 @@ pub struct MappedImage {
     /// The very file mapped, to read it again (`/proc/PID/map_files/...` on Linux, so a file
     /// replaced on disk since cannot stand in for it; the module path on Windows).
     pub file: String,
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(
-        bytes.get(at..at.checked_add(2)?)?.try_into().ok()?,
-    ))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
 }
 
 /// The identity fields of a PE32+ image from its first page as mapped: `None` when the bytes

@@ -8,6 +8,7 @@
 //! `patch`) is written once; the OS work sits behind one module boundary, `backend`, which is
 //! `linux` (ptrace, `/proc`) or `windows` (Win32) by target.
 
+mod bytes;
 pub mod commands;
 pub mod crash;
 pub mod error;

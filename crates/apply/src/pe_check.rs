@@ -5,6 +5,7 @@
 //! are read. OS-neutral, so the Linux tests run it on the PE fixtures; the Windows backend
 //! runs it on the module file of the target before it writes into a process.
 
+use crate::bytes::{u16_at, u32_at};
 use crate::layout::ImageLayout;
 use std::collections::BTreeSet;
 use std::io::{Read, Seek, SeekFrom};
@@ -191,12 +192,4 @@ fn read_rva<F: Read + Seek>(
 fn read_at<F: Read + Seek>(file: &mut F, offset: u64, buffer: &mut [u8]) -> std::io::Result<()> {
     file.seek(SeekFrom::Start(offset))?;
     file.read_exact(buffer)
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
 }

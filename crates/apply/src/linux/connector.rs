@@ -3,6 +3,7 @@
 //! not wait for the next `/proc` scan. Needs `CAP_NET_ADMIN`; without it the watcher falls back
 //! to scanning `/proc` alone.
 
+use crate::bytes::u32_at;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
@@ -145,11 +146,6 @@ impl ProcConnector {
 
 /// The thread-group ids of exec events in one datagram (one or more netlink messages).
 fn parse_exec(datagram: &[u8]) -> Vec<i32> {
-    let u32_at = |bytes: &[u8], at: usize| -> Option<u32> {
-        Some(u32::from_le_bytes(
-            bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
-        ))
-    };
     let mut pids = Vec::new();
     let mut at = 0usize;
     while let Some(len) = u32_at(datagram, at) {

@@ -6,6 +6,7 @@
 //! information is read), and that every relocation into the baseline lands inside a segment.
 //! A bounded reader: every offset is checked, at most 64 program headers and 16 MiB of table.
 
+use crate::bytes::{u16_at, u32_at, u64_at};
 pub use crate::layout::ImageLayout;
 use std::collections::BTreeSet;
 use std::fs::File;
@@ -124,18 +125,6 @@ pub fn parse_eh_frame_hdr(bytes: &[u8], vaddr: u64) -> Result<BTreeSet<u64>, &'s
         starts.insert(start);
     }
     Ok(starts)
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(bytes.get(at..at + 4)?.try_into().ok()?))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 #[cfg(test)]

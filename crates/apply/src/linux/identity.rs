@@ -3,6 +3,7 @@
 //! names today. The build-id comes from a bounded reader of the ELF program headers and notes;
 //! no debug-information reader is involved.
 
+use crate::bytes::{u16_at, u32_at, u64_at};
 use sha2::{Digest, Sha256};
 use std::fs::File;
 use std::io::Read;
@@ -70,20 +71,6 @@ fn find_build_id(notes: &[u8]) -> Option<String> {
         at = desc_start.checked_add(descsz.checked_add(3)? & !3)?;
     }
     None
-}
-
-fn u16_at(bytes: &[u8], at: usize) -> Option<u16> {
-    Some(u16::from_le_bytes(bytes.get(at..at + 2)?.try_into().ok()?))
-}
-
-fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
-}
-
-fn u64_at(bytes: &[u8], at: usize) -> Option<u64> {
-    Some(u64::from_le_bytes(bytes.get(at..at + 8)?.try_into().ok()?))
 }
 
 /// Lowercase hex SHA-256 of everything `file` holds from its start.

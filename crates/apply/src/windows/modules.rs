@@ -5,6 +5,7 @@
 
 use super::handle::Handle;
 use super::process::Process;
+use crate::bytes::u32_at;
 use crate::error::Error;
 use crate::identity::{MappedImage, WantedIdentity, pe_headers};
 use crate::marker::{MAGIC, MAX_HEADER, Marker};
@@ -17,7 +18,7 @@ use windows_sys::Win32::Foundation::HMODULE;
 use windows_sys::Win32::System::Diagnostics::ToolHelp::{
     CreateToolhelp32Snapshot, PROCESSENTRY32W, Process32FirstW, Process32NextW, TH32CS_SNAPPROCESS,
 };
-use windows_sys::Win32::System::Memory::{MEM_COMMIT, MEM_PRIVATE, PAGE_EXECUTE_READ};
+use windows_sys::Win32::System::Memory::PAGE_EXECUTE_READ;
 use windows_sys::Win32::System::ProcessStatus::{
     K32EnumProcessModulesEx, K32GetModuleFileNameExW, LIST_MODULES_ALL,
 };
@@ -53,12 +54,6 @@ fn sha256_of_file(path: &str) -> std::io::Result<String> {
         hasher.update(&buffer[..n]);
     }
     Ok(crate::error::hex(&hasher.finalize()))
-}
-
-pub(crate) fn u32_at(bytes: &[u8], at: usize) -> Option<u32> {
-    Some(u32::from_le_bytes(
-        bytes.get(at..at.checked_add(4)?)?.try_into().ok()?,
-    ))
 }
 
 /// The module handles (base addresses) of the process.
@@ -207,28 +202,7 @@ pub fn all_pids() -> Vec<i32> {
 /// byte).
 pub fn markers(process: &Process) -> Result<Vec<Marker>, Error> {
     let mut markers = Vec::new();
-    let mut address = 0u64;
-    for _ in 0..1_000_000 {
-        let Some(region) = process.query(address) else {
-            break;
-        };
-        let base = region.BaseAddress as u64;
-        let end = base.saturating_add(region.RegionSize as u64);
-        if end <= address {
-            break;
-        }
-        address = end;
-        if region.State != MEM_COMMIT
-            || region.Type != MEM_PRIVATE
-            || region.Protect != PAGE_EXECUTE_READ
-            || region.AllocationBase as u64 != base
-        {
-            continue;
-        }
-        let mut magic = [0u8; 16];
-        if process.read(base, &mut magic).is_err() || magic != MAGIC {
-            continue;
-        }
+    for (base, end) in process.tagged_allocations(PAGE_EXECUTE_READ, &MAGIC) {
         let available = (end - base).min(MAX_HEADER as u64) as usize;
         let header = process.read_vec(base, available.min(64 * 1024))?;
         let header = match u32_at(&header, 20).map(|len| len as usize) {

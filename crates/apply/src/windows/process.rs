@@ -12,9 +12,9 @@ use windows_sys::Win32::System::Diagnostics::Debug::{
     FlushInstructionCache, ReadProcessMemory, WriteProcessMemory,
 };
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_FREE, MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION, PAGE_EXECUTE_READ,
-    PAGE_PROTECTION_FLAGS, PAGE_READWRITE, VirtualAllocEx, VirtualFreeEx, VirtualProtectEx,
-    VirtualQueryEx,
+    MEM_COMMIT, MEM_FREE, MEM_PRIVATE, MEM_RELEASE, MEM_RESERVE, MEMORY_BASIC_INFORMATION,
+    PAGE_EXECUTE_READ, PAGE_PROTECTION_FLAGS, PAGE_READWRITE, VirtualAllocEx, VirtualFreeEx,
+    VirtualProtectEx, VirtualQueryEx,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentThread, GetExitCodeProcess, GetThreadPriority, OpenProcess, PROCESS_CREATE_THREAD,
@@ -177,6 +177,41 @@ impl Process {
             )
         };
         (written != 0).then_some(info)
+    }
+
+    /// `(base, end)` of every private, committed allocation of the process whose region at
+    /// its base has protection `protect` and whose first 16 bytes are `magic`: how the
+    /// applier finds its own markers (execute-read) and suspension records (read-write).
+    pub fn tagged_allocations(
+        &self,
+        protect: PAGE_PROTECTION_FLAGS,
+        magic: &[u8; 16],
+    ) -> Vec<(u64, u64)> {
+        let mut found = Vec::new();
+        let mut address = 0u64;
+        for _ in 0..1_000_000 {
+            let Some(region) = self.query(address) else {
+                break;
+            };
+            let base = region.BaseAddress as u64;
+            let end = base.saturating_add(region.RegionSize as u64);
+            if end <= address {
+                break;
+            }
+            address = end;
+            if region.State != MEM_COMMIT
+                || region.Type != MEM_PRIVATE
+                || region.Protect != protect
+                || region.AllocationBase as u64 != base
+            {
+                continue;
+            }
+            let mut head = [0u8; 16];
+            if self.read(base, &mut head).is_ok() && &head == magic {
+                found.push((base, end));
+            }
+        }
+        found
     }
 }
 

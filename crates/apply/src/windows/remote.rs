@@ -6,8 +6,9 @@
 //! table of the process's own `ntdll.dll`, never assumed to equal the applier's.
 
 use super::handle::Handle;
-use super::modules::{module_path, modules, u32_at};
+use super::modules::{module_path, modules};
 use super::process::Process;
+use crate::bytes::u32_at;
 use crate::error::Error;
 use std::ffi::c_void;
 use windows_sys::Win32::Foundation::WAIT_OBJECT_0;

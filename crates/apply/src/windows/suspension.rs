@@ -13,14 +13,13 @@
 //! not suspended by it, which `ResumeThread` leaves as it is (count 0 stays 0).
 
 use super::handle::Handle;
-use super::modules::u32_at;
 use super::process::Process;
+use crate::bytes::{u32_at, u64_at};
 use crate::error::Error;
 use std::ffi::c_void;
 use windows_sys::Win32::Foundation::FILETIME;
 use windows_sys::Win32::System::Memory::{
-    MEM_COMMIT, MEM_PRIVATE, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE, VirtualAllocEx,
-    VirtualFreeEx,
+    MEM_COMMIT, MEM_RELEASE, MEM_RESERVE, PAGE_READWRITE, VirtualAllocEx, VirtualFreeEx,
 };
 use windows_sys::Win32::System::Threading::{
     GetCurrentProcess, GetProcessTimes, OpenProcess, OpenThread, PROCESS_QUERY_LIMITED_INFORMATION,
@@ -233,38 +232,15 @@ fn for_each_dead_record(
     process: &Process,
     mut each: impl FnMut(u64, Vec<u32>),
 ) -> Result<(), Error> {
-    let mut address = 0u64;
-    for _ in 0..1_000_000 {
-        let Some(region) = process.query(address) else {
-            break;
-        };
-        let base = region.BaseAddress as u64;
-        let end = base.saturating_add(region.RegionSize as u64);
-        if end <= address {
-            break;
-        }
-        address = end;
-        if region.State != MEM_COMMIT
-            || region.Type != MEM_PRIVATE
-            || region.Protect != PAGE_READWRITE
-            || region.AllocationBase as u64 != base
-            || region.RegionSize < PAGE
-        {
-            continue;
-        }
-        let mut magic = [0u8; 16];
-        if process.read(base, &mut magic).is_err() || magic != MAGIC {
+    for (base, end) in process.tagged_allocations(PAGE_READWRITE, &MAGIC) {
+        if end - base < PAGE as u64 {
             continue;
         }
         let page = process.read_vec(base, PAGE)?;
         let (Some(applier), Some(listed)) = (u32_at(&page, 16), u32_at(&page, 28)) else {
             continue;
         };
-        let created = page
-            .get(20..28)
-            .and_then(|b| b.try_into().ok())
-            .map(u64::from_le_bytes)
-            .unwrap_or(0);
+        let created = u64_at(&page, 20).unwrap_or(0);
         if applier_alive(applier, created) {
             continue;
         }
