@@ -750,7 +750,7 @@ fn add_signature_causes(
             .filter_map(|reference| match &reference.target {
                 Target::Function {
                     name, offset: 0, ..
-                } if changed_types.contains_key(name) => Some(name.clone()),
+                } if changed_types.contains_key(&**name) => Some(name.to_string()),
                 _ => None,
             })
             .collect();

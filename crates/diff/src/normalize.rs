@@ -6,7 +6,7 @@
 
 use crate::code::{
     Constant, ConstantContent, Encoding, Flow, Instruction, JumpTable, Labels, Memory, Operand,
-    Reference, TableBound, TableEncoding, TableEntry, Target, Unresolved, Value,
+    Operands, Reference, TableBound, TableEncoding, TableEntry, Target, Unresolved, Value,
 };
 use hotpatch_image::{DataKind, ElfType, Function, Image};
 use iced_x86::{
@@ -15,7 +15,7 @@ use iced_x86::{
 };
 use rayon::prelude::*;
 use std::collections::HashMap;
-use std::sync::OnceLock;
+use std::sync::{Arc, OnceLock};
 
 /// How far a C string is searched for its NUL.
 const MAX_STRING_SCAN: u64 = 64 * 1024;
@@ -30,6 +30,9 @@ const MAX_JUMP_TABLE: u64 = 4096;
 /// How many instructions before an indexed jump the guarding compare is looked for.
 const GUARD_WINDOW: usize = 12;
 
+/// An import's (lowercase library, name), shared by every reference to its slot.
+type ImportName = (Arc<str>, Arc<str>);
+
 /// Facts about one image that every function's normalization consults, computed once.
 ///
 /// The lookups `resolve` makes for every address operand bisect dense vectors of 8-byte keys
@@ -37,7 +40,7 @@ const GUARD_WINDOW: usize = 12;
 /// then share cache lines, which made `resolve` a tenth of the diff's time.
 pub(crate) struct ImageIndex {
     /// Import slot (PE IAT entry, GOT slot of an import) to (library, name), sorted by slot.
-    import_slots: Vec<(u64, (String, String))>,
+    import_slots: Vec<(u64, ImportName)>,
     /// Sorted addresses where one object starts: every address code refers to outside
     /// executable sections, data symbols, relocation targets. An unnamed constant or a jump
     /// table never extends past the next one.
@@ -52,13 +55,16 @@ pub(crate) struct ImageIndex {
 
 impl ImageIndex {
     pub(crate) fn new(image: &Image<'_>) -> Self {
-        let mut import_slots: Vec<(u64, (String, String))> = image
+        let mut import_slots: Vec<(u64, ImportName)> = image
             .imports
             .iter()
             .filter_map(|import| {
                 Some((
                     import.slot_rva?,
-                    (import.library.to_ascii_lowercase(), import.name.clone()),
+                    (
+                        Arc::from(import.library.to_ascii_lowercase()),
+                        Arc::from(import.name.as_str()),
+                    ),
                 ))
             })
             .collect();
@@ -97,7 +103,7 @@ impl ImageIndex {
     }
 
     /// The import whose slot is `rva`.
-    fn import_at(&self, rva: u64) -> Option<&(String, String)> {
+    fn import_at(&self, rva: u64) -> Option<&ImportName> {
         self.import_slots
             .binary_search_by_key(&rva, |&(slot, _)| slot)
             .ok()
@@ -149,13 +155,13 @@ pub(crate) struct Namer<'a> {
     pub renames: &'a HashMap<String, String>,
     index: &'a ImageIndex,
     /// Each function's compared name, by index, made on first use: a function is named once
-    /// per diff, not once per call to it.
-    function_names: Vec<OnceLock<String>>,
+    /// per diff, not once per call to it, and every reference shares that one copy.
+    function_names: Vec<OnceLock<Arc<str>>>,
     /// Each read-only data symbol's content hash, by index and by the pointer depth it was
     /// rendered at, made on first use: a table is rendered once, not once per reference.
     data_contents: Vec<[OnceLock<Option<u64>>; 3]>,
     /// Each data symbol's compared name, by index, made on first use.
-    data_names: Vec<OnceLock<String>>,
+    data_names: Vec<OnceLock<Arc<str>>>,
 }
 
 impl<'a> Namer<'a> {
@@ -180,29 +186,29 @@ impl<'a> Namer<'a> {
         }
     }
 
-    fn function_name(&self, index: usize) -> String {
+    fn function_name(&self, index: usize) -> Arc<str> {
         let name = |function: &Function<'_>| match self.renames.get(&function.name) {
-            Some(renamed) => renamed.clone(),
-            None => crate::matching::canonical_name(&function.name),
+            Some(renamed) => Arc::from(renamed.as_str()),
+            None => Arc::from(crate::matching::canonical_name(&function.name)),
         };
         match (
             self.function_names.get(index),
             self.image.functions.get(index),
         ) {
             (Some(cell), Some(function)) => cell.get_or_init(|| name(function)).clone(),
-            _ => String::new(),
+            _ => Arc::from(""),
         }
     }
 
-    fn data_name(&self, index: usize) -> String {
+    fn data_name(&self, index: usize) -> Arc<str> {
         match (
             self.data_names.get(index),
             self.image.data_symbols.get(index),
         ) {
             (Some(cell), Some(data)) => cell
-                .get_or_init(|| crate::matching::canonical_name(&data.name))
+                .get_or_init(|| Arc::from(crate::matching::canonical_name(&data.name)))
                 .clone(),
-            _ => String::new(),
+            _ => Arc::from(""),
         }
     }
 
@@ -352,7 +358,7 @@ fn normalize_instruction(
             len,
             mnemonic: "(bad)",
             prefixes: Vec::new(),
-            operands: Vec::new(),
+            operands: Operands::new(),
             flow: Flow::Invalid,
             system: false,
             undecodable: bytes_of(instruction, function).to_vec(),
@@ -368,7 +374,7 @@ fn normalize_instruction(
     if instruction.has_rep_prefix() {
         prefixes.push("rep");
     }
-    let mut operands = Vec::with_capacity(instruction.op_count() as usize);
+    let mut operands = Operands::new();
     for operand in 0..instruction.op_count() {
         let kind = instruction.op_kind(operand);
         let normalized = match kind {
@@ -425,7 +431,7 @@ fn normalize_instruction(
                 }
             }
             other => Operand::Other {
-                name: format!("{other:?}"),
+                name: op_kind_name(other),
             },
         };
         operands.push(normalized);
@@ -517,6 +523,8 @@ struct EnumNames {
     mnemonics: Vec<String>,
     registers: Vec<String>,
     memory_sizes: Vec<String>,
+    /// As iced-x86 writes them (`MemorySegRSI`): [`Operand::Other`] keeps them so.
+    op_kinds: Vec<String>,
 }
 
 fn enum_names() -> &'static EnumNames {
@@ -531,6 +539,7 @@ fn enum_names() -> &'static EnumNames {
         memory_sizes: MemorySize::values()
             .map(|m| format!("{m:?}").to_lowercase())
             .collect(),
+        op_kinds: OpKind::values().map(|k| format!("{k:?}")).collect(),
     })
 }
 
@@ -545,6 +554,13 @@ fn register_name(register: Register) -> &'static str {
     enum_names()
         .registers
         .get(register as usize)
+        .map_or("?", String::as_str)
+}
+
+fn op_kind_name(kind: OpKind) -> &'static str {
+    enum_names()
+        .op_kinds
+        .get(kind as usize)
         .map_or("?", String::as_str)
 }
 
