@@ -33,6 +33,27 @@ impl Mapped {
         }
     }
 
+    /// Gives back the pages of the map that are resident, once the readers are done with most
+    /// of them: hashing the file and reading its debug information touch every page, while
+    /// what is read afterwards (code, read-only data) is a small part. The pages stay in the
+    /// page cache; a later read maps them again from there with the same bytes.
+    pub fn release_resident_pages(&self) {
+        #[cfg(unix)]
+        if let Mapped::Map(map) = self {
+            #[allow(
+                unsafe_code,
+                reason = "madvise(MADV_DONTNEED) has no safe form in memmap2: it is safe only for \
+                          maps that were never written"
+            )]
+            // SAFETY: the map is private, read-only and never written, so after MADV_DONTNEED
+            // every page reads back from the file, with the bytes it had: slices borrowed from it
+            // stay valid and unchanged (under the same assumption as `open`: no one edits the
+            // file in place while a command runs). The advice is a hint; a failure changes
+            // nothing.
+            let _ = unsafe { map.unchecked_advise(memmap2::UncheckedAdvice::DontNeed) };
+        }
+    }
+
     pub fn bytes(&self) -> &[u8] {
         match self {
             Mapped::Map(map) => map,
