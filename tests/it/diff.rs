@@ -343,3 +343,73 @@ fn functions_record_the_aggregates_their_parameters_and_locals_use() {
         assert_eq!(users, expected, "{format}");
     }
 }
+
+/// Issue 7, item 9: with `/OPT:ICF` one body answers to several names, and a reference to it
+/// compares by those names. fixtures/msvc_icf_off: in the baseline (1.8.0, `/OPT:ICF`) the five
+/// `__scrt_stub_for_acrt_*` procedures of the PDB share RVA 0x2a28 (`llvm-pdbutil dump
+/// --symbols`), and `__scrt_dllmain_crt_thread_attach` calls that body; in the fixed build
+/// (no ICF) it calls `__scrt_stub_for_acrt_thread_attach`'s own body: unchanged. The two
+/// `_Construct` instantiations were one body in the baseline (RVA 0x11c0) and are two in the
+/// fixed build (0x1230 `char *`, 0x1320 `char const *`): both are compared with the folded body,
+/// each under its own name, and never with each other (no signature change, no HP0405).
+#[test]
+fn references_to_folded_bodies_compare_by_their_names() {
+    let case = root().join("fixtures/msvc_icf_off");
+    let (base, fixed) = builds(&case, "pe");
+    let bytes = std::fs::read(root().join(&base)).unwrap();
+    let pdb = std::fs::read(root().join(&base).with_extension("pdb")).unwrap();
+    let loaded = hotpatch_image::load(&bytes, Some(&pdb)).unwrap();
+    let stubs = loaded
+        .image
+        .functions
+        .iter()
+        .find(|f| f.rva == 0x2a28)
+        .expect("a function at 0x2a28");
+    let mut names: Vec<&str> = std::iter::once(stubs.name.as_str())
+        .chain(stubs.aliases.iter().map(String::as_str))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "__scrt_stub_for_acrt_initialize",
+            "__scrt_stub_for_acrt_thread_attach",
+            "__scrt_stub_for_acrt_thread_detach",
+            "__scrt_stub_for_acrt_uninitialize",
+            "__scrt_stub_for_acrt_uninitialize_critical",
+        ]
+    );
+
+    for (old, new) in [(&base, &fixed), (&fixed, &base)] {
+        let json = diff_json(old, new, &[]);
+        let changed = json["changed"].as_array().unwrap();
+        assert!(
+            !changed
+                .iter()
+                .any(|c| c["name"] == "__scrt_dllmain_crt_thread_attach"),
+            "{old} -> {new}: {changed:#?}"
+        );
+        for (decorated, readable) in [
+            (
+                "??$_Construct@$00PEAD@?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@AEAAXQEAD_K@Z",
+                "std::basic_string<char,std::char_traits<char>,std::allocator<char> >::_Construct<1,char *>",
+            ),
+            (
+                "??$_Construct@$00PEBD@?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@AEAAXQEBD_K@Z",
+                "std::basic_string<char,std::char_traits<char>,std::allocator<char> >::_Construct<1,char const *>",
+            ),
+        ] {
+            let entry = changed
+                .iter()
+                .find(|c| c["name"] == decorated)
+                .unwrap_or_else(|| panic!("{old} -> {new}: {decorated} changed"));
+            assert_eq!(entry["display_name"], readable);
+            assert!(entry.get("fixed_name").is_none(), "{entry:#?}");
+            let causes = entry["causes"].as_array().unwrap();
+            assert!(
+                !causes.iter().any(|c| c["kind"] == "signature-changed"),
+                "{entry:#?}"
+            );
+        }
+    }
+}
