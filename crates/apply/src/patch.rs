@@ -55,6 +55,56 @@ struct Change {
     new: Vec<u8>,
 }
 
+/// Consecutive changes on one page, read and written as one range: a window makes one read
+/// and one write per page instead of per site (the bytes between the sites are written back
+/// as they were read, with every thread stopped). Sites on different pages never share a
+/// span, so a span copies no page the sites would not copy anyway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Span {
+    start: u64,
+    len: usize,
+    /// Indices into the address-sorted changes.
+    changes: std::ops::Range<usize>,
+}
+
+/// The page size spans are bounded by (4 KiB on x86-64 Linux and Windows).
+const PAGE: u64 = 4096;
+
+impl Span {
+    /// The span's new contents: `found` with each of its changes written over it.
+    fn bytes(&self, changes: &[Change], found: &[u8]) -> Vec<u8> {
+        let mut bytes = found.to_vec();
+        for change in &changes[self.changes.clone()] {
+            let at = (change.address - self.start) as usize;
+            bytes[at..at + change.new.len()].copy_from_slice(&change.new);
+        }
+        bytes
+    }
+}
+
+/// Groups address-sorted, non-overlapping `changes` (as `plan_changes` returns them) into
+/// spans that each lie within one page.
+fn spans(changes: &[Change]) -> Vec<Span> {
+    let mut spans: Vec<Span> = Vec::new();
+    for (index, change) in changes.iter().enumerate() {
+        let end = change.address.saturating_add(change.new.len() as u64);
+        if let Some(span) = spans.last_mut() {
+            let span_end = span.start + span.len as u64;
+            if change.address >= span_end && span.start / PAGE == end.saturating_sub(1) / PAGE {
+                span.len = (end - span.start) as usize;
+                span.changes.end = index + 1;
+                continue;
+            }
+        }
+        spans.push(Span {
+            start: change.address,
+            len: change.new.len(),
+            changes: index..index + 1,
+        });
+    }
+    spans
+}
+
 /// What a finished window measured.
 struct Window {
     duration: Duration,
@@ -515,6 +565,7 @@ fn run_window(
     command: &'static str,
 ) -> Result<Window, Error> {
     let pid = process.pid();
+    let spans = spans(changes);
     let started = Instant::now();
     let mut delay = Duration::from_millis(10);
     let mut attempt = 0;
@@ -525,7 +576,7 @@ fn run_window(
         } else {
             None
         };
-        let outcome = one_window(process, ranges, changes, hold, command);
+        let outcome = one_window(process, ranges, changes, &spans, hold, command);
         if let Some(previous) = raised {
             backend::restore_priority(previous);
         }
@@ -567,6 +618,7 @@ fn one_window(
     process: &Process,
     ranges: &[ProtectedRange],
     changes: &[Change],
+    spans: &[Span],
     hold: Option<&Hold>,
     command: &'static str,
 ) -> Result<WindowOutcome, Error> {
@@ -577,22 +629,27 @@ fn one_window(
     if let Some(busy) = stopped.find_busy(process, ranges)? {
         return Ok(WindowOutcome::Busy(busy));
     }
-    let mut before = Vec::with_capacity(changes.len());
-    for change in changes {
-        let found = process.read_vec(change.address, change.new.len())?;
-        if !change.accepted.contains(&found) {
-            return Err(Error::BytesMismatch {
-                pid,
-                function: change.function.clone(),
-                address: change.address,
-                expected: change
-                    .accepted
-                    .iter()
-                    .map(|a| hex(a))
-                    .collect::<Vec<_>>()
-                    .join(" or "),
-                found: hex(&found),
-            });
+    // One read per span (the sites of one page), checked site by site.
+    let mut before = Vec::with_capacity(spans.len());
+    for span in spans {
+        let found = process.read_vec(span.start, span.len)?;
+        for change in &changes[span.changes.clone()] {
+            let at = (change.address - span.start) as usize;
+            let current = &found[at..at + change.new.len()];
+            if !change.accepted.iter().any(|a| a == current) {
+                return Err(Error::BytesMismatch {
+                    pid,
+                    function: change.function.clone(),
+                    address: change.address,
+                    expected: change
+                        .accepted
+                        .iter()
+                        .map(|a| hex(a))
+                        .collect::<Vec<_>>()
+                        .join(" or "),
+                    found: hex(current),
+                });
+            }
         }
         before.push(found);
     }
@@ -602,10 +659,10 @@ fn one_window(
     }
     crate::crash::point(command, "held");
     // All of the target's sites or none: a failed write puts back what was written.
-    for (index, change) in changes.iter().enumerate() {
-        if let Err(error) = process.write_code(change.address, &change.new) {
-            for (undo, bytes) in changes[..index].iter().zip(&before).rev() {
-                let _ = process.write_code(undo.address, bytes);
+    for (index, (span, found)) in spans.iter().zip(&before).enumerate() {
+        if let Err(error) = process.write_code(span.start, &span.bytes(changes, found)) {
+            for (undo, bytes) in spans[..index].iter().zip(&before).rev() {
+                let _ = process.write_code(undo.start, bytes);
             }
             if let Some(hold) = hold {
                 let _ = hold.release(process);
@@ -693,5 +750,76 @@ pub fn redirect_kind(redirect: &Redirect) -> &'static str {
     match redirect {
         Redirect::Entry { .. } => "entry",
         Redirect::Padding { .. } => "padding",
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Change, PAGE, Span, spans};
+
+    fn change(address: u64, len: usize, fill: u8) -> Change {
+        Change {
+            function: format!("f{address:x}"),
+            address,
+            accepted: vec![vec![0; len]],
+            new: vec![fill; len],
+        }
+    }
+
+    #[test]
+    fn spans_join_the_sites_of_one_page_and_only_those() {
+        let changes = vec![
+            change(0x1000, 5, 1),
+            change(0x1010, 5, 2),
+            // Ends on the last byte of the page: still the same span.
+            change(0x1ffb, 5, 3),
+            // Crosses into the next page: a span of its own.
+            change(0x2ffe, 5, 4),
+            change(0x3010, 5, 5),
+            change(0x5000, 14, 6),
+        ];
+        let spans = spans(&changes);
+        assert_eq!(
+            spans,
+            vec![
+                Span {
+                    start: 0x1000,
+                    len: 0x1000,
+                    changes: 0..3
+                },
+                Span {
+                    start: 0x2ffe,
+                    len: 5,
+                    changes: 3..4
+                },
+                Span {
+                    start: 0x3010,
+                    len: 5,
+                    changes: 4..5
+                },
+                Span {
+                    start: 0x5000,
+                    len: 14,
+                    changes: 5..6
+                },
+            ]
+        );
+        for span in spans.iter().filter(|span| span.changes.len() > 1) {
+            assert_eq!(span.start / PAGE, (span.start + span.len as u64 - 1) / PAGE);
+        }
+    }
+
+    #[test]
+    fn a_span_writes_its_changes_over_the_bytes_read_and_keeps_the_rest() {
+        let changes = vec![change(0x1002, 2, 0xaa), change(0x1006, 1, 0xbb)];
+        let spans = spans(&changes);
+        assert_eq!(spans.len(), 1);
+        // The span runs from the first site to the end of the last: 0x1002..0x1007.
+        assert_eq!((spans[0].start, spans[0].len), (0x1002, 5));
+        let found = [1, 2, 3, 4, 5];
+        assert_eq!(
+            spans[0].bytes(&changes, &found),
+            vec![0xaa, 0xaa, 3, 4, 0xbb]
+        );
     }
 }

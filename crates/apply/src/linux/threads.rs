@@ -29,7 +29,9 @@ pub struct Stopped {
 }
 
 /// The thread ids listed in `/proc/PID/task`, skipping zombies (an exited leader can not stop).
-fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
+/// Only threads not in `known` are checked for being zombies: a known thread was live when it
+/// was seized, and a thread that died since is handled where it is waited for.
+fn list_threads(pid: i32, known: &BTreeSet<i32>) -> Result<BTreeSet<i32>, Error> {
     let entries = std::fs::read_dir(format!("/proc/{pid}/task"))
         .map_err(|source| Error::os(pid, "list threads", source))?;
     let mut tids = BTreeSet::new();
@@ -37,8 +39,9 @@ fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
         let Some(tid) = entry.file_name().to_str().and_then(|s| s.parse().ok()) else {
             continue;
         };
-        let zombie = super::process::stat_state(&format!("/proc/{pid}/task/{tid}/stat"))
-            .is_none_or(|state| state == 'Z');
+        let zombie = !known.contains(&tid)
+            && super::process::stat_state(&format!("/proc/{pid}/task/{tid}/stat"))
+                .is_none_or(|state| state == 'Z');
         if !zombie {
             tids.insert(tid);
         }
@@ -48,33 +51,30 @@ fn list_threads(pid: i32) -> Result<BTreeSet<i32>, Error> {
 
 impl Stopped {
     /// Stops every thread of the process.
+    ///
+    /// The threads are listed and seized (which does not stop them) before the window opens;
+    /// the window starts at the first `PTRACE_INTERRUPT`. Then the set is listed again until
+    /// no new thread appears, since a thread may start before its creator stopped.
     pub fn all(process: &Process) -> Result<Stopped, Error> {
         let pid = process.pid();
+        let mut seen = BTreeSet::new();
+        let (mut new, mut failure) = seize_new(pid, &mut seen)?;
         let mut stopped = Stopped {
             pid,
             threads: Vec::new(),
             since: Instant::now(),
         };
-        let mut seen = BTreeSet::new();
         loop {
-            let listed = list_threads(pid)?;
-            let new: Vec<i32> = listed.difference(&seen).copied().collect();
-            if new.is_empty() {
-                break;
-            }
-            seen.extend(new.iter().copied());
             // Ask all new threads to stop before waiting for any, so they stop together.
-            // On an error, the threads already asked are still waited for, so that the guard
-            // detaches them.
+            // On an error, the threads already seized are still stopped and waited for, so
+            // that the guard detaches them.
             let mut asked = Vec::new();
-            let mut failure = None;
             for tid in new {
-                match stopped.seize_and_interrupt(tid) {
+                match stopped.interrupt(tid) {
                     Ok(true) => asked.push(tid),
                     Ok(false) => {}
                     Err(error) => {
-                        failure = Some(error);
-                        break;
+                        failure.get_or_insert(error);
                     }
                 }
             }
@@ -85,6 +85,10 @@ impl Stopped {
             }
             if let Some(error) = failure {
                 return Err(error);
+            }
+            (new, failure) = seize_new(pid, &mut seen)?;
+            if new.is_empty() && failure.is_none() {
+                break;
             }
         }
         if stopped.threads.is_empty() {
@@ -101,7 +105,7 @@ impl Stopped {
             threads: Vec::new(),
             since: Instant::now(),
         };
-        let listed = list_threads(pid)?;
+        let listed = list_threads(pid, &BTreeSet::new())?;
         let ordered = listed
             .contains(&pid)
             .then_some(pid)
@@ -118,14 +122,13 @@ impl Stopped {
         Err(Error::ProcessGone { pid })
     }
 
-    /// Returns false when the thread vanished before it could be seized.
+    /// Seizes and interrupts one thread; false when it vanished first.
     fn seize_and_interrupt(&mut self, tid: i32) -> Result<bool, Error> {
-        if let Err(error) = ptrace::seize(tid) {
-            if error.raw_os_error() == Some(libc::ESRCH) {
-                return Ok(false);
-            }
-            return Err(Error::os(self.pid, "PTRACE_SEIZE", error));
-        }
+        Ok(seize(self.pid, tid)? && self.interrupt(tid)?)
+    }
+
+    /// Asks a seized thread to stop; false when it vanished first.
+    fn interrupt(&mut self, tid: i32) -> Result<bool, Error> {
         if let Err(error) = ptrace::interrupt(tid) {
             if error.raw_os_error() == Some(libc::ESRCH) {
                 return Ok(false);
@@ -211,6 +214,32 @@ impl Stopped {
             // A thread that exited meanwhile (ESRCH) needs nothing more.
             let _ = ptrace::detach(thread.tid, thread.pending_signal);
         }
+    }
+}
+
+/// Lists the threads of `pid` and seizes (without stopping) those not in `seen`, adding them
+/// to it. Returns the seized ones, and the error that ended the seizing early if one did: the
+/// caller must still stop and detach the seized threads.
+fn seize_new(pid: i32, seen: &mut BTreeSet<i32>) -> Result<(Vec<i32>, Option<Error>), Error> {
+    let listed = list_threads(pid, seen)?;
+    let mut seized = Vec::new();
+    for tid in listed.difference(seen).copied().collect::<Vec<_>>() {
+        seen.insert(tid);
+        match seize(pid, tid) {
+            Ok(true) => seized.push(tid),
+            Ok(false) => {}
+            Err(error) => return Ok((seized, Some(error))),
+        }
+    }
+    Ok((seized, None))
+}
+
+/// Seizes `tid` of `pid` without stopping it; false when it vanished first.
+fn seize(pid: i32, tid: i32) -> Result<bool, Error> {
+    match ptrace::seize(tid) {
+        Ok(()) => Ok(true),
+        Err(error) if error.raw_os_error() == Some(libc::ESRCH) => Ok(false),
+        Err(error) => Err(Error::os(pid, "PTRACE_SEIZE", error)),
     }
 }
 
