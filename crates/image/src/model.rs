@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+pub use crate::provenance::{CrtTable, DiagnosticLocation, InitializerTable};
 pub use crate::relocation::{RelocationOrigin, RelocationType};
 
 /// Which container format the image came from.
@@ -428,8 +429,9 @@ pub struct Tls {
 /// A function the loader or runtime calls before `main` (or at exit), from a table in the image.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Initializer {
-    /// The table: `.init_array`, `.fini_array`, `.ctors`, `.CRT$XCU`, `tls-callback`, ...
-    pub table: String,
+    /// The table (serialized as `.init_array`, `.fini_array`, `.ctors`, `.CRT$XC`,
+    /// `tls-callback`, ...).
+    pub table: InitializerTable,
     /// RVA of the slot in the table.
     pub slot_rva: u64,
     /// RVA of the function the slot points to.
@@ -444,8 +446,8 @@ pub struct Initializer {
 /// Anything that touches a function makes a patch of it reboot-required downstream.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Diagnostic {
-    /// The part of the input (`"pdb module foo.obj"`, `".debug_info"`, `".pdata"`).
-    pub location: String,
+    /// The part of the input (serialized as `"pdb module foo.obj"`, `".debug_info"`, `".pdata"`).
+    pub location: DiagnosticLocation,
     pub message: String,
     /// The function concerned, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]

@@ -17,7 +17,7 @@ use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
 use super::types::{Directory, Names, UnitEntry, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
-use crate::model::{Diagnostic, InlineSite, LineRow, TypeId, TypeLayout};
+use crate::model::{Diagnostic, DiagnosticLocation, InlineSite, LineRow, TypeId, TypeLayout};
 
 /// The one concrete reader type: DWARF sections are slices of the file (or of a buffer holding
 /// a decompressed section) and x86-64 is little-endian.
@@ -180,7 +180,7 @@ impl DwarfFacts {
     fn report_for(&mut self, location: &str, message: String, function: Option<String>) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
-                location: location.to_owned(),
+                location: DiagnosticLocation::Section(location.to_owned()),
                 message,
                 function,
             });

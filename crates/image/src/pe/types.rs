@@ -5,7 +5,7 @@
 //! a panic of `pdb2` into an error; a record whose parsing panicked reads as unknown.
 
 use super::pdb::{contain, pdb2_call};
-use crate::model::{Diagnostic, Field, TypeId, TypeKind, TypeLayout};
+use crate::model::{Diagnostic, DiagnosticLocation, Field, TypeId, TypeKind, TypeLayout};
 use pdb2::FallibleIterator;
 use std::collections::HashMap;
 
@@ -201,7 +201,7 @@ impl<'t, 's> TypeNames<'t, 's> {
     pub(crate) fn layouts(&mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<TypeLayout> {
         let mut layouts = Vec::new();
         let malformed = |error: crate::Error| Diagnostic {
-            location: "pdb TPI stream".into(),
+            location: DiagnosticLocation::PdbTypes,
             message: error.to_string(),
             function: None,
         };
