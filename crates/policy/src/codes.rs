@@ -158,11 +158,11 @@ rules! {
     LINE_ONLY = Rule {
         id: RuleId("HP0012"), name: "line-only-change", title: "Only `__LINE__` constants moved",
         severity: Severity::Info, scope: Scope::Function,
-        checks: "A function whose only differences are immediates that moved by exactly as many lines as the function did in its source file.",
+        checks: "A function whose only differences are immediates that moved by exactly as many lines as the source lines they lie in: the function's own, or those of a function inlined into it (an `assert` in an inlined helper), whose rows moved by the same amount.",
         why: "Behaviour is unchanged except for line numbers in messages; the function is not replaced.",
         remedy: "None needed.",
         evidence: "the line delta",
-        fixtures: "line_only (warn_slow); bounds_check must not fire it",
+        fixtures: "line_only (warn_slow); inline_line; inline_assert (account_read, account_write: the inlinee's own __LINE__); bounds_check must not fire it",
     };
     DATA_LAYOUT_CHANGED = Rule {
         id: RuleId("HP0101"), name: "data-layout-changed", title: "The layout of a struct, union or class changed",
