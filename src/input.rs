@@ -37,10 +37,17 @@ impl BinaryInput {
         })
     }
 
-    /// Reads the binary into the model.
+    /// Reads the binary into the model, then lets go of the resident pages of its files: what
+    /// is read from them later is mapped again on demand, so peak memory holds no more than one
+    /// input's whole file at a time.
     pub fn load(&self) -> Result<hotpatch_image::Loaded<'_>> {
         let debug = self.debug.as_ref().map(|(_, mapped)| mapped.bytes());
-        hotpatch_image::load(self.binary.bytes(), debug).with_context(|| match &self.debug {
+        let loaded = hotpatch_image::load(self.binary.bytes(), debug);
+        self.binary.release_resident_pages();
+        if let Some((_, mapped)) = &self.debug {
+            mapped.release_resident_pages();
+        }
+        loaded.with_context(|| match &self.debug {
             Some((debug_path, _)) => format!(
                 "cannot load {} with {}",
                 self.path.display(),

@@ -612,3 +612,44 @@ fn a_policy_names_always_active_functions_and_cannot_disable_fail_safe_rules() {
     let (code, _) = check_json(&base, &fixed, &["--policy", policy.to_str().unwrap()]);
     assert_eq!(code, 0);
 }
+
+/// Issue 7, item 9: text output and reports name functions by their readable (undecorated)
+/// name; JSON keeps the decorated one. In fixtures/msvc_icf_off the changed funclet
+/// `` `std::operator<<<std::char_traits<char> >'::`1'::catch$3 `` belongs to the procedure
+/// `??$?6U?$char_traits@D@std@@@std@@YAAEAV?$basic_ostream@DU?$char_traits@D@std@@@0@AEAV10@PEBD@Z`
+/// (its S_GPROC32 record precedes the funclet's in the module stream), which the PDB names
+/// `std::operator<<<std::char_traits<char> >`; both `_Construct` bodies have readable names too.
+#[test]
+fn text_and_reports_name_msvc_functions_by_their_readable_names() {
+    let case = root().join("fixtures/msvc_icf_off");
+    let (base, fixed) = pair(&case, "pe");
+    let decorated_parent = "??$?6U?$char_traits@D@std@@@std@@YAAEAV?$basic_ostream@DU?$char_traits@D@std@@@0@AEAV10@PEBD@Z";
+    let text = hotpatch(&["check", &base, &fixed]);
+    let markdown = report(&base, &fixed, "markdown");
+    for (label, output) in [
+        ("check", String::from_utf8(text.stdout).unwrap()),
+        ("report", markdown),
+    ] {
+        assert!(
+            output.contains("is an exception funclet of std::operator<<<std::char_traits<char> >"),
+            "{label}: {output}"
+        );
+        // The decorated name appears only as the evidence that says it is the symbol.
+        for line in output.lines().filter(|l| l.contains(decorated_parent)) {
+            assert!(line.starts_with("- parent_symbol: "), "{label}: {line}");
+        }
+        for line in output.lines().filter(|l| l.contains("??$_Construct@")) {
+            assert!(line.starts_with("- alias_symbols: "), "{label}: {line}");
+        }
+        assert!(
+            output.contains(
+                "std::basic_string<char,std::char_traits<char>,std::allocator<char> >::_Construct<1,char const *>"
+            ),
+            "{label}: {output}"
+        );
+    }
+    let (_, json) = check_json(&base, &fixed, &[]);
+    let json = json.to_string();
+    assert!(json.contains(decorated_parent), "{json}");
+    assert!(json.contains("??$_Construct@$00PEBD@"), "{json}");
+}

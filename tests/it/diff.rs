@@ -344,6 +344,154 @@ fn functions_record_the_aggregates_their_parameters_and_locals_use() {
     }
 }
 
+/// Issue 7, item 9: with `/OPT:ICF` one body answers to several names, and a reference to it
+/// compares by those names. fixtures/msvc_icf_off: in the baseline (1.8.0, `/OPT:ICF`) the five
+/// `__scrt_stub_for_acrt_*` procedures of the PDB share RVA 0x2a28 (`llvm-pdbutil dump
+/// --symbols`), and `__scrt_dllmain_crt_thread_attach` calls that body; in the fixed build
+/// (no ICF) it calls `__scrt_stub_for_acrt_thread_attach`'s own body: unchanged. The two
+/// `_Construct` instantiations were one body in the baseline (RVA 0x11c0) and are two in the
+/// fixed build (0x1230 `char *`, 0x1320 `char const *`): both are compared with the folded body,
+/// each under its own name, and never with each other (no signature change, no HP0405).
+#[test]
+fn references_to_folded_bodies_compare_by_their_names() {
+    let case = root().join("fixtures/msvc_icf_off");
+    let (base, fixed) = builds(&case, "pe");
+    let bytes = std::fs::read(root().join(&base)).unwrap();
+    let pdb = std::fs::read(root().join(&base).with_extension("pdb")).unwrap();
+    let loaded = hotpatch_image::load(&bytes, Some(&pdb)).unwrap();
+    let stubs = loaded
+        .image
+        .functions
+        .iter()
+        .find(|f| f.rva == 0x2a28)
+        .expect("a function at 0x2a28");
+    let mut names: Vec<&str> = std::iter::once(stubs.name.as_str())
+        .chain(stubs.aliases.iter().map(String::as_str))
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "__scrt_stub_for_acrt_initialize",
+            "__scrt_stub_for_acrt_thread_attach",
+            "__scrt_stub_for_acrt_thread_detach",
+            "__scrt_stub_for_acrt_uninitialize",
+            "__scrt_stub_for_acrt_uninitialize_critical",
+        ]
+    );
+
+    for (old, new) in [(&base, &fixed), (&fixed, &base)] {
+        let json = diff_json(old, new, &[]);
+        let changed = json["changed"].as_array().unwrap();
+        assert!(
+            !changed
+                .iter()
+                .any(|c| c["name"] == "__scrt_dllmain_crt_thread_attach"),
+            "{old} -> {new}: {changed:#?}"
+        );
+        for (decorated, readable) in [
+            (
+                "??$_Construct@$00PEAD@?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@AEAAXQEAD_K@Z",
+                "std::basic_string<char,std::char_traits<char>,std::allocator<char> >::_Construct<1,char *>",
+            ),
+            (
+                "??$_Construct@$00PEBD@?$basic_string@DU?$char_traits@D@std@@V?$allocator@D@2@@std@@AEAAXQEBD_K@Z",
+                "std::basic_string<char,std::char_traits<char>,std::allocator<char> >::_Construct<1,char const *>",
+            ),
+        ] {
+            let entry = changed
+                .iter()
+                .find(|c| c["name"] == decorated)
+                .unwrap_or_else(|| panic!("{old} -> {new}: {decorated} changed"));
+            assert_eq!(entry["display_name"], readable);
+            assert!(entry.get("fixed_name").is_none(), "{entry:#?}");
+            let causes = entry["causes"].as_array().unwrap();
+            assert!(
+                !causes.iter().any(|c| c["kind"] == "signature-changed"),
+                "{entry:#?}"
+            );
+        }
+    }
+}
+
+/// docs/accuracy.md F4: static data of one name in two compilation units, built as zlib's
+/// `fixedtables::lenfix` is (inflate.c and infback.c), by clang compiling and linking in one
+/// command, so each PDB module is a random temporary object (`/tmp/a-7f0e1d.o`) and no module
+/// name matches between two builds. The leftovers of one name pair in address order: the table
+/// the fix edits (b.c's last entry 8 -> 9) is changed, the other unchanged, none added or removed.
+#[test]
+fn same_name_statics_of_unnamed_objects_pair_in_address_order() {
+    const A: &str = "#include <stdio.h>\nint lookup_b(int i);\n\
+        static int lookup(int i)\n{\n    static const int table[6] = {3, 1, 4, 1, 5, 9};\n    return table[i % 6];\n}\n\
+        int main(int argc, char **argv)\n{\n    (void)argv;\n    printf(\"%d %d\\n\", lookup(argc), lookup_b(argc));\n    return 0;\n}\n";
+    const B: &str = "static int lookup(int i)\n{\n    static const int table[6] = {2, 7, 1, 8, 2, LAST};\n    return table[i % 6];\n}\n\
+        int lookup_b(int i) { return lookup(i + 1); }\n";
+    let dir = std::env::temp_dir().join(format!("hotpatch-f4-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(dir.join("a.c"), A).unwrap();
+    for (side, last) in [("baseline", "8"), ("fixed", "9")] {
+        std::fs::write(dir.join(format!("b_{side}.c")), B.replace("LAST", last)).unwrap();
+        let pdb = format!("-Wl,--pdb={}", path(&format!("{side}.pdb")));
+        crate::support::tool(
+            "clang",
+            &[
+                "--target=x86_64-w64-mingw32",
+                "-O2",
+                "-g",
+                "-gcodeview",
+                "-fuse-ld=lld",
+                "-L/usr/lib/gcc/x86_64-w64-mingw32/12-win32",
+                &pdb,
+                &path("a.c"),
+                &path(&format!("b_{side}.c")),
+                "-o",
+                &path(&format!("{side}.exe")),
+            ],
+        );
+    }
+    let (base, fixed) = (path("baseline.exe"), path("fixed.exe"));
+    // The premise: the tables' modules are named differently in the two builds.
+    let units = |exe: &str| -> BTreeSet<String> {
+        let bytes = std::fs::read(exe).unwrap();
+        let pdb = std::fs::read(std::path::Path::new(exe).with_extension("pdb")).unwrap();
+        let loaded = hotpatch_image::load(&bytes, Some(&pdb)).unwrap();
+        loaded
+            .image
+            .data_symbols
+            .iter()
+            .filter(|d| d.name == "lookup::table")
+            .filter_map(|d| d.compile_unit.clone())
+            .collect()
+    };
+    let (base_units, fixed_units) = (units(&base), units(&fixed));
+    assert_eq!(base_units.len(), 2, "{base_units:?}");
+    assert!(
+        base_units.is_disjoint(&fixed_units),
+        "{base_units:?} {fixed_units:?}"
+    );
+
+    for (old, new) in [(&base, &fixed), (&fixed, &base)] {
+        let json = diff_json(old, new, &[]);
+        let data = &json["data"];
+        assert_eq!(data["added"].as_array().unwrap().len(), 0, "{data:#}");
+        assert_eq!(data["removed"].as_array().unwrap().len(), 0, "{data:#}");
+        let changed: Vec<&str> = data["changed"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| c["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(changed.len(), 1, "{data:#}");
+        // Named by the baseline's module of b.c.
+        assert!(
+            changed[0].starts_with("lookup::table (") && changed[0].contains("/b_"),
+            "{changed:?}"
+        );
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
 /// Loads the baseline or fixed build of a fixture with its PDB, if it has one.
 fn load_build(path: &str) -> hotpatch_image::Loaded<'static> {
     let bytes: &'static [u8] = Box::leak(std::fs::read(path).unwrap().into_boxed_slice());

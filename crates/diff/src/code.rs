@@ -8,7 +8,15 @@
 
 use hotpatch_image::DataKind;
 use serde::Serialize;
+use smallvec::SmallVec;
 use std::fmt::Write;
+use std::sync::Arc;
+
+/// An instruction's operands, held inline up to two (most x86-64 instructions have at most
+/// two): normalizing a function then allocates once for its instructions, not once more per
+/// instruction. Instructions with more operands (`imul r, r/m, imm`, VEX forms) spill to the
+/// heap.
+pub type Operands = SmallVec<[Operand; 2]>;
 
 /// One instruction of a function.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
@@ -22,7 +30,7 @@ pub struct Instruction {
     /// `rep`, `repne`, `lock` prefixes that change what the instruction does.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub prefixes: Vec<&'static str>,
-    pub operands: Vec<Operand>,
+    pub operands: Operands,
     pub flow: Flow,
     /// An instruction compilers do not emit for C and C++ code (privileged, system or
     /// serializing instructions): the mark of inline assembly.
@@ -74,7 +82,7 @@ pub enum Operand {
     Memory(Memory),
     /// Operand kinds the normalizer keeps only by name (far branches, string-instruction memory).
     Other {
-        name: String,
+        name: &'static str,
     },
 }
 
@@ -134,6 +142,9 @@ pub enum Encoding {
 }
 
 /// What an address points at, independent of where the linker put it.
+///
+/// Names are shared with the table they came from (the diff's per-image table of compared
+/// names, the import table): a reference costs a reference count, not a copy of the name.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 #[serde(tag = "kind", rename_all = "kebab-case")]
 pub enum Target {
@@ -145,20 +156,20 @@ pub enum Target {
     /// it is compared under: the baseline name of its match for the fixed build.
     Function {
         index: usize,
-        name: String,
+        name: Arc<str>,
         offset: u64,
     },
     /// A data symbol of this image (index into `Image::data_symbols`) plus offset. Read-only
     /// data also carries a hash of its content, so a changed constant table shows.
     Data {
         index: usize,
-        name: String,
+        name: Arc<str>,
         offset: u64,
         data_kind: DataKind,
         content: Option<u64>,
     },
     /// A PE import address table slot or an ELF GOT slot for an imported symbol.
-    Import { library: String, name: String },
+    Import { library: Arc<str>, name: Arc<str> },
     /// A slot the loader fills with a pointer (GOT entry, relocated pointer), by what it will
     /// hold.
     Slot { pointee: Box<Target> },
@@ -238,7 +249,7 @@ pub enum TableEntry {
     /// [`Target::Function`] (the clone suffixes removed, so rendered as `name.cold+offset`).
     Function {
         index: usize,
-        name: String,
+        name: Arc<str>,
         offset: u64,
     },
 }

@@ -218,7 +218,8 @@ pub(crate) fn diff(
     let types = type_changes(baseline, fixed);
     let changed_types: BTreeSet<&str> = types.iter().map(|t| t.name.as_str()).collect();
     let old = by_name(&baseline.data_symbols);
-    let new = by_name(&fixed.data_symbols);
+    let mut new = by_name(&fixed.data_symbols);
+    pair_leftovers_by_address(&old, &mut new);
     let mut result = DataDiff::default();
     for (name, o) in &old {
         let Some(n) = new.get(name) else {
@@ -296,6 +297,45 @@ fn by_name(symbols: &[DataSymbol]) -> BTreeMap<String, &DataSymbol> {
         map.entry(key).or_insert(symbol);
     }
     map
+}
+
+/// Same-name data that the compilation unit could not pair (the PDB module of clang's
+/// compile-and-link in one command is a random temporary object, `/tmp/inflate-164ec9.o`):
+/// what is left of one name on each side pairs in address order, as `matching::pair_group`
+/// does for functions. The fixed symbol is re-keyed under its baseline partner's key.
+fn pair_leftovers_by_address<'a>(
+    old: &BTreeMap<String, &'a DataSymbol>,
+    new: &mut BTreeMap<String, &'a DataSymbol>,
+) {
+    let leftovers = |map: &BTreeMap<String, &'a DataSymbol>,
+                     other: &BTreeMap<String, &'a DataSymbol>| {
+        let mut by_base: BTreeMap<String, Vec<(u64, String)>> = BTreeMap::new();
+        for (key, symbol) in map {
+            let base = canonical_name(&symbol.name);
+            if *key != base && !other.contains_key(key) {
+                by_base
+                    .entry(base)
+                    .or_default()
+                    .push((symbol.rva, key.clone()));
+            }
+        }
+        for keys in by_base.values_mut() {
+            keys.sort();
+        }
+        by_base
+    };
+    let old_left = leftovers(old, new);
+    let new_left = leftovers(new, old);
+    for (base, old_keys) in &old_left {
+        let Some(new_keys) = new_left.get(base) else {
+            continue;
+        };
+        for ((_, old_key), (_, new_key)) in old_keys.iter().zip(new_keys) {
+            if let Some(symbol) = new.remove(new_key) {
+                new.insert(old_key.clone(), symbol);
+            }
+        }
+    }
 }
 
 /// The initial value as comparable text, pointers written as what they point at.

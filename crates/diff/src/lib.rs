@@ -228,28 +228,55 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
 
     // The fixed build's functions are named as their baseline match, so callers of a renamed
     // or re-cloned function do not differ because of the name alone.
-    let renames: HashMap<String, String> = pairs
-        .iter()
-        .map(|pair| {
-            let (b, f) = (
-                &baseline.functions[pair.baseline],
-                &fixed.functions[pair.fixed],
-            );
-            let baseline_name = pair.alias.as_deref().unwrap_or(&b.name);
-            (f.name.clone(), matching::canonical_name(baseline_name))
-        })
-        .collect();
-    let baseline_namer = Namer::new(baseline, &no_renames, &baseline_index);
+    // A fixed body that identical code folding merged can pair several times: under its own name
+    // and under aliases that are functions of their own in the baseline. It is named for its own
+    // pair; the aliases join it through `folded_name_classes`.
+    let mut renames: HashMap<String, String> = HashMap::new();
+    for pair in &pairs {
+        let (b, f) = (
+            &baseline.functions[pair.baseline],
+            &fixed.functions[pair.fixed],
+        );
+        let baseline_name = matching::canonical_name(pair.alias.as_deref().unwrap_or(&b.name));
+        let alias_of_fixed_body = pair.alias.as_ref().is_some_and(|alias| *alias != f.name);
+        if alias_of_fixed_body {
+            renames.entry(f.name.clone()).or_insert(baseline_name);
+        } else {
+            renames.insert(f.name.clone(), baseline_name);
+        }
+    }
+    // References to bodies that identical code folding merged compare by the body's names; a
+    // class of names that changed unevenly is split and the pairs compared again (a few rounds
+    // at most: each round splits at least one class).
+    let mut split = std::collections::BTreeSet::new();
+    let (baseline_names, renames, outcomes) = loop {
+        let mut round_renames = renames.clone();
+        let folded = matching::FoldedNames::new(baseline, fixed, &round_renames, &split);
+        let baseline_names = folded.names(baseline, fixed, &mut round_renames);
+        let baseline_namer = Namer::new(baseline, &baseline_names, &baseline_index);
+        let fixed_namer = Namer::new(fixed, &round_renames, &fixed_index);
+        let outcomes: Vec<Outcome> = pairs
+            .par_iter()
+            .map(|pair| {
+                let b = &baseline.functions[pair.baseline];
+                let f = &fixed.functions[pair.fixed];
+                compare(b, f, pair, baseline, fixed, &baseline_namer, &fixed_namer)
+            })
+            .collect();
+        let changed: Vec<bool> = outcomes
+            .iter()
+            .map(|o| !matches!(o, Outcome::Unchanged))
+            .collect();
+        let uneven = folded.uneven(&pairs, &changed, baseline, fixed, &renames);
+        if uneven.is_empty() || uneven.is_subset(&split) {
+            drop((baseline_namer, fixed_namer));
+            break (baseline_names, round_renames, outcomes);
+        }
+        split.extend(uneven);
+    };
+    let baseline_namer = Namer::new(baseline, &baseline_names, &baseline_index);
     let fixed_namer = Namer::new(fixed, &renames, &fixed_index);
 
-    let outcomes: Vec<Outcome> = pairs
-        .par_iter()
-        .map(|pair| {
-            let b = &baseline.functions[pair.baseline];
-            let f = &fixed.functions[pair.fixed];
-            compare(b, f, pair, baseline, fixed, &baseline_namer, &fixed_namer)
-        })
-        .collect();
     let mut matches: Vec<FunctionMatch> = pairs
         .iter()
         .map(|pair| FunctionMatch {
@@ -493,7 +520,11 @@ fn compare(
     let fixed_listing = relabel(&new, &alignment);
     let kind = pair.kind;
     // A pair made through a folded alias goes by the alias: that is the function that changed.
+    // The alias is the own name of the side that has it as a separate function, so its readable
+    // name is that function's.
     let (name, display_name) = match &pair.alias {
+        Some(alias) if *alias == f.name => (alias.clone(), f.display_name.clone()),
+        Some(alias) if *alias == b.name => (alias.clone(), b.display_name.clone()),
         Some(alias) => (alias.clone(), alias.clone()),
         None => (b.name.clone(), b.display_name.clone()),
     };
@@ -741,7 +772,9 @@ fn add_signature_causes(
     fixed: &Image<'_>,
 ) {
     let mut changed_types: HashMap<String, (String, String)> = HashMap::new();
-    for pair in pairs {
+    // A pair made through a folded alias compares two different functions' types: the folded
+    // body carries the type of the name the debug information described it by, not the alias's.
+    for pair in pairs.iter().filter(|pair| pair.alias.is_none()) {
         let (b, f) = (
             &baseline.functions[pair.baseline],
             &fixed.functions[pair.fixed],
@@ -773,7 +806,7 @@ fn add_signature_causes(
             .filter_map(|reference| match &reference.target {
                 Target::Function {
                     name, offset: 0, ..
-                } if changed_types.contains_key(name) => Some(name.clone()),
+                } if changed_types.contains_key(&**name) => Some(name.to_string()),
                 _ => None,
             })
             .collect();

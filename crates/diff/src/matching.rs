@@ -4,7 +4,7 @@
 
 use hotpatch_image::{Function, Image, Linkage};
 use serde::Serialize;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 /// How a pair of functions was matched.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
@@ -187,6 +187,186 @@ pub(crate) fn match_by_name(
     (pairs, unmatched(&baseline_left), unmatched(&fixed_left))
 }
 
+/// Names under which references to folded bodies (identical code folding) are compared.
+///
+/// With `/OPT:ICF` (or gcc's `-fipa-icf`) one body answers to several names, and the debug
+/// information names it by one of them, chosen by the linker; the other build may have the same
+/// names as separate bodies, or folded the other way. A reference to a body is the same as a
+/// reference in the other build when the names at the two targets share one (a call to the
+/// folded `{A, B}` equals a call to `B`'s own body). Names that share a body in either build form
+/// one class (union-find), and every name of a class is compared as its smallest member, so the
+/// comparison stays a text equality and reaches pointers inside read-only data (vtables) too.
+/// A class joins names only through folded bodies, so it differs from the pairwise rule only
+/// for a chain across both builds (`{A, B}` in one, `{B, C}` in the other, and a reference that
+/// went from `A` to `C`), which compares equal here; ICF folds only identical code, so `A`, `B`
+/// and `C` held the same instructions in one build or the other.
+///
+/// A class whose names changed unevenly (`check_user_name` changed, the `check_group_name` it
+/// was folded with did not) is split again (see [`FoldedNames::uneven`]): the folded body cannot
+/// be redirected for one name only, so a caller that now reaches the changed name's own body
+/// has changed.
+pub(crate) struct FoldedNames {
+    classes: NameClasses,
+}
+
+impl FoldedNames {
+    /// The classes of both builds' folded bodies, leaving out every body that has a name in
+    /// `split`. `fixed_renames` maps a fixed function's name to the baseline name of its match.
+    pub(crate) fn new(
+        baseline: &Image<'_>,
+        fixed: &Image<'_>,
+        fixed_renames: &HashMap<String, String>,
+        split: &BTreeSet<String>,
+    ) -> Self {
+        let mut classes = NameClasses::default();
+        let mut join = |names: Vec<String>| {
+            if names.iter().any(|name| split.contains(name)) {
+                return;
+            }
+            for name in &names[1..] {
+                classes.union(&names[0], name);
+            }
+        };
+        for function in baseline.functions.iter().filter(|f| !f.aliases.is_empty()) {
+            join(
+                std::iter::once(&function.name)
+                    .chain(&function.aliases)
+                    .map(|name| canonical_name(name))
+                    .collect(),
+            );
+        }
+        for function in fixed.functions.iter().filter(|f| !f.aliases.is_empty()) {
+            join(
+                std::iter::once(&function.name)
+                    .chain(&function.aliases)
+                    .map(|name| fixed_key(name, fixed_renames))
+                    .collect(),
+            );
+        }
+        FoldedNames { classes }
+    }
+
+    /// The names to compare under: returns the baseline's (function name to compared name) and
+    /// adds the fixed build's to `fixed_renames`.
+    pub(crate) fn names(
+        &self,
+        baseline: &Image<'_>,
+        fixed: &Image<'_>,
+        fixed_renames: &mut HashMap<String, String>,
+    ) -> HashMap<String, String> {
+        let mut baseline_names = HashMap::new();
+        if self.classes.parent.is_empty() {
+            return baseline_names;
+        }
+        for function in &baseline.functions {
+            let key = canonical_name(&function.name);
+            let representative = self.classes.representative(&key);
+            if representative != key {
+                baseline_names.insert(function.name.clone(), representative);
+            }
+        }
+        let mut fixed_updates = Vec::new();
+        for function in &fixed.functions {
+            let key = fixed_key(&function.name, fixed_renames);
+            let representative = self.classes.representative(&key);
+            if representative != key {
+                fixed_updates.push((function.name.clone(), representative));
+            }
+        }
+        fixed_renames.extend(fixed_updates);
+        baseline_names
+    }
+
+    /// The names of every class some of whose pairs changed while others did not;
+    /// `changed[i]` says whether `pairs[i]` differs.
+    pub(crate) fn uneven(
+        &self,
+        pairs: &[Pair],
+        changed: &[bool],
+        baseline: &Image<'_>,
+        fixed: &Image<'_>,
+        fixed_renames: &HashMap<String, String>,
+    ) -> BTreeSet<String> {
+        if self.classes.parent.is_empty() {
+            return BTreeSet::new();
+        }
+        // Per class: (some pair changed, some pair unchanged).
+        let mut seen: BTreeMap<String, (bool, bool)> = BTreeMap::new();
+        for (pair, &changed) in pairs.iter().zip(changed) {
+            let mut names = vec![
+                canonical_name(&baseline.functions[pair.baseline].name),
+                fixed_key(&fixed.functions[pair.fixed].name, fixed_renames),
+            ];
+            names.extend(pair.alias.as_deref().map(canonical_name));
+            for name in names {
+                if !self.classes.parent.contains_key(&name) {
+                    continue;
+                }
+                let entry = seen.entry(self.classes.root(&name)).or_default();
+                entry.0 |= changed;
+                entry.1 |= !changed;
+            }
+        }
+        let uneven: BTreeSet<String> = seen
+            .into_iter()
+            .filter(|(_, (some_changed, some_unchanged))| *some_changed && *some_unchanged)
+            .map(|(root, _)| root)
+            .collect();
+        self.classes
+            .parent
+            .keys()
+            .filter(|name| uneven.contains(&self.classes.root(name)))
+            .cloned()
+            .collect()
+    }
+}
+
+/// The name a fixed function is compared under before folding: its baseline match's name.
+fn fixed_key(name: &str, renames: &HashMap<String, String>) -> String {
+    renames
+        .get(name)
+        .cloned()
+        .unwrap_or_else(|| canonical_name(name))
+}
+
+/// Union-find over names; a class is represented by its smallest name, so the result does not
+/// depend on the order of the unions.
+#[derive(Default)]
+struct NameClasses {
+    parent: BTreeMap<String, String>,
+}
+
+impl NameClasses {
+    fn root(&self, name: &str) -> String {
+        let mut current = name.to_owned();
+        while let Some(parent) = self.parent.get(&current).filter(|p| **p != current) {
+            current = parent.clone();
+        }
+        current
+    }
+
+    fn union(&mut self, a: &str, b: &str) {
+        let (root_a, root_b) = (self.root(a), self.root(b));
+        let (small, large) = if root_a <= root_b {
+            (root_a, root_b)
+        } else {
+            (root_b, root_a)
+        };
+        self.parent
+            .entry(small.clone())
+            .or_insert_with(|| small.clone());
+        self.parent.insert(large, small);
+    }
+
+    fn representative(&self, name: &str) -> String {
+        if self.parent.contains_key(name) {
+            self.root(name)
+        } else {
+            name.to_owned()
+        }
+    }
+}
+
 fn group(
     functions: &[Function<'_>],
     left: &[bool],
@@ -285,7 +465,42 @@ pub(crate) fn reportable(function: &Function<'_>) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use super::canonical_name;
+    use super::{NameClasses, canonical_name};
+
+    /// Names that share a body in either build form one class, named by its smallest member
+    /// whatever the order of the unions; names never folded stay themselves.
+    #[test]
+    fn folded_names_form_classes_named_by_their_smallest_member() {
+        let folds = [
+            (
+                "__scrt_stub_for_acrt_thread_attach",
+                "__scrt_stub_for_acrt_initialize",
+            ),
+            (
+                "__scrt_stub_for_acrt_uninitialize",
+                "__scrt_stub_for_acrt_thread_attach",
+            ),
+            ("??_Gexception", "??_Gbad_alloc"),
+        ];
+        for order in [folds.to_vec(), folds.iter().rev().copied().collect()] {
+            let mut classes = NameClasses::default();
+            for (a, b) in &order {
+                classes.union(a, b);
+            }
+            for name in [
+                "__scrt_stub_for_acrt_initialize",
+                "__scrt_stub_for_acrt_thread_attach",
+                "__scrt_stub_for_acrt_uninitialize",
+            ] {
+                assert_eq!(
+                    classes.representative(name),
+                    "__scrt_stub_for_acrt_initialize"
+                );
+            }
+            assert_eq!(classes.representative("??_Gexception"), "??_Gbad_alloc");
+            assert_eq!(classes.representative("main"), "main");
+        }
+    }
 
     #[test]
     fn canonical_names() {

@@ -49,6 +49,9 @@ pub(crate) fn finish<'data>(image: &mut Image<'data>, mapped: &[MappedSection<'d
     sort_types(image);
     image.lines.sort_unstable();
     image.lines.dedup();
+    // The rows were pushed one by one: the vector's spare capacity (up to half its size) is the
+    // largest allocation left over from loading.
+    image.lines.shrink_to_fit();
     image.inline_sites.sort();
     image.inline_sites.dedup();
     image.imports.sort();

@@ -305,7 +305,7 @@ rules! {
         checks: "The baseline function has aliases: other names whose body the compiler or linker folded into this one (several symbols at one address).",
         why: "Redirecting the body changes every alias too, which is right only if all of them should change.",
         remedy: "Check that every alias should get the new code and waive this finding, or build without ICF.",
-        evidence: "the aliases",
+        evidence: "the aliases by readable name (`aliases`) and decorated symbol (`alias_symbols`)",
         fixtures: "folded_function (ELF: gcc's -fipa-icf folds check_user_name and check_group_name); folded_function (PE: clang does not fold them) must not fire it",
     };
     UNRESOLVED_INDIRECT_BRANCH = Rule {
@@ -323,7 +323,7 @@ rules! {
         checks: "The changed function calls the C++ or SEH exception runtime (`__cxa_throw`, `__cxa_begin_catch`, `_Unwind_Resume`, `__CxxFrameHandler*`, `__C_specific_handler`).",
         why: "Its handler tables (`.gcc_except_table`, the language-specific data after a PE `UNWIND_INFO`) and the handler's address hold addresses of the fixed build that a payload does not re-target, so the new code's handlers could not run. (A PE payload carries the plain `UNWIND_INFO` of the new code, so an exception thrown by a callee unwinds through a patched frame without handlers; see HP1501 for what lifting refuses.)",
         remedy: "Keep the try/catch in an unchanged function and move the fix into a callee without handlers, or plan the change for the next baseline.",
-        evidence: "the exception runtime function it calls",
+        evidence: "the exception runtime function it calls; for an MSVC funclet, its parent by readable name (`parent`) and decorated symbol (`parent_symbol`)",
         fixtures: "cpp_exceptions (load_limit); bounds_check and live_exceptions (lookup only calls a function that throws) must not fire it",
     };
     NEVER_RETURNS = Rule {

@@ -170,7 +170,7 @@ fn noreturn_function(function: &Function<'_>) -> bool {
 #[cfg(test)]
 mod tests {
     use super::endless_loop;
-    use hotpatch_diff::code::{Encoding, Flow, Instruction, Operand, Reference, Target};
+    use hotpatch_diff::code::{Encoding, Flow, Instruction, Operand, Operands, Reference, Target};
 
     fn plain(rva: u64, flow: Flow) -> Instruction {
         Instruction {
@@ -178,7 +178,7 @@ mod tests {
             len: 1,
             mnemonic: "op",
             prefixes: Vec::new(),
-            operands: Vec::new(),
+            operands: Operands::new(),
             flow,
             system: false,
             undecodable: Vec::new(),

@@ -136,14 +136,23 @@ pub(super) fn exception_handling_changed(context: &FunctionContext<'_>) -> Optio
         .get(context.changed.fixed_index)
         .and_then(|f| f.parent.as_deref())
     {
+        // Text names the parent by its readable name; the evidence keeps the decorated one too.
+        let parent_display = fixed
+            .functions
+            .iter()
+            .find(|f| f.name == parent)
+            .map_or(parent, |f| f.display_name.as_str());
         return Some(finding(
             &codes::EXCEPTION_HANDLING_CHANGED,
             Some(context.name()),
             format!(
-                "{} is an exception funclet of {parent}; its unwind tables cannot be registered for a payload",
+                "{} is an exception funclet of {parent_display}; its unwind tables cannot be registered for a payload",
                 context.display()
             ),
-            &[("parent", parent.to_owned())],
+            &[
+                ("parent", parent_display.to_owned()),
+                ("parent_symbol", parent.to_owned()),
+            ],
         ));
     }
     let position = context.changed.fixed_code.iter().position(|instruction| {

@@ -127,7 +127,10 @@ pub(super) fn folded_function(context: &FunctionContext<'_>) -> Option<Finding> 
             context.display(),
             function.aliases.len()
         ),
-        &[("aliases", function.aliases.join(", "))],
+        &[
+            ("aliases", function.alias_display_names.join(", ")),
+            ("alias_symbols", function.aliases.join(", ")),
+        ],
     ))
 }
 

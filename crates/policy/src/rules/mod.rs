@@ -294,7 +294,7 @@ pub(crate) fn uses_data(changed: &ChangedFunction, symbol: &str) -> bool {
 
 fn refers_to_data(target: &Target, symbol: &str) -> bool {
     match target {
-        Target::Data { name, .. } => name == symbol,
+        Target::Data { name, .. } => **name == *symbol,
         Target::Slot { pointee } => refers_to_data(pointee, symbol),
         _ => false,
     }
