@@ -399,6 +399,8 @@ fn field_rows(layout: &hotpatch_diff::TypeChange) -> Vec<FieldRow> {
                     hotpatch_diff::FieldChangeKind::Removed => "removed",
                     hotpatch_diff::FieldChangeKind::Moved => "moved",
                     hotpatch_diff::FieldChangeKind::Retyped => "type changed",
+                    hotpatch_diff::FieldChangeKind::Grew => "grew",
+                    hotpatch_diff::FieldChangeKind::Shrank => "shrank",
                     hotpatch_diff::FieldChangeKind::BitsChanged => "bits changed",
                 })
                 .collect::<Vec<_>>()
@@ -424,7 +426,10 @@ fn users_sentence(layout: &hotpatch_diff::TypeChange) -> String {
                 hotpatch_diff::UserStatus::Removed => "removed",
                 hotpatch_diff::UserStatus::Unchanged => "unchanged",
             };
-            format!("{} ({status})", user.display_name)
+            match &user.through {
+                Some(through) => format!("{} ({status}, through {through})", user.display_name),
+                None => format!("{} ({status})", user.display_name),
+            }
         })
         .collect::<Vec<_>>()
         .join(", ")

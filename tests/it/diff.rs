@@ -491,3 +491,174 @@ fn same_name_statics_of_unnamed_objects_pair_in_address_order() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// Loads the baseline or fixed build of a fixture with its PDB, if it has one.
+fn load_build(path: &str) -> hotpatch_image::Loaded<'static> {
+    let bytes: &'static [u8] = Box::leak(std::fs::read(path).unwrap().into_boxed_slice());
+    let pdb = std::path::Path::new(path).with_extension("pdb");
+    let debug: Option<&'static [u8]> = pdb
+        .is_file()
+        .then(|| &*Box::leak(std::fs::read(&pdb).unwrap().into_boxed_slice()));
+    hotpatch_image::load(bytes, debug).unwrap()
+}
+
+/// Issue 7, item 8: each field carries the size of its type and the aggregate it reaches, from
+/// the source of fixtures/layout_reach and layout_users (int 4 bytes in both ABIs, long 8 on
+/// x86-64 Linux and 4 on Windows, pointers 8): `struct limits { struct quota quota; int
+/// max_bytes; }` with quota 4 bytes (baseline) and 8 (fixed, `burst` added); `struct connection
+/// { int fd; unsigned served; struct limits *limits; }`; `struct transfer { int id; unsigned
+/// flags; long done; char peer[16]; }`.
+#[test]
+fn fields_carry_their_type_size_and_the_aggregate_they_reach() {
+    for format in ["elf", "pe"] {
+        let (baseline, fixed) = builds(&root().join("fixtures/layout_reach"), format);
+        for (path, quota_size) in [(baseline, 4), (fixed, 8)] {
+            let loaded = load_build(&path);
+            let image = &loaded.image;
+            let layout = |name: &str| {
+                image
+                    .types
+                    .iter()
+                    .find(|t| t.name == name)
+                    .unwrap_or_else(|| panic!("{format} {path}: no layout {name}"))
+            };
+            let field = |layout: &str, field: &str| {
+                layout_field(layout, field, image)
+                    .unwrap_or_else(|| panic!("{format} {path}: no field {field} in {layout}"))
+            };
+            let reached = |f: &hotpatch_image::Field| {
+                f.reaches.map(|id| image.types[id.index()].name.as_str())
+            };
+            let quota = field("limits", "quota");
+            assert_eq!(
+                (quota.offset, quota.size),
+                (0, Some(quota_size)),
+                "{format} {path}"
+            );
+            assert_eq!(reached(quota), Some("quota"), "{format} {path}");
+            let max_bytes = field("limits", "max_bytes");
+            assert_eq!(
+                (max_bytes.offset, max_bytes.size, max_bytes.reaches),
+                (quota_size, Some(4), None),
+                "{format} {path}"
+            );
+            let limits = field("connection", "limits");
+            assert_eq!(
+                (limits.offset, limits.size),
+                (8, Some(8)),
+                "{format} {path}"
+            );
+            assert_eq!(reached(limits), Some("limits"), "{format} {path}");
+            assert_eq!(layout("limits").size, quota_size + 4, "{format} {path}");
+        }
+        let (baseline, _) = builds(&root().join("fixtures/layout_users"), format);
+        let loaded = load_build(&baseline);
+        let long = if format == "elf" { 8 } else { 4 };
+        let sizes: Vec<(&str, Option<u64>)> = ["id", "flags", "done", "peer"]
+            .into_iter()
+            .map(|name| {
+                let field = layout_field("transfer", name, &loaded.image).unwrap();
+                (name, field.size)
+            })
+            .collect();
+        assert_eq!(
+            sizes,
+            [
+                ("id", Some(4)),
+                ("flags", Some(4)),
+                ("done", Some(long)),
+                ("peer", Some(16))
+            ],
+            "{format}"
+        );
+    }
+}
+
+fn layout_field<'i>(
+    layout: &str,
+    field: &str,
+    image: &'i hotpatch_image::Image<'_>,
+) -> Option<&'i hotpatch_image::Field> {
+    image
+        .types
+        .iter()
+        .find(|t| t.name == layout)?
+        .fields
+        .iter()
+        .find(|f| f.name == field)
+}
+
+/// Issue 7, item 8: in fixtures/layout_reach `struct quota` gains `burst` (4 -> 8 bytes), so
+/// in `struct limits` the field `quota` grows at the same offset with the same type name and
+/// `max_bytes` moves +4 -> +8. `connection_admit` has no parameter or local of either type:
+/// it takes a `struct connection *` and reads `c->limits->max_bytes`; it is a changed user of
+/// both through `connection`. `main` holds a `struct limits *` (a direct user of limits, of
+/// quota through limits); `connection_served` reads only `c->served` and is unchanged.
+#[test]
+fn a_layout_reached_through_a_member_pointer_ties_its_users_and_says_which_field_grew() {
+    for format in ["elf", "pe"] {
+        let (baseline, fixed) = builds(&root().join("fixtures/layout_reach"), format);
+        let json = diff_json(&baseline, &fixed, &[]);
+        let types = json["types"].as_array().unwrap();
+        let change = |name: &str| {
+            types
+                .iter()
+                .find(|t| t["name"] == name)
+                .unwrap_or_else(|| panic!("{format}: {name} not reported changed: {types:?}"))
+        };
+        let limits = change("limits");
+        assert_eq!(
+            (&limits["baseline_size"], &limits["fixed_size"]),
+            (&8.into(), &12.into())
+        );
+        let kinds: Vec<(&str, Vec<&str>)> = limits["fields"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let kinds = f["changes"].as_array().unwrap();
+                (
+                    f["name"].as_str().unwrap(),
+                    kinds.iter().map(|k| k.as_str().unwrap()).collect(),
+                )
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            [("quota", vec!["grew"]), ("max_bytes", vec!["moved"])],
+            "{format}"
+        );
+        let quota = &limits["fields"][0];
+        assert_eq!(
+            (&quota["baseline"]["size"], &quota["fixed"]["size"]),
+            (&4.into(), &8.into())
+        );
+        for (type_name, main_through) in [("limits", None), ("quota", Some("limits"))] {
+            let users: Vec<(&str, &str, Option<&str>)> = change(type_name)["users"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|u| {
+                    ["connection_admit", "connection_served", "main"]
+                        .contains(&u["display_name"].as_str().unwrap())
+                })
+                .map(|u| {
+                    (
+                        u["display_name"].as_str().unwrap(),
+                        u["status"].as_str().unwrap(),
+                        u["through"].as_str(),
+                    )
+                })
+                .collect();
+            assert_eq!(
+                users,
+                [
+                    ("connection_admit", "changed", Some("connection")),
+                    ("connection_served", "unchanged", Some("connection")),
+                    ("main", "changed", main_through),
+                ],
+                "{format} {type_name}"
+            );
+        }
+    }
+}

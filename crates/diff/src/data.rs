@@ -62,12 +62,14 @@ pub struct TypeChange {
     /// The fields that differ, by offset (the fixed one, else the baseline one).
     pub fields: Vec<FieldChange>,
     /// The functions whose parameters or local variables are of this type, point to it or hold
-    /// it in an array, in either build, sorted by name. Filled in by [`crate::diff`] once the
-    /// functions are matched.
+    /// it in an array, or are of a type that reaches it through its fields (see
+    /// [`TypeUser::through`]), in either build, sorted by name. Filled in by [`crate::diff`]
+    /// once the functions are matched.
     pub users: Vec<TypeUser>,
 }
 
-/// One field of a changed aggregate that was added, removed, moved or retyped. Fields are
+/// One field of a changed aggregate that was added, removed, moved, retyped, grew or shrank.
+/// Fields are
 /// paired by name (the k-th field of a name with the k-th of the same name).
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct FieldChange {
@@ -90,9 +92,13 @@ pub enum FieldChangeKind {
     Removed,
     /// Its byte offset differs.
     Moved,
-    /// Its type differs; a field that grew or shrank has another type (`char[16]` becomes
-    /// `char[32]`), or is an aggregate whose own layout is a change of its own.
+    /// Its type's name differs (`char[16]` becomes `char[32]`, `int` becomes `long`).
     Retyped,
+    /// Its type takes more bytes: an aggregate member whose own layout grew (same name), or a
+    /// retyped field whose new type is larger.
+    Grew,
+    /// Its type takes fewer bytes.
+    Shrank,
     /// It is a bit field whose bit offset or width differs.
     BitsChanged,
 }
@@ -105,6 +111,9 @@ pub struct FieldPlace {
     /// For bit fields: bit offset within the storage unit and width.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bits: Option<(u32, u32)>,
+    /// The byte size of the field's type, when the debug information gives it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
 }
 
 impl FieldPlace {
@@ -113,6 +122,7 @@ impl FieldPlace {
             offset: field.offset,
             type_name: field.type_name.clone(),
             bits: field.bits,
+            size: field.size,
         }
     }
 
@@ -154,6 +164,12 @@ impl FieldChange {
                         baseline.type_name, fixed.type_name
                     ));
                 }
+                if let (Some(old), Some(new)) = (baseline.size, fixed.size)
+                    && old != new
+                {
+                    let verb = if new > old { "grew" } else { "shrank" };
+                    parts.push(format!("{verb} {old} -> {new} bytes"));
+                }
                 format!("{} {}", self.name, parts.join(", "))
             }
             (None, None) => self.name.clone(),
@@ -175,6 +191,11 @@ pub struct TypeUser {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub fixed_index: Option<usize>,
     pub status: UserStatus,
+    /// When no parameter or local is of the changed type itself: the aggregate one of them is
+    /// (or points to) that reaches the changed type through its fields, fewest hops first
+    /// (`struct connection`, whose `limits` member points to the changed `struct limits`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub through: Option<String>,
 }
 
 /// What the diff found for a function that uses a changed type.
@@ -422,6 +443,11 @@ fn field_changes(old: &[Field], new: &[Field]) -> Vec<FieldChange> {
         }
         if baseline.type_name != fixed.type_name {
             kinds.push(FieldChangeKind::Retyped);
+        }
+        match (baseline.size, fixed.size) {
+            (Some(old), Some(new)) if new > old => kinds.push(FieldChangeKind::Grew),
+            (Some(old), Some(new)) if new < old => kinds.push(FieldChangeKind::Shrank),
+            _ => {}
         }
         if baseline.bits != fixed.bits {
             kinds.push(FieldChangeKind::BitsChanged);

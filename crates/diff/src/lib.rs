@@ -23,7 +23,7 @@ use hotpatch_image::{Function, Image, TypeId};
 use normalize::{ImageIndex, Namer, normalize};
 use rayon::prelude::*;
 use serde::Serialize;
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 
 /// The version of the JSON document [`Diff`] serializes to.
 pub const SCHEMA: &str = "hotpatch-diff/1";
@@ -347,9 +347,15 @@ pub fn diff(baseline: &Image<'_>, fixed: &Image<'_>, config: Config) -> Diff {
     result
 }
 
+/// How many fields deep a parameter's or local's type is followed to the changed type
+/// (`p->q->r->s->field` is four): deep enough for real code, and bounded so that a type that
+/// reaches everything does not tie every function to every change.
+const MAX_FIELD_HOPS: u32 = 4;
+
 /// Fills in the users of each changed type: the functions of either build whose parameters or
 /// locals the debug information types as that aggregate (through pointers, typedefs, arrays),
-/// with what the diff found for each.
+/// or as an aggregate that reaches it through at most [`MAX_FIELD_HOPS`] fields, with what the
+/// diff found for each.
 fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
     if result.types.is_empty() {
         return;
@@ -360,12 +366,27 @@ fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
         .map(|c| (c.baseline_index, c))
         .collect();
     for change in &mut result.types {
-        let (old_ids, new_ids) = (
-            type_ids(baseline, &change.name),
-            type_ids(fixed, &change.name),
+        let (old_reach, new_reach) = (
+            baseline.types_reaching(&type_ids(baseline, &change.name), MAX_FIELD_HOPS),
+            fixed.types_reaching(&type_ids(fixed, &change.name), MAX_FIELD_HOPS),
         );
-        let uses = |function: &Function<'_>, ids: &[TypeId]| {
-            function.uses_types.iter().any(|id| ids.contains(id))
+        // `None` when the function does not use the type; else the aggregate it reaches the
+        // type through, `None` inside when it uses the type itself.
+        let uses = |function: &Function<'_>,
+                    image: &Image<'_>,
+                    reach: &BTreeMap<TypeId, u32>|
+         -> Option<Option<String>> {
+            let (&id, &hops) = function
+                .uses_types
+                .iter()
+                .filter_map(|id| reach.get_key_value(id))
+                .min_by_key(|&(id, hops)| (*hops, *id))?;
+            Some((hops > 0).then(|| {
+                image
+                    .types
+                    .get(id.index())
+                    .map_or_else(String::new, |layout| layout.name.clone())
+            }))
         };
         let mut users = Vec::new();
         for m in &result.matches {
@@ -375,9 +396,9 @@ fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
             ) else {
                 continue;
             };
-            if !uses(b, &old_ids) && !uses(f, &new_ids) {
+            let Some(through) = uses(b, baseline, &old_reach).or(uses(f, fixed, &new_reach)) else {
                 continue;
-            }
+            };
             let (name, display_name, status) = match changed.get(&m.baseline) {
                 Some(c) => (&c.name, &c.display_name, UserStatus::Changed),
                 None => (&b.name, &b.display_name, UserStatus::Unchanged),
@@ -388,18 +409,19 @@ fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
                 baseline_index: Some(m.baseline),
                 fixed_index: Some(m.fixed),
                 status,
+                through,
             });
         }
         let unmatched = [
-            (&result.added, fixed, &new_ids, UserStatus::Added),
-            (&result.removed, baseline, &old_ids, UserStatus::Removed),
+            (&result.added, fixed, &new_reach, UserStatus::Added),
+            (&result.removed, baseline, &old_reach, UserStatus::Removed),
         ];
-        for (entries, image, ids, status) in unmatched {
+        for (entries, image, reach, status) in unmatched {
             for entry in entries {
                 let Some(function) = image.functions.get(entry.index) else {
                     continue;
                 };
-                if uses(function, ids) {
+                if let Some(through) = uses(function, image, reach) {
                     let added = status == UserStatus::Added;
                     users.push(TypeUser {
                         name: entry.name.clone(),
@@ -407,6 +429,7 @@ fn add_type_users(result: &mut Diff, baseline: &Image<'_>, fixed: &Image<'_>) {
                         baseline_index: (!added).then_some(entry.index),
                         fixed_index: added.then_some(entry.index),
                         status,
+                        through,
                     });
                 }
             }

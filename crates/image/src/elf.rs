@@ -34,8 +34,8 @@ use object::{LittleEndian, Object, ObjectSection};
 
 use crate::finish::MappedSection;
 use crate::model::{
-    DebugInfoSource, Diagnostic, ElfIdentity, ElfType, Format, Identity, Image, Machine, Section,
-    Tls,
+    DebugInfoSource, Diagnostic, DiagnosticLocation, ElfIdentity, ElfType, Format, Identity, Image,
+    Machine, Section, Tls,
 };
 use crate::{Error, Loaded, Result};
 
@@ -112,7 +112,7 @@ pub(crate) fn load<'data>(
         Ok(build_id) => build_id.map(crate::identity::hex),
         Err(error) => {
             diagnostics.push(Diagnostic {
-                location: ".note.gnu.build-id".into(),
+                location: DiagnosticLocation::Section(".note.gnu.build-id".into()),
                 message: format!("cannot read the notes: {error}"),
                 function: None,
             });
@@ -433,7 +433,7 @@ fn section_data_by_name<'data>(
             .max(1 << 20);
         if compressed.uncompressed_size > limit {
             diagnostics.push(Diagnostic {
-                location: name.to_owned(),
+                location: DiagnosticLocation::Section(name.to_owned()),
                 message: format!(
                     "the section claims to decompress from {} to {} bytes, which no real \
                      compressor achieves",
@@ -449,7 +449,7 @@ fn section_data_by_name<'data>(
         Ok(data) => data,
         Err(error) => {
             diagnostics.push(Diagnostic {
-                location: name.to_owned(),
+                location: DiagnosticLocation::Section(name.to_owned()),
                 message: format!("cannot read the section: {error}"),
                 function: None,
             });

@@ -137,8 +137,8 @@ fn fold_identical_code(functions: &mut Vec<Function<'_>>) {
 }
 
 /// Sorts the layouts by name and fingerprint, drops repeats (one per compilation unit in DWARF),
-/// and renumbers each function's [`TypeId`]s, which the readers gave as positions in their own
-/// unsorted list.
+/// and renumbers each function's and each field's [`TypeId`]s, which the readers gave as
+/// positions in their own unsorted list.
 fn sort_types(image: &mut Image<'_>) {
     let mut order: Vec<usize> = (0..image.types.len()).collect();
     order.sort_by(|&a, &b| {
@@ -163,6 +163,16 @@ fn sort_types(image: &mut Image<'_>) {
             image.types.push(layout);
         }
         renumbered[position] = u32::try_from(image.types.len().saturating_sub(1)).unwrap_or(0);
+    }
+    for field in image
+        .types
+        .iter_mut()
+        .flat_map(|layout| layout.fields.iter_mut())
+    {
+        field.reaches = field
+            .reaches
+            .and_then(|reached| renumbered.get(reached.index()))
+            .map(|&index| TypeId(index));
     }
     for function in &mut image.functions {
         for used in &mut function.uses_types {

@@ -12,6 +12,7 @@ mod identity;
 mod model;
 mod noreturn;
 mod pe;
+mod provenance;
 mod relocation;
 
 pub use error::{Error, Result};

@@ -10,6 +10,7 @@
 
 use serde::Serialize;
 
+pub use crate::provenance::{CrtTable, DiagnosticLocation, InitializerTable};
 pub use crate::relocation::{RelocationOrigin, RelocationType};
 
 /// Which container format the image came from.
@@ -288,12 +289,31 @@ pub struct Field {
     /// For bit fields: the bit offset within the storage unit and the width.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bits: Option<(u32, u32)>,
+    /// The byte size of the member's type (DWARF `DW_AT_byte_size` of its type, through
+    /// typedefs and qualifiers, arrays as element size times count; PDB type sizes), when the
+    /// debug information gives one. For a bit field, the size of its storage unit.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub size: Option<u64>,
+    /// The aggregate the member's type is, points to or holds an array of (through typedefs
+    /// and qualifiers), as the same name resolves in [`Image::types`]: how a function that
+    /// works on the enclosing type reaches another (`p->q->field`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub reaches: Option<TypeId>,
+}
+
+impl Field {
+    /// The order of the fields of a [`TypeLayout`]: by offset, bit position, then name.
+    pub(crate) fn layout_order(&self, other: &Field) -> std::cmp::Ordering {
+        (self.offset, self.bits, &self.name).cmp(&(other.offset, other.bits, &other.name))
+    }
 }
 
 impl TypeLayout {
     /// Builds a layout and computes its fingerprint.
     pub fn new(name: String, kind: TypeKind, size: u64, mut fields: Vec<Field>) -> Self {
-        fields.sort_by(|a, b| (a.offset, a.bits, &a.name).cmp(&(b.offset, b.bits, &b.name)));
+        // A stable sort: a reader that sorted its own list alongside the same way finds it
+        // unchanged.
+        fields.sort_by(Field::layout_order);
         let mut layout = TypeLayout {
             name,
             kind,
@@ -318,6 +338,10 @@ impl TypeLayout {
             if let Some((bit_offset, bit_size)) = field.bits {
                 let _ = write!(text, " bits {bit_offset}:{bit_size}");
             }
+            // A field's size is left out: a PDB may lack the definition behind a member's
+            // forward reference in one build only (MSVC's `std::ios_base` base of
+            // `std::basic_ios`), and a member that grows changes the aggregate's size or a later
+            // offset, or is itself a changed layout.
             text.push('\n');
         }
         text
@@ -428,8 +452,9 @@ pub struct Tls {
 /// A function the loader or runtime calls before `main` (or at exit), from a table in the image.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Initializer {
-    /// The table: `.init_array`, `.fini_array`, `.ctors`, `.CRT$XCU`, `tls-callback`, ...
-    pub table: String,
+    /// The table (serialized as `.init_array`, `.fini_array`, `.ctors`, `.CRT$XC`,
+    /// `tls-callback`, ...).
+    pub table: InitializerTable,
     /// RVA of the slot in the table.
     pub slot_rva: u64,
     /// RVA of the function the slot points to.
@@ -444,8 +469,8 @@ pub struct Initializer {
 /// Anything that touches a function makes a patch of it reboot-required downstream.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Diagnostic {
-    /// The part of the input (`"pdb module foo.obj"`, `".debug_info"`, `".pdata"`).
-    pub location: String,
+    /// The part of the input (serialized as `"pdb module foo.obj"`, `".debug_info"`, `".pdata"`).
+    pub location: DiagnosticLocation,
     pub message: String,
     /// The function concerned, when there is one.
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -453,6 +478,48 @@ pub struct Diagnostic {
 }
 
 impl Image<'_> {
+    /// The aggregates from which one of `targets` is reached through at most `max_hops` fields
+    /// (a field that holds it by value, points to it, holds an array of it, through typedefs
+    /// and qualifiers; see [`Field::reaches`]), `targets` included (0 hops), each with the
+    /// number of hops. A function whose parameter or local is of such a type can reach the
+    /// targets by dereferencing members (`p->q->field`); which members it dereferences is
+    /// data flow the debug information does not record.
+    pub fn types_reaching(
+        &self,
+        targets: &[TypeId],
+        max_hops: u32,
+    ) -> std::collections::BTreeMap<TypeId, u32> {
+        let mut holders: std::collections::HashMap<TypeId, Vec<TypeId>> =
+            std::collections::HashMap::new();
+        for (position, layout) in self.types.iter().enumerate() {
+            let Ok(position) = u32::try_from(position) else {
+                break;
+            };
+            for reached in layout.fields.iter().filter_map(|field| field.reaches) {
+                holders.entry(reached).or_default().push(TypeId(position));
+            }
+        }
+        let mut found: std::collections::BTreeMap<TypeId, u32> =
+            targets.iter().map(|&id| (id, 0)).collect();
+        let mut frontier: Vec<TypeId> = targets.to_vec();
+        for hops in 1..=max_hops {
+            let mut next = Vec::new();
+            for id in frontier {
+                for &holder in holders.get(&id).map_or(&[][..], Vec::as_slice) {
+                    if let std::collections::btree_map::Entry::Vacant(entry) = found.entry(holder) {
+                        entry.insert(hops);
+                        next.push(holder);
+                    }
+                }
+            }
+            if next.is_empty() {
+                break;
+            }
+            frontier = next;
+        }
+        found
+    }
+
     /// The function whose body contains `rva`.
     pub fn function_at(&self, rva: u64) -> Option<&Function<'_>> {
         let idx = self.functions.partition_point(|f| f.rva <= rva);

@@ -19,13 +19,6 @@ use object::read::pe::{ImageNtHeaders, ImageOptionalHeader, PeFile64};
 use object::{Object, ObjectSection};
 
 /// Public symbols the mingw runtime uses to bracket its initializer tables.
-const INITIALIZER_TABLES: &[(&str, &str, &str)] = &[
-    (".CRT$XI", "__xi_a", "__xi_z"),
-    (".CRT$XC", "__xc_a", "__xc_z"),
-    (".CRT$XP", "__xp_a", "__xp_z"),
-    (".CRT$XT", "__xt_a", "__xt_z"),
-];
-
 pub(crate) fn load<'data>(
     binary: &'data [u8],
     debug: Option<&'data [u8]>,
@@ -217,7 +210,7 @@ fn link_funclets(image: &mut Image<'_>, diagnostics: &mut Vec<Diagnostic>) {
             Err(message) => {
                 function.parent = None;
                 diagnostics.push(Diagnostic {
-                    location: "pdb procedures".into(),
+                    location: DiagnosticLocation::PdbProcedures,
                     message,
                     function: Some(function.name.clone()),
                 });
@@ -467,7 +460,7 @@ fn read_tls(
             if let Some(target) = to_rva(va) {
                 callbacks.push(target);
                 initializers.push(Initializer {
-                    table: "tls-callback".into(),
+                    table: InitializerTable::TlsCallback,
                     slot_rva: slot,
                     target_rva: target,
                     target: None,
@@ -644,7 +637,7 @@ fn read_initializer_tables(
         return;
     };
     let find = |name: &str| publics.iter().find(|p| p.name == name).map(|p| p.rva);
-    let read_slots = |table: &str,
+    let read_slots = |table: InitializerTable,
                       start: u64,
                       end: Option<u64>,
                       initializers: &mut Vec<Initializer>| {
@@ -662,7 +655,7 @@ fn read_initializer_tables(
             }
             if let Some(target_rva) = value.checked_sub(image_base).filter(|_| value != u64::MAX) {
                 initializers.push(Initializer {
-                    table: table.into(),
+                    table: table.clone(),
                     slot_rva: slot,
                     target_rva,
                     target: None,
@@ -671,22 +664,31 @@ fn read_initializer_tables(
             slot += 8;
         }
     };
-    for (table, first, last) in INITIALIZER_TABLES {
+    for (table, first, last) in CrtTable::ALL {
         if let (Some(start), Some(end)) = (find(first), find(last)) {
             // The bracketing slots themselves are null; read what lies strictly between.
-            read_slots(table, start + 8, Some(end), &mut image.initializers);
+            read_slots(
+                InitializerTable::Crt(table),
+                start + 8,
+                Some(end),
+                &mut image.initializers,
+            );
         }
     }
-    for (table, list) in [(".ctors", "__CTOR_LIST__"), (".dtors", "__DTOR_LIST__")] {
+    for (table, list) in [
+        (InitializerTable::MingwConstructors, "__CTOR_LIST__"),
+        (InitializerTable::MingwDestructors, "__DTOR_LIST__"),
+    ] {
         if let Some(start) = find(list) {
             read_slots(table, start + 8, None, &mut image.initializers);
         }
     }
 }
 
-fn diagnostic(location: &str, message: String) -> Diagnostic {
+/// A diagnostic about a section of the image (`.pdata`, `.reloc`, `.tls`, ...).
+fn diagnostic(section: &str, message: String) -> Diagnostic {
     Diagnostic {
-        location: location.into(),
+        location: DiagnosticLocation::Section(section.into()),
         message,
         function: None,
     }

@@ -158,20 +158,20 @@ rules! {
     LINE_ONLY = Rule {
         id: RuleId("HP0012"), name: "line-only-change", title: "Only `__LINE__` constants moved",
         severity: Severity::Info, scope: Scope::Function,
-        checks: "A function whose only differences are immediates that moved by exactly as many lines as the function did in its source file.",
+        checks: "A function whose only differences are immediates that moved by exactly as many lines as the source lines they lie in: the function's own, or those of a function inlined into it (an `assert` in an inlined helper), whose rows moved by the same amount.",
         why: "Behaviour is unchanged except for line numbers in messages; the function is not replaced.",
         remedy: "None needed.",
         evidence: "the line delta",
-        fixtures: "line_only (warn_slow); bounds_check must not fire it",
+        fixtures: "line_only (warn_slow); inline_line; inline_assert (account_read, account_write: the inlinee's own __LINE__); bounds_check must not fire it",
     };
     DATA_LAYOUT_CHANGED = Rule {
         id: RuleId("HP0101"), name: "data-layout-changed", title: "The layout of a struct, union or class changed",
         severity: Severity::RebootRequired, scope: Scope::Function,
-        checks: "A type with the same name has a different layout fingerprint (size, field names, offsets, field types) in the two builds (PDB TPI, DWARF). The finding goes to every changed or added function that uses the type: a parameter or local variable of that type, a pointer or reference to it, or an array of it (DWARF `DW_TAG_formal_parameter`/`DW_TAG_variable` under the subprogram, its lexical blocks and inlined code; PDB `S_LOCAL`, `S_REGREL32`, `S_BPREL32`, `S_REGISTER` and the procedure type's arguments and class). A changed type that no replaced function uses this way is one binary-scope finding.",
+        checks: "A type with the same name has a different layout fingerprint (size, field names, offsets, field types) in the two builds (PDB TPI, DWARF). The finding goes to every changed or added function that uses the type: a parameter or local variable of that type, a pointer or reference to it, or an array of it (DWARF `DW_TAG_formal_parameter`/`DW_TAG_variable` under the subprogram, its lexical blocks and inlined code; PDB `S_LOCAL`, `S_REGREL32`, `S_BPREL32`, `S_REGISTER` and the procedure type's arguments and class), or of a type that reaches it through at most four fields (a member that holds it, points to it or holds an array of it: `p->q->field` where only `p` is a parameter). Which members the code dereferences is data flow the debug information does not record, so a function is tied to every changed type its parameters' and locals' types reach, used or not; a pointer cast to another type, a `void *` or a type reached through more than four fields is not followed. A changed type that no replaced function uses this way is one binary-scope finding.",
         why: "Objects that already exist in the running process keep the old layout; new code would read and write them with the new one.",
         remedy: "Keep the old layout and add a new global (or a side table) for the new state; or plan the change for the next baseline.",
-        evidence: "the type, its old and new size, the fields that were added, removed, moved (old and new offset) or retyped, and the replaced and unchanged functions that use it",
-        fixtures: "layout_users (transfer_new, transfer_print, transfer_step: parameters and locals only); struct_layout; bounds_check must not fire it",
+        evidence: "the type, its old and new size, the fields that were added, removed, moved (old and new offset), retyped, grew or shrank (old and new size of the field's type), and the replaced and unchanged functions that use it, with the type they reach it through when that is not the type itself",
+        fixtures: "layout_users (transfer_new, transfer_print, transfer_step: parameters and locals only); layout_reach (connection_admit: only through a member pointer; a field that grew); struct_layout; bounds_check must not fire it",
     };
     WRITABLE_DATA_CHANGED = Rule {
         id: RuleId("HP0102"), name: "writable-initial-value-changed", title: "The initial value of writable data changed",

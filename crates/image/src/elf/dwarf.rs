@@ -17,7 +17,7 @@ use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
 use super::types::{Directory, Names, UnitEntry, new_budget, reference};
 use super::{ElfFile, section_data_by_name};
-use crate::model::{Diagnostic, InlineSite, LineRow, TypeId, TypeLayout};
+use crate::model::{Diagnostic, DiagnosticLocation, InlineSite, LineRow, TypeId, TypeLayout};
 
 /// The one concrete reader type: DWARF sections are slices of the file (or of a buffer holding
 /// a decompressed section) and x86-64 is little-endian.
@@ -97,6 +97,9 @@ pub(super) struct DwarfFacts {
     type_use_names: Vec<(u64, String)>,
     /// The aggregates each subprogram works on, by entry, as positions in `types`.
     type_uses: BTreeMap<u64, Vec<TypeId>>,
+    /// While reading: (position in `types`, field index, name of the aggregate the field's
+    /// type reaches), resolved into [`crate::Field::reaches`] once every layout is known.
+    field_reach_names: Vec<(usize, usize, String)>,
     pub source_files: Vec<String>,
     /// `source_files` while reading: line programs and call sites intern paths here.
     interned_files: SourceFiles,
@@ -180,7 +183,7 @@ impl DwarfFacts {
     fn report_for(&mut self, location: &str, message: String, function: Option<String>) {
         if self.diagnostics.len() < MAX_DIAGNOSTICS {
             self.diagnostics.push(Diagnostic {
-                location: location.to_owned(),
+                location: DiagnosticLocation::Section(location.to_owned()),
                 message,
                 function,
             });
@@ -253,6 +256,10 @@ pub(super) fn read(
         }
     }
     facts.type_uses = type_uses(&facts.types, std::mem::take(&mut facts.type_use_names));
+    resolve_field_reach(
+        &mut facts.types,
+        std::mem::take(&mut facts.field_reach_names),
+    );
     facts.cu_ranges.sort_unstable();
     facts.subprogram_ranges = merge_ranges(std::mem::take(&mut facts.subprogram_ranges));
     facts.source_files = std::mem::take(&mut facts.interned_files.paths);
@@ -280,6 +287,29 @@ fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64
         }
     }
     result
+}
+
+/// Ties each field's reached aggregate name to the first layout of that name, as
+/// [`type_uses`] does for parameters and locals.
+fn resolve_field_reach(types: &mut [TypeLayout], reach: Vec<(usize, usize, String)>) {
+    let mut by_name: HashMap<&str, TypeId> = HashMap::new();
+    for (position, layout) in types.iter().enumerate() {
+        let Ok(position) = u32::try_from(position) else {
+            break;
+        };
+        by_name
+            .entry(layout.name.as_str())
+            .or_insert(TypeId(position));
+    }
+    let resolved: Vec<(usize, usize, TypeId)> = reach
+        .iter()
+        .filter_map(|(layout, field, name)| Some((*layout, *field, *by_name.get(name.as_str())?)))
+        .collect();
+    for (layout, field, id) in resolved {
+        if let Some(field) = types.get_mut(layout).and_then(|l| l.fields.get_mut(field)) {
+            field.reaches = Some(id);
+        }
+    }
 }
 
 /// What a unit still needs once every unit is known.
@@ -627,7 +657,16 @@ fn resolve_unit(
 fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts) {
     for &offset in offsets {
         match names.layout(offset) {
-            Ok(Some(layout)) => facts.types.push(layout),
+            Ok(Some((layout, reaches))) => {
+                let position = facts.types.len();
+                facts.field_reach_names.extend(
+                    reaches
+                        .into_iter()
+                        .enumerate()
+                        .filter_map(|(field, name)| Some((position, field, name?))),
+                );
+                facts.types.push(layout);
+            }
             Ok(None) => {}
             Err(error) => facts.report(
                 ".debug_info",

@@ -12,7 +12,10 @@ use object::read::elf::{Rel, Rela, SectionHeader};
 use object::{SectionIndex, SymbolIndex};
 
 use super::{ENDIAN, ElfHeader, SectionFacts, SectionTable, section_bytes};
-use crate::model::{Diagnostic, Initializer, Relocation, RelocationOrigin, RelocationType};
+use crate::model::{
+    Diagnostic, DiagnosticLocation, Initializer, InitializerTable, Relocation, RelocationOrigin,
+    RelocationType,
+};
 
 /// Every dynamic relocation, and the static relocations of allocated sections.
 pub(super) fn read<'data>(
@@ -45,7 +48,7 @@ pub(super) fn read<'data>(
         };
         let mut report = |message: String| {
             diagnostics.push(Diagnostic {
-                location: facts.name.to_owned(),
+                location: DiagnosticLocation::Section(facts.name.to_owned()),
                 message,
                 function: None,
             });
@@ -211,7 +214,7 @@ pub(super) fn initializers(
         let bytes = section_bytes(section, data);
         if !bytes.len().is_multiple_of(8) {
             diagnostics.push(Diagnostic {
-                location: section.name.to_owned(),
+                location: DiagnosticLocation::Section(section.name.to_owned()),
                 message: format!(
                     "the table is {} bytes long, not a whole number of 8-byte slots",
                     bytes.len()
@@ -229,7 +232,7 @@ pub(super) fn initializers(
             }
             if target != 0 && target != u64::MAX {
                 initializers.push(Initializer {
-                    table: section.name.to_owned(),
+                    table: InitializerTable::ElfSection(section.name.to_owned()),
                     slot_rva,
                     target_rva: target,
                     target: None,

@@ -6,7 +6,9 @@ use object::read::elf::{Sym, SymbolTable};
 
 use super::dwarf::DwarfFacts;
 use super::{ENDIAN, ElfFile, ElfHeader, SectionFacts};
-use crate::model::{DataKind, DataSymbol, Diagnostic, Export, Function, Import, Linkage, Tls};
+use crate::model::{
+    DataKind, DataSymbol, Diagnostic, DiagnosticLocation, Export, Function, Import, Linkage, Tls,
+};
 
 /// The symbol table functions and data symbols come from, with the section names of the file it
 /// belongs to (a debug file keeps the binary's section headers, but as its own table).
@@ -95,7 +97,7 @@ pub(super) fn read<'data>(
             Ok(None) => continue,
             Err(error) => {
                 facts.diagnostics.push(Diagnostic {
-                    location: source.table_name.into(),
+                    location: DiagnosticLocation::Section(source.table_name.into()),
                     message: format!("symbol {}: {error}", index.0),
                     function: None,
                 });
@@ -107,7 +109,7 @@ pub(super) fn read<'data>(
             Ok(_) => continue,
             Err(error) => {
                 facts.diagnostics.push(Diagnostic {
-                    location: source.table_name.into(),
+                    location: DiagnosticLocation::Section(source.table_name.into()),
                     message: format!("symbol {}: name: {error}", index.0),
                     function: None,
                 });
@@ -207,7 +209,7 @@ pub(super) fn read_dynamic(
         Ok(versions) => versions,
         Err(error) => {
             diagnostics.push(Diagnostic {
-                location: ".gnu.version".into(),
+                location: DiagnosticLocation::Section(".gnu.version".into()),
                 message: format!("cannot read the symbol versions: {error}"),
                 function: None,
             });

@@ -10,7 +10,8 @@ use std::process::Command;
 use std::sync::OnceLock;
 
 use crate::model::{
-    DataKind, ElfType, Image, Linkage, Machine, RelocationOrigin, RelocationType, TypeKind,
+    DataKind, DiagnosticLocation, ElfType, Image, InitializerTable, Linkage, Machine,
+    RelocationOrigin, RelocationType, TypeKind,
 };
 use crate::{Error, Loaded, load};
 
@@ -481,7 +482,8 @@ fn imports_relocations_unwind_and_initializers() {
     );
     // In a PIE the constructor slot holds 0 and a RELATIVE relocation names the target.
     let init_me = function_named(&image, "init_me");
-    assert!(image.initializers.iter().any(|i| i.table == ".init_array"
+    assert!(image.initializers.iter().any(|i| i.table
+        == InitializerTable::ElfSection(".init_array".into())
         && i.target_rva == init_me.rva
         && i.target.as_deref() == Some("init_me")));
     let compute = function_named(&image, "compute");
@@ -851,10 +853,9 @@ fn a_forged_decompressed_size_is_refused_not_allocated() {
     bytes[ch_size..ch_size + 8].copy_from_slice(&(1u64 << 40).to_le_bytes());
     let loaded = load_ok(&bytes);
     assert!(
-        loaded
-            .diagnostics
-            .iter()
-            .any(|d| d.location == ".debug_info" && d.message.contains("decompress")),
+        loaded.diagnostics.iter().any(|d| d.location
+            == DiagnosticLocation::Section(".debug_info".into())
+            && d.message.contains("decompress")),
         "{:?}",
         loaded.diagnostics
     );

@@ -607,8 +607,13 @@ impl<'a, 'u> Names<'a, 'u> {
         )
     }
 
-    /// The layout of the struct, union or class at `offset`.
-    pub fn layout(&self, offset: UnitOffset) -> gimli::Result<Option<TypeLayout>> {
+    /// The layout of the struct, union or class at `offset`, and for each of its fields (in
+    /// the layout's order) the name of the aggregate the field's type reaches, which the
+    /// caller resolves to a [`crate::TypeId`] once every layout is known.
+    pub fn layout(
+        &self,
+        offset: UnitOffset,
+    ) -> gimli::Result<Option<(TypeLayout, Vec<Option<String>>)>> {
         self.budget.set(TYPE_BUDGET);
         let entry = self.unit.entry(offset)?;
         let kind = match entry.tag() {
@@ -624,10 +629,54 @@ impl<'a, 'u> Names<'a, 'u> {
         let mut fields = Vec::new();
         self.for_each_child(offset, |child| {
             if let Some(field) = self.field(child) {
-                fields.push(field);
+                let reaches = self
+                    .resolve_attr(child, constants::DW_AT_type)
+                    .and_then(|(names, type_offset)| names.aggregate_behind(type_offset));
+                fields.push((field, reaches));
             }
         });
-        Ok(Some(TypeLayout::new(name, kind, size, fields)))
+        // The same stable order `TypeLayout::new` gives, so the names stay beside their fields.
+        fields.sort_by(|(a, _), (b, _)| a.layout_order(b));
+        let (fields, reaches) = fields.into_iter().unzip();
+        Ok(Some((TypeLayout::new(name, kind, size, fields), reaches)))
+    }
+
+    /// The byte size of the type a member (or any entry with `DW_AT_type`) has: its
+    /// `DW_AT_byte_size` through typedefs and qualifiers; an array's is its element's times
+    /// the product of its dimensions (GCC gives arrays no size of their own). `None` for a
+    /// flexible array member and for what the debug information does not size.
+    fn member_size(&self, entry: &Entry<'_, '_, 'a>) -> Option<u64> {
+        let (mut names, mut offset) = self.resolve_attr(entry, constants::DW_AT_type)?;
+        let mut count: u64 = 1;
+        for _ in 0..MAX_DEPTH {
+            let entry = names.unit.entry(offset).ok()?;
+            if let Some(size) = udata(&entry, constants::DW_AT_byte_size) {
+                return size.checked_mul(count);
+            }
+            if entry.tag() == constants::DW_TAG_array_type {
+                let mut known = true;
+                names.for_each_child(offset, |child| {
+                    if child.tag() != constants::DW_TAG_subrange_type {
+                        return;
+                    }
+                    let dimension = udata(child, constants::DW_AT_count).or_else(|| {
+                        udata(child, constants::DW_AT_upper_bound)
+                            .and_then(|bound| bound.checked_add(1))
+                    });
+                    match dimension.and_then(|d| count.checked_mul(d)) {
+                        Some(product) => count = product,
+                        None => known = false,
+                    }
+                });
+                if !known {
+                    return None;
+                }
+            }
+            (names, offset) = names
+                .resolve_attr(&entry, constants::DW_AT_type)
+                .or_else(|| names.resolve_attr(&entry, constants::DW_AT_signature))?;
+        }
+        None
     }
 
     /// A data member or base class of an aggregate; static members (declarations) are not part
@@ -662,6 +711,8 @@ impl<'a, 'u> Names<'a, 'u> {
                 offset: byte_offset,
                 type_name,
                 bits: None,
+                size: self.member_size(child),
+                reaches: None,
             });
         };
         // Bit fields: find the bit offset from the start of the aggregate (DWARF 4+ gives it
@@ -700,12 +751,16 @@ impl<'a, 'u> Names<'a, 'u> {
                 offset: unit_offset,
                 type_name,
                 bits: Some(bits),
+                size: Some(storage),
+                reaches: None,
             },
             None => Field {
                 name,
                 offset: byte_offset,
                 type_name,
                 bits: None,
+                size: Some(storage),
+                reaches: None,
             },
         })
     }

@@ -4,7 +4,7 @@
 use gimli::UnwindSection;
 
 use super::{SectionFacts, section_bytes};
-use crate::model::{Diagnostic, UnwindEntry};
+use crate::model::{Diagnostic, DiagnosticLocation, UnwindEntry};
 
 /// Stops a hostile `.eh_frame` from making the reader report without end: far more FDEs than
 /// any real file holds.
@@ -41,7 +41,7 @@ pub(super) fn read(
     let report = |diagnostics: &mut Vec<Diagnostic>, message: String| {
         if diagnostics.len() < MAX_DIAGNOSTICS {
             diagnostics.push(Diagnostic {
-                location: ".eh_frame".into(),
+                location: DiagnosticLocation::Section(".eh_frame".into()),
                 message,
                 function: None,
             });

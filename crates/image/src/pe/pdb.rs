@@ -612,7 +612,7 @@ fn read_module_lines(
 
 fn module_diagnostic(module_name: &str, message: String) -> Diagnostic {
     Diagnostic {
-        location: format!("pdb module {module_name}"),
+        location: DiagnosticLocation::PdbModule(module_name.into()),
         message,
         function: None,
     }

@@ -5,7 +5,7 @@
 //! a panic of `pdb2` into an error; a record whose parsing panicked reads as unknown.
 
 use super::pdb::{contain, pdb2_call};
-use crate::model::{Diagnostic, Field, TypeId, TypeKind, TypeLayout};
+use crate::model::{Diagnostic, DiagnosticLocation, Field, TypeId, TypeKind, TypeLayout};
 use pdb2::FallibleIterator;
 use std::collections::HashMap;
 
@@ -20,6 +20,10 @@ pub(crate) struct TypeNames<'t, 's> {
     layout_ids: HashMap<String, TypeId>,
     /// The aggregate behind each type index a parameter or local had so far.
     used: HashMap<u32, Option<TypeId>>,
+    /// The size of each defined class and union by name, once [`TypeNames::layouts`] has read
+    /// them: a member's type is mostly a forward reference, which this resolves without a
+    /// search of the whole stream per member.
+    definition_sizes: HashMap<String, u64>,
 }
 
 impl<'t, 's> TypeNames<'t, 's> {
@@ -37,6 +41,7 @@ impl<'t, 's> TypeNames<'t, 's> {
             finder,
             layout_ids: HashMap::new(),
             used: HashMap::new(),
+            definition_sizes: HashMap::new(),
         })
     }
 
@@ -129,6 +134,11 @@ impl<'t, 's> TypeNames<'t, 's> {
         self.size_at(index, 0)
     }
 
+    /// The size of the type at `index`, `None` when the PDB does not give one.
+    fn known_size(&self, index: pdb2::TypeIndex) -> Option<u64> {
+        Some(self.size_at(index, 0)).filter(|&size| size > 0)
+    }
+
     fn size_at(&self, index: pdb2::TypeIndex, depth: u32) -> u64 {
         if depth > MAX_DEPTH {
             return 0;
@@ -146,18 +156,14 @@ impl<'t, 's> TypeNames<'t, 's> {
             }
             pdb2::TypeData::Class(class) => {
                 if class.properties.forward_reference() {
-                    self.resolve_forward(&class.name)
-                        .map(|(size, _)| size)
-                        .unwrap_or(class.size)
+                    self.definition_size(&class.name).unwrap_or(class.size)
                 } else {
                     class.size
                 }
             }
             pdb2::TypeData::Union(union) => {
                 if union.properties.forward_reference() {
-                    self.resolve_forward(&union.name)
-                        .map(|(size, _)| size)
-                        .unwrap_or(union.size)
+                    self.definition_size(&union.name).unwrap_or(union.size)
                 } else {
                     union.size
                 }
@@ -174,6 +180,17 @@ impl<'t, 's> TypeNames<'t, 's> {
             pdb2::TypeData::Bitfield(bitfield) => self.size_at(bitfield.underlying_type, depth + 1),
             _ => 0,
         }
+    }
+
+    /// The size of the definition behind a forward reference named `name`.
+    fn definition_size(&self, name: &pdb2::RawString<'_>) -> Option<u64> {
+        if !self.definition_sizes.is_empty() {
+            return self
+                .definition_sizes
+                .get(name.to_string().as_ref())
+                .copied();
+        }
+        self.resolve_forward(name).map(|(size, _)| size)
     }
 
     /// The definition behind a forward reference, found by name: (size, type index).
@@ -198,10 +215,14 @@ impl<'t, 's> TypeNames<'t, 's> {
     }
 
     /// The layout of every defined struct, union and class.
+    ///
+    /// Two passes: the first reads every definition (name, kind, size, field list), which the
+    /// second needs to size each member and to tie a member to the aggregate it reaches.
     pub(crate) fn layouts(&mut self, diagnostics: &mut Vec<Diagnostic>) -> Vec<TypeLayout> {
         let mut layouts = Vec::new();
+        let mut definitions = Vec::new();
         let malformed = |error: crate::Error| Diagnostic {
-            location: "pdb TPI stream".into(),
+            location: DiagnosticLocation::PdbTypes,
             message: error.to_string(),
             function: None,
         };
@@ -242,12 +263,16 @@ impl<'t, 's> TypeNames<'t, 's> {
                 ),
                 _ => continue,
             };
-            let fields = fields.map(|index| self.fields(index)).unwrap_or_default();
-            if let Ok(position) = u32::try_from(layouts.len()) {
+            if let Ok(position) = u32::try_from(definitions.len()) {
                 self.layout_ids
                     .entry(name.clone())
                     .or_insert(TypeId(position));
             }
+            self.definition_sizes.entry(name.clone()).or_insert(size);
+            definitions.push((name, kind, size, fields));
+        }
+        for (name, kind, size, fields) in definitions {
+            let fields = fields.map(|index| self.fields(index)).unwrap_or_default();
             layouts.push(TypeLayout::new(name, kind, size, fields));
         }
         layouts
@@ -332,6 +357,8 @@ impl<'t, 's> TypeNames<'t, 's> {
                             offset: member.offset,
                             type_name: self.name_at(member.field_type, 0),
                             bits,
+                            size: self.known_size(member.field_type),
+                            reaches: self.aggregate_behind(member.field_type),
                         });
                     }
                     pdb2::TypeData::BaseClass(base) => fields.push(Field {
@@ -339,12 +366,16 @@ impl<'t, 's> TypeNames<'t, 's> {
                         offset: u64::from(base.offset),
                         type_name: self.name_at(base.base_class, 0),
                         bits: None,
+                        size: self.known_size(base.base_class),
+                        reaches: self.aggregate_behind(base.base_class),
                     }),
                     pdb2::TypeData::VirtualFunctionTablePointer(_) => fields.push(Field {
                         name: "<vfptr>".into(),
                         offset: 0,
                         type_name: "vtable*".into(),
                         bits: None,
+                        size: Some(8),
+                        reaches: None,
                     }),
                     _ => {}
                 }

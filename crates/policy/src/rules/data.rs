@@ -10,7 +10,7 @@ use hotpatch_diff::{DataChangeKind, FieldChange, UserStatus};
 use hotpatch_image::{DataKind, Image};
 
 /// One finding per changed (or added) function that uses a re-laid-out type through its
-/// parameters or locals, so that each such function carries the reboot; a changed type that no
+/// parameters or locals (or through the fields of theirs: `p->q->field`), so that each such function carries the reboot; a changed type that no
 /// replaced code uses still blocks the binary, with one finding that lists its users.
 pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
     let mut findings = Vec::new();
@@ -22,11 +22,18 @@ pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
         } else {
             format!("{sizes}: {}", fields.join("; "))
         };
-        let mut replaced: Vec<(&str, &str)> = layout
+        // (name, display name, the aggregate it reaches the type through).
+        let mut replaced: Vec<(&str, &str, Option<&str>)> = layout
             .users
             .iter()
             .filter(|user| matches!(user.status, UserStatus::Changed | UserStatus::Added))
-            .map(|user| (user.name.as_str(), user.display_name.as_str()))
+            .map(|user| {
+                (
+                    user.name.as_str(),
+                    user.display_name.as_str(),
+                    user.through.as_deref(),
+                )
+            })
             .collect();
         // A changed function whose code reaches a global of the type uses it too.
         let globals: Vec<&str> = data_changes(context)
@@ -36,26 +43,35 @@ pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
             .map(|(changed, _)| changed.name.as_str())
             .collect();
         for changed in &context.subject.diff.changed {
-            if !replaced.iter().any(|(name, _)| *name == changed.name)
+            if !replaced.iter().any(|(name, _, _)| *name == changed.name)
                 && globals.iter().any(|global| uses_data(changed, global))
             {
-                replaced.push((&changed.name, &changed.display_name));
+                replaced.push((&changed.name, &changed.display_name, None));
             }
         }
         replaced.sort_unstable();
-        let list = |users: &[(&str, &str)]| {
+        let list = |users: &[(&str, &str, Option<&str>)]| {
             users
                 .iter()
-                .map(|(_, display)| *display)
+                .map(|(_, display, through)| match through {
+                    Some(through) => format!("{display} (through {through})"),
+                    None => (*display).to_owned(),
+                })
                 .collect::<Vec<_>>()
                 .join(", ")
         };
-        let unchanged: Vec<(&str, &str)> = layout
+        let unchanged: Vec<(&str, &str, Option<&str>)> = layout
             .users
             .iter()
             .filter(|user| user.status == UserStatus::Unchanged)
-            .filter(|user| !replaced.iter().any(|(name, _)| *name == user.name))
-            .map(|user| (user.name.as_str(), user.display_name.as_str()))
+            .filter(|user| !replaced.iter().any(|(name, _, _)| *name == user.name))
+            .map(|user| {
+                (
+                    user.name.as_str(),
+                    user.display_name.as_str(),
+                    user.through.as_deref(),
+                )
+            })
             .collect();
         let mut evidence = vec![
             ("type", layout.name.clone()),
@@ -78,14 +94,21 @@ pub(super) fn data_layout_changed(context: &BinaryContext<'_>) -> Vec<Finding> {
             continue;
         }
         evidence.push(("replaced_users", list(&replaced)));
-        for (name, display) in &replaced {
-            findings.push(finding(
-                &codes::DATA_LAYOUT_CHANGED,
-                Some(name),
-                format!(
+        for (name, display, through) in &replaced {
+            let message = match through {
+                Some(through) => format!(
+                    "{display} reaches {} through the fields of {through}, which one of its parameters or local variables is or points to, and its layout changed ({summary}); objects in the running process keep the old layout",
+                    layout.name
+                ),
+                None => format!(
                     "{display} uses {} (a parameter, local variable or global of that type, or a pointer to one), and its layout changed ({summary}); objects in the running process keep the old layout",
                     layout.name
                 ),
+            };
+            findings.push(finding(
+                &codes::DATA_LAYOUT_CHANGED,
+                Some(name),
+                message,
                 &evidence,
             ));
         }
