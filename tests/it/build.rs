@@ -289,11 +289,14 @@ fn two_builds_of_the_same_release_are_byte_identical() {
     let key = key_file(&dir);
     let base = tree(
         &dir.join("base"),
-        &[("switch_table", "baseline"), ("string_literal", "baseline")],
+        &[
+            ("interpreter_switch", "baseline"),
+            ("string_literal", "baseline"),
+        ],
     );
     let fixed = tree(
         &dir.join("fixed"),
-        &[("switch_table", "fixed"), ("string_literal", "fixed")],
+        &[("interpreter_switch", "fixed"), ("string_literal", "fixed")],
     );
     let first = dir.join("first.hpk");
     let second = dir.join("second.hpk");

@@ -148,7 +148,10 @@ fn a_changed_string_travels_in_the_payload() {
 
 #[test]
 fn jump_tables_are_rewritten_to_land_on_the_copied_code() {
-    for format in ["elf", "pe"] {
+    // PE only: gcc's ELF eval_op returns its default case through eval_op.cold, which the
+    // lift refuses (a_parent_and_its_cold_part_are_never_patched_apart); the ELF tables of
+    // interpreter_switch and switch_tables_adjacent are lifted by the fixture walk above.
+    for format in ["pe"] {
         let (_, lifted) = lift_pair("switch_table", format);
         let lifted = lifted.unwrap();
         let table = lifted
@@ -253,4 +256,89 @@ fn jump_table_entries_into_the_cold_part_reach_the_baseline_cold_part() {
             assert!(code.contains(&target), "tag {tag} -> {target:#x}");
         }
     }
+}
+
+/// gcc moves `scale`'s unlikely path into `scale.cold`, which ends `jmp scale+0xb`: back into
+/// the parent's body. A fix of the parent alone (the return value) must not be lifted, since
+/// the payload would call the baseline's `scale.cold` and run the old parent's tail after it.
+/// A fix of only the cold path must not be lifted either: `scale` enters its cold part by a
+/// branch that a redirect at the cold part's entry would not reach in general.
+#[test]
+fn a_parent_and_its_cold_part_are_never_patched_apart() {
+    const SOURCE: &str = "#include <stdio.h>\n\
+        __attribute__((noinline, cold)) void log_error(const char *message, int value)\n\
+        { fprintf(stderr, message, value); }\n\
+        __attribute__((noinline)) int scale(int x)\n{\n\
+            if (__builtin_expect(x < 0, 0)) {\n        log_error(MESSAGE, x);\n        x = -x;\n    }\n\
+            return x * 3 + OFFSET;\n}\n\
+        int main(int argc, char **argv) { (void)argv; return scale(argc - 2) & 0x7f; }\n";
+    let dir = std::env::temp_dir().join(format!("hotpatch-cold-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = |name: &str| dir.join(name).to_str().unwrap().to_owned();
+    std::fs::write(dir.join("scale.c"), SOURCE).unwrap();
+    for (name, offset, message) in [
+        ("baseline", "1", "negative input %d\\n"),
+        ("parent", "2", "negative input %d\\n"),
+        ("cold", "1", "negative value %d\\n"),
+    ] {
+        crate::support::tool(
+            "gcc",
+            &[
+                "-O2",
+                "-g",
+                &format!("-DOFFSET={offset}"),
+                &format!("-DMESSAGE=\"{message}\""),
+                &path("scale.c"),
+                "-o",
+                &path(name),
+            ],
+        );
+    }
+    // The premise, from the bytes: the baseline's scale.cold branches back into scale.
+    let bytes = std::fs::read(path("baseline")).unwrap();
+    let loaded = hotpatch_image::load(&bytes, None).unwrap();
+    let function = |name: &str| {
+        loaded
+            .image
+            .functions
+            .iter()
+            .find(|f| f.name == name)
+            .unwrap_or_else(|| panic!("gcc made no {name}"))
+    };
+    let (scale, cold) = (function("scale"), function("scale.cold"));
+    let last = &cold.code[cold.code.len().saturating_sub(16)..];
+    assert!(
+        last.contains(&0xe9) || last.contains(&0xeb),
+        "scale.cold ends without a jump: {last:02x?}"
+    );
+
+    let (_, lifted) = lift_files(&path("baseline"), &path("parent"));
+    let problems = lifted.expect_err("the parent lifted apart from its cold part");
+    let returns = problems
+        .iter()
+        .find_map(|p| match p {
+            Unliftable::ColdPartReturns {
+                function,
+                cold,
+                target_rva,
+                ..
+            } => Some((function.clone(), cold.clone(), *target_rva)),
+            _ => None,
+        })
+        .unwrap_or_else(|| panic!("no cold-part refusal: {problems:?}"));
+    assert_eq!(
+        (returns.0.as_str(), returns.1.as_str()),
+        ("scale", "scale.cold")
+    );
+    assert!(returns.2 > scale.rva && returns.2 < scale.rva + scale.size);
+
+    let (_, lifted) = lift_files(&path("baseline"), &path("cold"));
+    let problems = lifted.expect_err("the cold part lifted without its parent");
+    assert!(
+        problems.iter().any(|p| matches!(p,
+            Unliftable::ColdPartAlone { function, cold, .. }
+                if function == "scale" && cold == "scale.cold")),
+        "{problems:?}"
+    );
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -962,12 +962,8 @@ fn cold_part_index(
 ) -> Option<usize> {
     let index = function_index_at(image, image_index, rva)?;
     let candidate = image.functions.get(index)?;
-    let suffix = candidate.name.strip_prefix(function.name.as_str())?;
-    let rest = suffix.strip_prefix(".cold")?;
-    let numbered = rest
-        .strip_prefix('.')
-        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
-    (rest.is_empty() || numbered).then_some(index)
+    (hotpatch_image::cold_part_parent(&candidate.name) == Some(function.name.as_str()))
+        .then_some(index)
 }
 
 /// An unnamed read-only constant, by content. A load of known size compares exactly the bytes

@@ -477,6 +477,18 @@ pub struct Diagnostic {
     pub function: Option<String>,
 }
 
+/// The parent of a cold part: gcc moves the unlikely paths of `foo` into `foo.cold` (or
+/// `foo.cold.N`) in `.text.unlikely`; the parent enters it at several offsets and it may jump
+/// back into the parent. `None` for any other name.
+pub fn cold_part_parent(name: &str) -> Option<&str> {
+    let at = name.rfind(".cold")?;
+    let rest = &name[at + ".cold".len()..];
+    let numbered = rest
+        .strip_prefix('.')
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()));
+    (at > 0 && (rest.is_empty() || numbered)).then(|| &name[..at])
+}
+
 impl Image<'_> {
     /// The aggregates from which one of `targets` is reached through at most `max_hops` fields
     /// (a field that holds it by value, points to it, holds an array of it, through typedefs

@@ -10,6 +10,7 @@
 //! payload that might be wrong.
 
 mod baseline;
+mod cold;
 mod retarget;
 mod unwind;
 
@@ -97,6 +98,26 @@ pub enum Unliftable {
         problem: UnwindProblem,
     },
     #[error(
+        "{function}: its cold part {cold} changed but the function did not; the function enters the cold part at offsets other than its entry, so a redirect at the cold part's entry would leave the old code reachable"
+    )]
+    ColdPartAlone {
+        function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
+        cold: String,
+    },
+    #[error(
+        "{function}: its unchanged cold part {cold} jumps back into the old body at {branch_rva:#x} (to {target_rva:#x}), so the new code would run the old function's tail after the unlikely path"
+    )]
+    ColdPartReturns {
+        function: String,
+        fixed_index: usize,
+        baseline_index: Option<usize>,
+        cold: String,
+        branch_rva: u64,
+        target_rva: u64,
+    },
+    #[error(
         "{function}: the binary links the C++ exception runtime ({runtime}) and the function calls other code, so an exception can unwind through its frame, but an ELF payload carries no .eh_frame for it"
     )]
     ExceptionsCrossWithoutUnwindData {
@@ -115,6 +136,8 @@ impl Unliftable {
             | Unliftable::NoRoomForRedirect { function, .. }
             | Unliftable::NoCode { function, .. }
             | Unliftable::Unwind { function, .. }
+            | Unliftable::ColdPartAlone { function, .. }
+            | Unliftable::ColdPartReturns { function, .. }
             | Unliftable::ExceptionsCrossWithoutUnwindData { function, .. } => function,
         }
     }
@@ -126,6 +149,8 @@ impl Unliftable {
             | Unliftable::NoRoomForRedirect { fixed_index, .. }
             | Unliftable::NoCode { fixed_index, .. }
             | Unliftable::Unwind { fixed_index, .. }
+            | Unliftable::ColdPartAlone { fixed_index, .. }
+            | Unliftable::ColdPartReturns { fixed_index, .. }
             | Unliftable::ExceptionsCrossWithoutUnwindData { fixed_index, .. } => *fixed_index,
         }
     }
@@ -138,6 +163,8 @@ impl Unliftable {
             | Unliftable::NoRoomForRedirect { baseline_index, .. }
             | Unliftable::NoCode { baseline_index, .. }
             | Unliftable::Unwind { baseline_index, .. }
+            | Unliftable::ColdPartAlone { baseline_index, .. }
+            | Unliftable::ColdPartReturns { baseline_index, .. }
             | Unliftable::ExceptionsCrossWithoutUnwindData { baseline_index, .. } => {
                 *baseline_index
             }
@@ -172,6 +199,17 @@ impl Unliftable {
                 }
                 evidence
             }
+            Unliftable::ColdPartAlone { cold, .. } => vec![("cold_part", cold.clone())],
+            Unliftable::ColdPartReturns {
+                cold,
+                branch_rva,
+                target_rva,
+                ..
+            } => vec![
+                ("cold_part", cold.clone()),
+                ("branch_rva", format!("{branch_rva:#x}")),
+                ("target_rva", format!("{target_rva:#x}")),
+            ],
             Unliftable::ExceptionsCrossWithoutUnwindData { runtime, .. } => {
                 vec![("exception_runtime", runtime.clone())]
             }
@@ -241,6 +279,13 @@ pub fn lift(
     }
     let relocations = std::mem::take(&mut context.relocations);
     problems.extend(unwind::refuse_elf_crossings(fixed, &carried));
+    problems.extend(cold::refuse_split_parts(
+        baseline,
+        fixed,
+        diff,
+        &carried,
+        &layout.function_offsets,
+    ));
     // After the code and the data it reads: the function table and its UNWIND_INFOs.
     let baseline_of: BTreeMap<usize, Option<usize>> = carried
         .iter()
