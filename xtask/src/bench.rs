@@ -28,6 +28,8 @@ pub struct Context {
     pub hotpatch: PathBuf,
     /// Small inputs, one repetition, no targets judged: the CI smoke run.
     pub smoke: bool,
+    /// The pair families the diff rows measure (`--pair`, e.g. `postgres`); empty: all.
+    pub pairs: Vec<String>,
 }
 
 /// The unit of a row's value and of its reference.
@@ -135,6 +137,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut smoke = false;
     let mut inputs_only = false;
     let mut only: Vec<&str> = Vec::new();
+    let mut pairs: Vec<String> = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -148,8 +151,19 @@ pub fn run(args: &[String]) -> Result<()> {
                     SOURCES.iter().map(|(n, _)| *n).collect::<Vec<_>>()
                 ),
             },
+            // One family of diff pairs, e.g. `--pair postgres`: only those are built and
+            // measured.
+            "--pair" => match args.next() {
+                Some(name) if crate::bench_diff::PAIR_FAMILIES.contains(&name.as_str()) => {
+                    pairs.push(name.clone());
+                }
+                _ => bail!(
+                    "--pair takes a pair family: {:?}",
+                    crate::bench_diff::PAIR_FAMILIES
+                ),
+            },
             other => bail!(
-                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE]`)"
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE] [--pair FAMILY]`)"
             ),
         }
     }
@@ -158,8 +172,8 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench-data"));
     if inputs_only {
-        // Build (or find cached) the generated pair and stop: a CI cache can hold it.
-        crate::bench_pair::ensure_pairs(&data_dir, smoke)?;
+        // Build (or find cached) the diff pairs and stop: a CI cache can hold them.
+        crate::bench_diff::ensure_pairs(&data_dir, smoke, &pairs)?;
         return Ok(());
     }
     let hotpatch = if smoke {
@@ -172,6 +186,7 @@ pub fn run(args: &[String]) -> Result<()> {
         data_dir,
         hotpatch,
         smoke,
+        pairs,
     };
     let mut rows = Vec::new();
     for (name, source) in SOURCES {

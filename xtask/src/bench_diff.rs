@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::bench::{Context, Row, Unit};
 use crate::bench_pair::{self, Pair};
+use crate::bench_real;
 use crate::shell;
 
 /// Targets of issue 11, as ratios.
@@ -27,8 +28,25 @@ const MEMORY_TARGET: f64 = 2.0;
 /// Whole-process runs per figure; the best counts (the machine is shared).
 const PROCESS_RUNS: usize = 3;
 
+/// The pair families `--pair` selects: the generated pair (`generated-*`, or `smoke-*` in
+/// the smoke run) and PostgreSQL's releases (`postgres-*`, never in the smoke run).
+pub const PAIR_FAMILIES: &[&str] = &["generated", bench_real::FAMILY];
+
+/// The pairs of the families in `families` (all when empty), built unless cached.
+pub fn ensure_pairs(data_dir: &Path, smoke: bool, families: &[String]) -> Result<Vec<Pair>> {
+    let wanted = |family: &str| families.is_empty() || families.iter().any(|f| f == family);
+    let mut pairs = Vec::new();
+    if wanted("generated") {
+        pairs.extend(bench_pair::ensure_pairs(data_dir, smoke)?);
+    }
+    if wanted(bench_real::FAMILY) {
+        pairs.extend(bench_real::ensure_pairs(data_dir, smoke)?);
+    }
+    Ok(pairs)
+}
+
 pub fn rows(context: &Context) -> Result<Vec<Row>> {
-    let pairs = bench_pair::ensure_pairs(&context.data_dir, context.smoke)?;
+    let pairs = ensure_pairs(&context.data_dir, context.smoke, &context.pairs)?;
     if pairs.is_empty() {
         bail!("no benchmark pair could be built (hint: ci/install-packages installs gcc)");
     }
