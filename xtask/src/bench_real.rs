@@ -121,12 +121,15 @@ pub fn ensure_pairs(data_dir: &Path, smoke: bool) -> Result<Vec<Pair>> {
                 continue;
             }
             fs_err::create_dir_all(&out_dir)?;
+            // Both releases build in the same tree path, one after the other, so no path
+            // tells them apart, and through one compiler cache, so the fixed release
+            // compiles only what differs (see `build`).
+            let work_dir = dir.join("work").join(format.name());
             for (variant, release) in variants {
                 if is_current(&out_dir, variant, release) {
                     continue;
                 }
                 let tarball = fetch(&dir.join("download"), release)?;
-                let work_dir = dir.join("work").join(format.name()).join(variant);
                 eprintln!(
                     "building PostgreSQL {} ({}, {variant}) in {}; this takes a while",
                     release.version,
@@ -135,9 +138,9 @@ pub fn ensure_pairs(data_dir: &Path, smoke: bool) -> Result<Vec<Pair>> {
                 );
                 build(format, &tarball, &work_dir, &out_dir, variant, release)?;
                 fs_err::write(stamp_path(&out_dir, variant), stamp(release))?;
-                // The build tree (objects with debug info) is several hundred MB.
-                fs_err::remove_dir_all(&work_dir)?;
             }
+            // The build tree and the cache (objects with debug info) are several hundred MB.
+            fs_err::remove_dir_all(&work_dir)?;
         }
         let (baseline, baseline_pdb) = format.outputs(&out_dir, "baseline");
         let (fixed, fixed_pdb) = format.outputs(&out_dir, "fixed");
@@ -166,7 +169,15 @@ fn is_current(out_dir: &Path, variant: &str, release: &Release) -> bool {
 
 /// The commands a format's build runs that are not on this machine.
 fn missing_tools(format: Format) -> Vec<String> {
-    let mut tools = vec!["make", "perl", "tar", "bzip2", "curl", "sha256sum"];
+    let mut tools = vec![
+        "make",
+        "perl",
+        "tar",
+        "bzip2",
+        "curl",
+        "sha256sum",
+        "ccache",
+    ];
     match format {
         Format::Elf => tools.push("gcc"),
         Format::Pe => tools.extend(["clang", "ld.lld", "x86_64-w64-mingw32-windres"]),
@@ -250,8 +261,17 @@ fn sha256(path: &Path) -> Result<String> {
     }
 }
 
-/// Unpacks `tarball` into a fresh `work_dir`, configures it for `format`, builds the backend
-/// and copies the `postgres` binary (and PDB) into `out_dir` as `variant`.
+/// Unpacks `tarball` into `<work_dir>/postgresql` (replacing the other release's tree),
+/// configures it for `format`, builds the backend and copies the `postgres` binary (and PDB)
+/// into `out_dir` as `variant`.
+///
+/// The compiler runs under ccache in preprocessor mode with its cache in `work_dir`: a
+/// translation unit whose preprocessed text and flags are those of one the other release
+/// compiled takes that object, as an incremental build of the fixed release would, and only
+/// the units the release changed (a few hundred of 850, mostly through the version macros)
+/// are compiled again. The tree path is the same for both releases and mapped to `.`, so a
+/// cached object is the bytes a fresh compile would give. configure's results are cached in
+/// `work_dir` too.
 fn build(
     format: Format,
     tarball: &Path,
@@ -260,25 +280,41 @@ fn build(
     variant: &str,
     release: &Release,
 ) -> Result<()> {
-    if work_dir.exists() {
-        fs_err::remove_dir_all(work_dir)?;
-    }
     fs_err::create_dir_all(work_dir)?;
+    let work_dir = fs_err::canonicalize(work_dir)?;
+    let tree = work_dir.join("postgresql");
+    let unpacked = work_dir.join(format!("postgresql-{}", release.version));
+    for old in [&tree, &unpacked] {
+        if old.exists() {
+            fs_err::remove_dir_all(old)?;
+        }
+    }
     shell::run(
         Command::new("tar")
             .arg("-xjf")
             .arg(tarball)
             .arg("-C")
-            .arg(work_dir),
+            .arg(&work_dir),
     )?;
-    let tree = fs_err::canonicalize(work_dir.join(format!("postgresql-{}", release.version)))?;
-    // Every path under the tree is `.` in the debug info, so the releases' differ only by
-    // their code.
+    fs_err::rename(&unpacked, &tree)?;
+    let ccache_env = [
+        ("CCACHE_DIR", work_dir.join("ccache").into_os_string()),
+        ("CCACHE_BASEDIR", tree.clone().into_os_string()),
+        ("CCACHE_NODIRECT", "1".into()),
+        ("CCACHE_NOHASHDIR", "1".into()),
+        ("CCACHE_MAXSIZE", "0".into()),
+    ];
+    // Every path under the tree is `.` in the debug info.
     let prefix_map = format!("-ffile-prefix-map={}=.", tree.display());
     let mut configure = Command::new("./configure");
     configure
         .current_dir(&tree)
         .args(CONFIGURE_ARGS)
+        .arg(format!(
+            "--cache-file={}",
+            work_dir.join("config.cache").display()
+        ))
+        .envs(ccache_env.clone())
         .stdout(std::process::Stdio::null());
     let (binary, pdb) = format.outputs(out_dir, variant);
     // Variables set on make's command line (the PE link's PDB).
@@ -286,7 +322,7 @@ fn build(
     let built = match format {
         Format::Elf => {
             configure
-                .env("CC", "gcc")
+                .env("CC", "ccache gcc")
                 .env("CFLAGS", format!("-O2 -g {prefix_map}"));
             tree.join("src/backend/postgres")
         }
@@ -295,7 +331,7 @@ fn build(
                 .context("mingw-w64's libgcc is missing (hint: ci/install-packages)")?;
             configure
                 .arg("--host=x86_64-w64-mingw32")
-                .env("CC", "clang --target=x86_64-w64-mingw32")
+                .env("CC", "ccache clang --target=x86_64-w64-mingw32")
                 .env(
                     "CFLAGS",
                     format!("-O2 -g -gcodeview -ffile-compilation-dir=. {prefix_map}"),
@@ -323,6 +359,7 @@ fn build(
             .args(["-s", "-C", "src/backend"])
             .args(&make_vars)
             .args(goal)
+            .envs(ccache_env.clone())
             .stdout(std::process::Stdio::null());
         command
     };
