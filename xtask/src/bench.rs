@@ -28,7 +28,8 @@ pub struct Context {
     pub hotpatch: PathBuf,
     /// Small inputs, one repetition, no targets judged: the CI smoke run.
     pub smoke: bool,
-    /// The pair families the diff rows measure (`--pair`, e.g. `postgres`); empty: all.
+    /// The pairs the diff rows measure (`--pair`, e.g. `postgres` or `postgres-elf`); empty:
+    /// all.
     pub pairs: Vec<String>,
 }
 
@@ -151,19 +152,19 @@ pub fn run(args: &[String]) -> Result<()> {
                     SOURCES.iter().map(|(n, _)| *n).collect::<Vec<_>>()
                 ),
             },
-            // One family of diff pairs, e.g. `--pair postgres`: only those are built and
-            // measured.
+            // Diff pairs, e.g. `--pair postgres` (both formats) or `--pair postgres-elf`: only
+            // those are built and measured.
             "--pair" => match args.next() {
-                Some(name) if crate::bench_diff::PAIR_FAMILIES.contains(&name.as_str()) => {
+                Some(name) if crate::bench_diff::PAIR_NAMES.contains(&name.as_str()) => {
                     pairs.push(name.clone());
                 }
                 _ => bail!(
-                    "--pair takes a pair family: {:?}",
-                    crate::bench_diff::PAIR_FAMILIES
+                    "--pair takes a pair or a family of pairs: {:?}",
+                    crate::bench_diff::PAIR_NAMES
                 ),
             },
             other => bail!(
-                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE] [--pair FAMILY]`)"
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE] [--pair NAME]`)"
             ),
         }
     }

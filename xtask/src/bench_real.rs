@@ -51,7 +51,7 @@ const FIXED: Release = Release {
 /// Bump when the build recipe changes, so stale builds are redone.
 const RECIPE_VERSION: &str = "bench-real v1";
 
-/// The benchmark groups are `postgres-elf` and `postgres-pe`; `--pair postgres` selects them.
+/// The benchmark groups are `postgres-elf` and `postgres-pe`; `--pair postgres` selects both.
 pub const FAMILY: &str = "postgres";
 
 /// `configure` options common to both formats: no optional library, and the system's time
@@ -91,16 +91,23 @@ impl Format {
     }
 }
 
-/// The PostgreSQL pair in both formats, built under `data_dir` unless a build by this recipe
-/// is there; none in the smoke run. A format whose tools are missing is left out with a note,
+/// The PostgreSQL pair in the formats `wanted` accepts (`elf`, `pe`), built under `data_dir`
+/// unless a build by this recipe is there; none in the smoke run. A format whose tools are missing is left out with a note,
 /// except under CI.
-pub fn ensure_pairs(data_dir: &Path, smoke: bool) -> Result<Vec<Pair>> {
+pub fn ensure_pairs(
+    data_dir: &Path,
+    smoke: bool,
+    wanted: impl Fn(&str) -> bool,
+) -> Result<Vec<Pair>> {
     if smoke {
         return Ok(Vec::new());
     }
     let dir = data_dir.join(format!("{FAMILY}-{}-{}", BASELINE.version, FIXED.version));
     let mut pairs = Vec::new();
     for format in [Format::Elf, Format::Pe] {
+        if !wanted(format.name()) {
+            continue;
+        }
         let out_dir = dir.join(format.name());
         let variants = [("baseline", &BASELINE), ("fixed", &FIXED)];
         if variants
@@ -399,7 +406,7 @@ mod tests {
     #[test]
     fn smoke_builds_nothing() {
         let dir = std::env::temp_dir().join(format!("bench-real-smoke-{}", std::process::id()));
-        let pairs = ensure_pairs(&dir, true).expect("smoke");
+        let pairs = ensure_pairs(&dir, true, |_| true).expect("smoke");
         assert!(pairs.is_empty());
         assert!(!dir.exists());
     }
