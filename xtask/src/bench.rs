@@ -209,10 +209,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let json_path = if smoke {
         shell::target_dir().join("bench-smoke.json")
     } else {
-        root.join("benches/runs").join(match only.as_slice() {
-            [] => format!("{}-{}.json", today(), host()),
-            sources => format!("{}-{}-{}.json", today(), host(), sources.join("-")),
-        })
+        // `--only` sources and `--pair` pairs name the file, so a partial run does not
+        // overwrite the full one.
+        let mut name = format!("{}-{}", today(), host());
+        for part in only
+            .iter()
+            .copied()
+            .chain(context.pairs.iter().map(String::as_str))
+        {
+            name.push('-');
+            name.push_str(part);
+        }
+        root.join("benches/runs").join(name + ".json")
     };
     write_json(&json_path, &context, &rows)?;
     eprintln!("figures written to {}", json_path.display());
