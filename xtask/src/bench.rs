@@ -28,6 +28,9 @@ pub struct Context {
     pub hotpatch: PathBuf,
     /// Small inputs, one repetition, no targets judged: the CI smoke run.
     pub smoke: bool,
+    /// The pairs the diff rows measure (`--pair`, e.g. `postgres` or `postgres-elf`); empty:
+    /// all.
+    pub pairs: Vec<String>,
 }
 
 /// The unit of a row's value and of its reference.
@@ -135,6 +138,7 @@ pub fn run(args: &[String]) -> Result<()> {
     let mut smoke = false;
     let mut inputs_only = false;
     let mut only: Vec<&str> = Vec::new();
+    let mut pairs: Vec<String> = Vec::new();
     let mut args = args.iter();
     while let Some(arg) = args.next() {
         match arg.as_str() {
@@ -148,8 +152,19 @@ pub fn run(args: &[String]) -> Result<()> {
                     SOURCES.iter().map(|(n, _)| *n).collect::<Vec<_>>()
                 ),
             },
+            // Diff pairs, e.g. `--pair postgres` (both formats) or `--pair postgres-elf`: only
+            // those are built and measured.
+            "--pair" => match args.next() {
+                Some(name) if crate::bench_diff::PAIR_NAMES.contains(&name.as_str()) => {
+                    pairs.push(name.clone());
+                }
+                _ => bail!(
+                    "--pair takes a pair or a family of pairs: {:?}",
+                    crate::bench_diff::PAIR_NAMES
+                ),
+            },
             other => bail!(
-                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE]`)"
+                "unknown argument `{other}` (hint: `cargo xtask bench [--smoke] [--inputs-only] [--only SOURCE] [--pair NAME]`)"
             ),
         }
     }
@@ -158,8 +173,8 @@ pub fn run(args: &[String]) -> Result<()> {
         .map(PathBuf::from)
         .unwrap_or_else(|| root.join("target/bench-data"));
     if inputs_only {
-        // Build (or find cached) the generated pair and stop: a CI cache can hold it.
-        crate::bench_pair::ensure_pairs(&data_dir, smoke)?;
+        // Build (or find cached) the diff pairs and stop: a CI cache can hold them.
+        crate::bench_diff::ensure_pairs(&data_dir, smoke, &pairs)?;
         return Ok(());
     }
     let hotpatch = if smoke {
@@ -172,6 +187,7 @@ pub fn run(args: &[String]) -> Result<()> {
         data_dir,
         hotpatch,
         smoke,
+        pairs,
     };
     let mut rows = Vec::new();
     for (name, source) in SOURCES {
@@ -193,10 +209,18 @@ pub fn run(args: &[String]) -> Result<()> {
     let json_path = if smoke {
         shell::target_dir().join("bench-smoke.json")
     } else {
-        root.join("benches/runs").join(match only.as_slice() {
-            [] => format!("{}-{}.json", today(), host()),
-            sources => format!("{}-{}-{}.json", today(), host(), sources.join("-")),
-        })
+        // `--only` sources and `--pair` pairs name the file, so a partial run does not
+        // overwrite the full one.
+        let mut name = format!("{}-{}", today(), host());
+        for part in only
+            .iter()
+            .copied()
+            .chain(context.pairs.iter().map(String::as_str))
+        {
+            name.push('-');
+            name.push_str(part);
+        }
+        root.join("benches/runs").join(name + ".json")
     };
     write_json(&json_path, &context, &rows)?;
     eprintln!("figures written to {}", json_path.display());

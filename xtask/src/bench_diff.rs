@@ -17,6 +17,7 @@ use anyhow::{Context as _, Result, bail};
 
 use crate::bench::{Context, Row, Unit};
 use crate::bench_pair::{self, Pair};
+use crate::bench_real;
 use crate::shell;
 
 /// Targets of issue 11, as ratios.
@@ -27,8 +28,52 @@ const MEMORY_TARGET: f64 = 2.0;
 /// Whole-process runs per figure; the best counts (the machine is shared).
 const PROCESS_RUNS: usize = 3;
 
+/// What `--pair` selects: a family of pairs (both formats) or one pair of it. The families
+/// are the generated pair (`generated-*`, or `smoke-*` in the smoke run) and PostgreSQL's
+/// releases (`postgres-*`, never in the smoke run).
+pub const PAIR_NAMES: &[&str] = &[
+    "generated",
+    "generated-elf",
+    "generated-pe",
+    bench_real::FAMILY,
+    "postgres-elf",
+    "postgres-pe",
+];
+
+/// Whether `--pair` values `selection` (none: everything) select `family` in `format`.
+fn selected(selection: &[String], family: &str, format: &str) -> bool {
+    selection.is_empty()
+        || selection
+            .iter()
+            .any(|name| name == family || *name == format!("{family}-{format}"))
+}
+
+/// The pairs `selection` names (all when empty), built unless cached.
+pub fn ensure_pairs(data_dir: &Path, smoke: bool, selection: &[String]) -> Result<Vec<Pair>> {
+    let mut pairs = Vec::new();
+    if ["elf", "pe"]
+        .iter()
+        .any(|format| selected(selection, "generated", format))
+    {
+        // Both formats are built together; the selection picks among them.
+        pairs.extend(
+            bench_pair::ensure_pairs(data_dir, smoke)?
+                .into_iter()
+                .filter(|pair| {
+                    pair.name
+                        .rsplit_once('-')
+                        .is_some_and(|(_, format)| selected(selection, "generated", format))
+                }),
+        );
+    }
+    pairs.extend(bench_real::ensure_pairs(data_dir, smoke, |format| {
+        selected(selection, bench_real::FAMILY, format)
+    })?);
+    Ok(pairs)
+}
+
 pub fn rows(context: &Context) -> Result<Vec<Row>> {
-    let pairs = bench_pair::ensure_pairs(&context.data_dir, context.smoke)?;
+    let pairs = ensure_pairs(&context.data_dir, context.smoke, &context.pairs)?;
     if pairs.is_empty() {
         bail!("no benchmark pair could be built (hint: ci/install-packages installs gcc)");
     }
@@ -317,4 +362,22 @@ fn read_criterion(criterion_dir: &Path, since: SystemTime) -> Result<Vec<Estimat
     }
     estimates.sort_by(|a, b| (&a.group, &a.function).cmp(&(&b.group, &b.function)));
     Ok(estimates)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::selected;
+
+    #[test]
+    fn pair_selection_by_family_or_by_pair() {
+        let select = |names: &[&str]| names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>();
+        let all = select(&[]);
+        assert!(selected(&all, "generated", "elf") && selected(&all, "postgres", "pe"));
+        let family = select(&["postgres"]);
+        assert!(selected(&family, "postgres", "elf") && selected(&family, "postgres", "pe"));
+        assert!(!selected(&family, "generated", "elf"));
+        let one = select(&["postgres-elf", "generated-pe"]);
+        assert!(selected(&one, "postgres", "elf") && !selected(&one, "postgres", "pe"));
+        assert!(selected(&one, "generated", "pe") && !selected(&one, "generated", "elf"));
+    }
 }

@@ -187,7 +187,7 @@ fn tool_exists(tool: &str) -> bool {
 }
 
 /// Where mingw-w64's libgcc lives (`/usr/lib/gcc/x86_64-w64-mingw32/<version>-win32`).
-fn mingw_libgcc_dir() -> Option<PathBuf> {
+pub fn mingw_libgcc_dir() -> Option<PathBuf> {
     let base = Path::new("/usr/lib/gcc/x86_64-w64-mingw32");
     let mut dirs: Vec<PathBuf> = std::fs::read_dir(base)
         .ok()?

@@ -6,6 +6,7 @@
 mod bench;
 mod bench_diff;
 mod bench_pair;
+mod bench_real;
 mod bench_release;
 mod ci;
 mod demo;
