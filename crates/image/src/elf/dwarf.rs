@@ -266,9 +266,8 @@ pub(super) fn read(
     facts
 }
 
-/// Ties each subprogram's used aggregate names to the layouts of that name (its first layout in
-/// `types`: `finish` keeps one per name and fingerprint, and the diff compares types by name).
-fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64, Vec<TypeId>> {
+/// The first layout of each aggregate name in `types`.
+fn first_layout_by_name(types: &[TypeLayout]) -> HashMap<&str, TypeId> {
     let mut by_name: HashMap<&str, TypeId> = HashMap::new();
     for (position, layout) in types.iter().enumerate() {
         let Ok(position) = u32::try_from(position) else {
@@ -278,6 +277,13 @@ fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64
             .entry(layout.name.as_str())
             .or_insert(TypeId(position));
     }
+    by_name
+}
+
+/// Ties each subprogram's used aggregate names to the layouts of that name (its first layout in
+/// `types`: `finish` keeps one per name and fingerprint, and the diff compares types by name).
+fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64, Vec<TypeId>> {
+    let by_name = first_layout_by_name(types);
     uses.sort_unstable();
     uses.dedup();
     let mut result: BTreeMap<u64, Vec<TypeId>> = BTreeMap::new();
@@ -292,15 +298,7 @@ fn type_uses(types: &[TypeLayout], mut uses: Vec<(u64, String)>) -> BTreeMap<u64
 /// Ties each field's reached aggregate name to the first layout of that name, as
 /// [`type_uses`] does for parameters and locals.
 fn resolve_field_reach(types: &mut [TypeLayout], reach: Vec<(usize, usize, String)>) {
-    let mut by_name: HashMap<&str, TypeId> = HashMap::new();
-    for (position, layout) in types.iter().enumerate() {
-        let Ok(position) = u32::try_from(position) else {
-            break;
-        };
-        by_name
-            .entry(layout.name.as_str())
-            .or_insert(TypeId(position));
-    }
+    let by_name = first_layout_by_name(types);
     let resolved: Vec<(usize, usize, TypeId)> = reach
         .iter()
         .filter_map(|(layout, field, name)| Some((*layout, *field, *by_name.get(name.as_str())?)))
