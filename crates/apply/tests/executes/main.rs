@@ -204,28 +204,13 @@ fn string_literal_payload_prints_the_corrected_format_string() {
     assert_eq!(printed, "connection 9 from 192.0.2.1 openned\n");
 }
 
-/// eval_op of fixtures/switch_table for every case but 8 (which prints); `fixed` guards the
-/// division.
-fn eval_op(op: i32, a: i64, b: i64, fixed: bool) -> i64 {
-    match op {
-        0 => a.wrapping_add(b),
-        1 => a.wrapping_sub(b),
-        2 => a.wrapping_mul(b),
-        3 if fixed && b == 0 => 0,
-        3 => a / b,
-        4 => a % 7 + b,
-        5 => a.wrapping_shl((b & 31) as u32),
-        6 => a >> (b & 31),
-        7 => (a ^ b).wrapping_mul(3),
-        _ => -1,
-    }
-}
-
 #[test]
-fn switch_table_payload_dispatches_through_its_rewritten_jump_table() {
-    // eval_op(op, a, b) is a 9-case switch gcc lowers to a jump table; the fix returns 0 for a
-    // division by zero, where the baseline traps.
-    let patched = Patched::new("switch_table", &["eval_op"], &[]);
+fn interpreter_switch_payload_dispatches_through_its_rewritten_jump_table() {
+    // run_program(code, acc) runs (opcode, argument) byte pairs through a 100-case switch gcc
+    // lowers to a jump table, until opcode 0; the fix returns -2 for OP_DIV (42) by zero, where
+    // the baseline traps. (fixtures/switch_table's ELF build returns its default case through
+    // eval_op.cold, which the lifter refuses to separate from eval_op.)
+    let patched = Patched::new("interpreter_switch", &["run_program"], &[]);
     assert!(
         patched
             .lifted
@@ -234,37 +219,42 @@ fn switch_table_payload_dispatches_through_its_rewritten_jump_table() {
             .any(|data| data.what.starts_with("jumptable")),
         "the jump table travels in the payload"
     );
-    type EvalOp = extern "C" fn(i32, i64, i64) -> i64;
-    // SAFETY: both are eval_op of the fixture, with this signature, mapped executable.
+    type RunProgram = extern "C" fn(*const u8, i64) -> i64;
+    // SAFETY: both are run_program of the fixture, with this signature, mapped executable.
     let (old, new) = unsafe {
         (
-            function::<EvalOp>(patched.old_code("eval_op")),
-            function::<EvalOp>(patched.new_code("eval_op")),
+            function::<RunProgram>(patched.old_code("run_program")),
+            function::<RunProgram>(patched.new_code("run_program")),
         )
     };
-    for (a, b) in [(84, 2), (-1000, 7), (5, 33), (i64::MAX, 3)] {
-        for op in (-2..=12).filter(|&op| op != 8) {
-            let expected = eval_op(op, a, b, true);
-            assert_eq!(new(op, a, b), expected, "fixed eval_op({op}, {a}, {b})");
-            assert_eq!(old(op, a, b), expected, "baseline eval_op({op}, {a}, {b})");
-        }
+    // Expected values from the source: 10 ^ (5 + 16) = 31, 31 * 38 + 2 = 1180, 1180 / 3 = 393;
+    // 1 + 2 * 104 = 209, push 209 + 82 = 291, 209 * 137 + 1 = 28634, + 291 * 93 = 55697.
+    let programs: [(&[u8], i64, i64); 2] = [
+        (&[1, 5, 3, 2, 42, 3, 0, 0], 10, 393),
+        (&[9, 2, 7, 0, 12, 1, 8, 0, 0, 0], 1, 55697),
+    ];
+    for (code, acc, expected) in programs {
+        assert_eq!(new(code.as_ptr(), acc), expected, "fixed {code:?}");
+        assert_eq!(old(code.as_ptr(), acc), expected, "baseline {code:?}");
     }
-    assert_eq!(new(3, 84, 0), 0, "the fix guards the division");
-    // Case 8 prints through the baseline's printf slot and returns the count of characters.
-    let (result, printed) = capture(|| new(8, 84, 2));
-    assert_eq!((result, printed.as_str()), (8, "op 84 2\n"));
-    let (result, printed) = capture(|| old(8, -5, 10));
-    assert_eq!((result, printed.as_str()), (9, "op -5 10\n"));
+    let divide_by_zero: &[u8] = &[42, 0, 0, 0];
+    assert_eq!(
+        new(divide_by_zero.as_ptr(), 7),
+        -2,
+        "the fix guards the division"
+    );
 
-    patched.redirect("eval_op");
-    assert_eq!(old(3, 84, 0), 0, "the old entry now runs the fix");
-    for op in 0..10 {
-        if op != 8 {
-            assert_eq!(old(op, 84, 2), eval_op(op, 84, 2, true));
-        }
+    patched.redirect("run_program");
+    assert_eq!(
+        old(divide_by_zero.as_ptr(), 7),
+        -2,
+        "the old entry now runs the fix"
+    );
+    for (code, acc, expected) in programs {
+        assert_eq!(old(code.as_ptr(), acc), expected, "redirected {code:?}");
     }
-    patched.rollback("eval_op");
-    assert_eq!(old(3, 84, 2), 42);
+    patched.rollback("run_program");
+    assert_eq!(old(programs[0].0.as_ptr(), 10), 393);
 }
 
 #[test]
