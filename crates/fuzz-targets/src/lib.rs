@@ -150,14 +150,19 @@ fn builds(data: &[u8]) -> (Build<'_>, Build<'_>) {
     }
 }
 
+/// Both builds of [`builds`], loaded; `None` when either is refused.
+fn load_builds(data: &[u8]) -> Option<(hotpatch_image::Loaded<'_>, hotpatch_image::Loaded<'_>)> {
+    let (baseline, fixed) = builds(data);
+    Some((
+        hotpatch_image::load(baseline.0, baseline.1).ok()?,
+        hotpatch_image::load(fixed.0, fixed.1).ok()?,
+    ))
+}
+
 /// `diff`: the input as a fixed build ([`builds`]); when both builds load, they are diffed in
 /// both directions, as `hotpatch diff` and `hotpatch check` do.
 pub fn diff(data: &[u8]) {
-    let (baseline, fixed) = builds(data);
-    let (Ok(baseline), Ok(fixed)) = (
-        hotpatch_image::load(baseline.0, baseline.1),
-        hotpatch_image::load(fixed.0, fixed.1),
-    ) else {
+    let Some((baseline, fixed)) = load_builds(data) else {
         return;
     };
     let config = hotpatch_diff::Config::default();
@@ -168,11 +173,7 @@ pub fn diff(data: &[u8]) {
 /// `lift`: the input as a fixed build ([`builds`]), loaded, diffed and lifted as `hotpatch
 /// build` does.
 pub fn lift(data: &[u8]) {
-    let (baseline, fixed) = builds(data);
-    let (Ok(baseline), Ok(fixed)) = (
-        hotpatch_image::load(baseline.0, baseline.1),
-        hotpatch_image::load(fixed.0, fixed.1),
-    ) else {
+    let Some((baseline, fixed)) = load_builds(data) else {
         return;
     };
     let diff = hotpatch_diff::diff(
