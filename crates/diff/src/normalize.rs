@@ -1073,8 +1073,15 @@ pub(crate) fn render_bytes(
     let mut text = String::with_capacity(bytes.len() * 2);
     let mut unresolved = false;
     let mut offset = 0u64;
+    // `slots` is sorted (as the index's relocation slots are): one cursor walks it beside
+    // `offset` instead of searching it at every byte, which was quadratic in tables of
+    // pointers (PostgreSQL's `fmgr_builtins` has thousands).
+    let mut next_slot = 0;
     while offset < len {
-        if slots.contains(&offset) && depth < 2 {
+        while slots.get(next_slot).is_some_and(|&slot| slot < offset) {
+            next_slot += 1;
+        }
+        if slots.get(next_slot) == Some(&offset) && depth < 2 {
             let target = namer
                 .index
                 .pointer_target(image, rva + offset)
