@@ -11,11 +11,11 @@
 //! walked to the end, becomes a diagnostic and everything else is still read.
 
 use std::borrow::Cow;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use gimli::{AttributeValue, Operation, UnitOffset, UnitRef, constants};
 
-use super::types::{Directory, Names, UnitEntry, new_budget, reference};
+use super::types::{Directory, Names, Scratch, UnitEntry, reference};
 use super::{ElfFile, section_data_by_name};
 use crate::model::{Diagnostic, DiagnosticLocation, InlineSite, LineRow, TypeId, TypeLayout};
 
@@ -92,6 +92,11 @@ pub(super) struct DwarfFacts {
     /// so placing them at addresses would collide with the sections that follow it.
     tls_variables: BTreeMap<u64, VariableFacts>,
     pub types: Vec<TypeLayout>,
+    /// While reading: the name and fingerprint of every layout in `types`. Every unit that
+    /// includes a header describes its structs again (PostgreSQL's 800 units describe 49,800
+    /// aggregates, a few thousand of them distinct); a repeat adds nothing, since `finish`
+    /// keeps the first layout of each name and fingerprint.
+    seen_layouts: HashSet<(String, String)>,
     /// While reading: (entry of a subprogram, name of an aggregate one of its parameters or
     /// locals works on).
     type_use_names: Vec<(u64, String)>,
@@ -243,8 +248,8 @@ pub(super) fn read(
         ..
     } = reading;
     for (index, pending) in pending {
-        let budget = new_budget();
-        let Some(names) = Names::new(&dwarf, &directory, index, &budget) else {
+        let scratch = Scratch::new();
+        let Some(names) = Names::new(&dwarf, &directory, index, &scratch) else {
             continue;
         };
         match pending {
@@ -255,6 +260,7 @@ pub(super) fn read(
             Pending::Type { aggregates } => lay_out(&names, &aggregates, &mut facts),
         }
     }
+    facts.seen_layouts = HashSet::new();
     facts.type_uses = type_uses(&facts.types, std::mem::take(&mut facts.type_use_names));
     resolve_field_reach(
         &mut facts.types,
@@ -530,7 +536,10 @@ fn walk_unit(
         }
         let caller = frames.last().and_then(|frame| frame.caller);
         let offset = entry.offset();
-        let name = match die_name_attr(unit, entry, constants::DW_AT_name) {
+        // The name stays a slice of the string section: most DIEs' names are never needed as
+        // text (only scopes' are), and making a `String` of each was most of the walk's
+        // allocations.
+        let name = match die_name_slice(unit, entry, constants::DW_AT_name) {
             Ok(name) => name,
             Err(error) => {
                 facts.report(
@@ -562,7 +571,7 @@ fn walk_unit(
                         die_name_attr(unit, entry, constants::DW_AT_linkage_name)
                             .ok()
                             .flatten()
-                            .or_else(|| name.clone())
+                            .or_else(|| name.map(text))
                     })
                     .flatten();
                 facts.report_for(
@@ -656,6 +665,12 @@ fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts
     for &offset in offsets {
         match names.layout(offset) {
             Ok(Some((layout, reaches))) => {
+                if !facts
+                    .seen_layouts
+                    .insert((layout.name.clone(), layout.fingerprint.clone()))
+                {
+                    continue;
+                }
                 let position = facts.types.len();
                 facts.field_reach_names.extend(
                     reaches
@@ -682,7 +697,7 @@ fn lay_out(names: &Names<'_, '_>, offsets: &[UnitOffset], facts: &mut DwarfFacts
 fn visit_die<'a>(
     unit: UnitRef<'_, Reader<'a>>,
     entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
-    name: &Option<String>,
+    name: &Option<Reader<'a>>,
     caller: Option<u64>,
     space: &AddressSpace<'_>,
     collected: &mut Collected,
@@ -720,7 +735,7 @@ fn visit_die<'a>(
             Scope::Other
         }
         constants::DW_TAG_namespace => Scope::Named(
-            name.clone()
+            name.map(text)
                 .unwrap_or_else(|| "(anonymous namespace)".to_owned()),
         ),
         constants::DW_TAG_structure_type
@@ -734,8 +749,8 @@ fn visit_die<'a>(
             if has_size && !is_declaration {
                 collected.aggregates.push(offset);
             }
-            match &name {
-                Some(name) => Scope::Named(name.clone()),
+            match name {
+                Some(name) => Scope::Named(text(*name)),
                 None => Scope::Other,
             }
         }
@@ -766,17 +781,29 @@ fn visit_die<'a>(
 }
 
 /// A string attribute of a DIE.
+fn die_name_slice<'a>(
+    unit: UnitRef<'_, Reader<'a>>,
+    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
+    attr: constants::DwAt,
+) -> gimli::Result<Option<Reader<'a>>> {
+    match entry.attr_value(attr)? {
+        Some(value) => Ok(Some(unit.attr_string(value)?)),
+        None => Ok(None),
+    }
+}
+
+/// A string of the debug information as text (invalid UTF-8 replaced).
+fn text(slice: Reader<'_>) -> String {
+    slice.to_string_lossy().into_owned()
+}
+
+/// A string attribute of a DIE, as text.
 fn die_name_attr<'a>(
     unit: UnitRef<'_, Reader<'a>>,
     entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
     attr: constants::DwAt,
 ) -> gimli::Result<Option<String>> {
-    match entry.attr_value(attr)? {
-        Some(value) => Ok(Some(
-            unit.attr_string(value)?.to_string_lossy().into_owned(),
-        )),
-        None => Ok(None),
-    }
+    Ok(die_name_slice(unit, entry, attr)?.map(text))
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the
@@ -867,18 +894,28 @@ fn read_lines(
     let Some(program) = unit.line_program.clone() else {
         return Ok(());
     };
-    let mut file_indices: HashMap<u64, u32> = HashMap::new();
+    // Interned file of each file index the rows name: indices the header lists (DWARF 4
+    // counts from 1, DWARF 5 from 0) in a vector, others (only a hostile program has them) in
+    // a map; a hash lookup per row was a tenth of reading the lines.
+    let listed = program.header().file_names().len().saturating_add(1);
+    let mut listed_files: Vec<Option<u32>> = vec![None; listed];
+    let mut other_files: HashMap<u64, Option<u32>> = HashMap::new();
     let mut rows = program.rows();
     while let Some((header, row)) = rows.next_row()? {
         if row.end_sequence() || !space.is_code(row.address()) {
             continue;
         }
-        let file = match file_indices.get(&row.file_index()) {
-            Some(&file) => file,
+        let index = row.file_index();
+        let slot = match usize::try_from(index) {
+            Ok(position) if position < listed_files.len() => &mut listed_files[position],
+            _ => other_files.entry(index).or_insert(None),
+        };
+        let file = match *slot {
+            Some(file) => file,
             None => {
-                let path = file_path(unit, header, row.file_index())?;
+                let path = file_path(unit, header, index)?;
                 let file = facts.interned_files.intern(path);
-                file_indices.insert(row.file_index(), file);
+                *slot = Some(file);
                 file
             }
         };

@@ -5,8 +5,9 @@
 //! followed at most [`MAX_DEPTH`] steps, so a hostile file with a reference cycle ends in a
 //! placeholder name rather than a stack overflow or a loop.
 
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
 use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
 
 use gimli::{AttributeValue, DebuggingInformationEntry, Operation, UnitOffset, UnitRef, constants};
 
@@ -85,9 +86,71 @@ impl<'a> Directory<'a> {
     }
 }
 
-/// A fresh budget for [`Names::new`].
-pub(super) fn new_budget() -> Cell<u32> {
-    Cell::new(TYPE_BUDGET)
+/// What the names of one unit share while it is resolved: the budget of types still to visit
+/// and what is known of the types its fields have.
+pub(super) struct Scratch {
+    /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
+    budget: Cell<u32>,
+    /// What a field of each type gets, by the unit (its entry's address) and the type's
+    /// offset: the structs of a unit share most of their field types (`int`, `Oid`, pointers
+    /// to the same structs), and naming a type walks its whole chain of references.
+    field_types: RefCell<HashMap<(usize, UnitOffset), Rc<FieldType>>>,
+}
+
+impl Scratch {
+    pub fn new() -> Self {
+        Scratch {
+            budget: Cell::new(TYPE_BUDGET),
+            field_types: RefCell::new(HashMap::new()),
+        }
+    }
+}
+
+/// What a field of a type gets from the type alone.
+struct FieldType {
+    name: String,
+    /// See [`Names::type_chain_size`].
+    size: Option<u64>,
+    /// See [`Names::aggregate_behind`].
+    reaches: Option<String>,
+}
+
+/// The attributes of a member or base class that its field reads, from one pass over them;
+/// as `attr_value` does, the first of a repeated attribute counts.
+#[derive(Default)]
+struct MemberAttrs<'a> {
+    name: Option<AttributeValue<Reader<'a>>>,
+    type_: Option<AttributeValue<Reader<'a>>>,
+    declaration: Option<AttributeValue<Reader<'a>>>,
+    location: Option<AttributeValue<Reader<'a>>>,
+    bit_size: Option<AttributeValue<Reader<'a>>>,
+    byte_size: Option<AttributeValue<Reader<'a>>>,
+    data_bit_offset: Option<AttributeValue<Reader<'a>>>,
+    bit_offset: Option<AttributeValue<Reader<'a>>>,
+}
+
+impl<'a> MemberAttrs<'a> {
+    fn read(entry: &Entry<'_, '_, 'a>) -> Self {
+        let mut found = MemberAttrs::default();
+        let mut attrs = entry.attrs();
+        while let Ok(Some(attr)) = attrs.next() {
+            let slot = match attr.name() {
+                constants::DW_AT_name => &mut found.name,
+                constants::DW_AT_type => &mut found.type_,
+                constants::DW_AT_declaration => &mut found.declaration,
+                constants::DW_AT_data_member_location => &mut found.location,
+                constants::DW_AT_bit_size => &mut found.bit_size,
+                constants::DW_AT_byte_size => &mut found.byte_size,
+                constants::DW_AT_data_bit_offset => &mut found.data_bit_offset,
+                constants::DW_AT_bit_offset => &mut found.bit_offset,
+                _ => continue,
+            };
+            if slot.is_none() {
+                *slot = Some(attr.value());
+            }
+        }
+        found
+    }
 }
 
 /// Resolves names and types within one unit, hopping to other units through the directory.
@@ -97,9 +160,9 @@ pub(super) struct Names<'a, 'u> {
     directory: &'u Directory<'a>,
     entry: &'u UnitEntry<'a>,
     unit: UnitRef<'u, Reader<'a>>,
-    /// Types that may still be visited for the current name or layout; see [`TYPE_BUDGET`].
-    /// Shared with the `Names` of other units visited on the way.
-    budget: &'u Cell<u32>,
+    /// The budget and the field types known; shared with the `Names` of other units visited
+    /// on the way.
+    scratch: &'u Scratch,
 }
 
 impl<'a, 'u> Names<'a, 'u> {
@@ -108,7 +171,7 @@ impl<'a, 'u> Names<'a, 'u> {
         dwarf: &'u gimli::Dwarf<Reader<'a>>,
         directory: &'u Directory<'a>,
         index: usize,
-        budget: &'u Cell<u32>,
+        scratch: &'u Scratch,
     ) -> Option<Self> {
         let entry = directory.units.get(index)?;
         Some(Names {
@@ -116,7 +179,7 @@ impl<'a, 'u> Names<'a, 'u> {
             directory,
             entry,
             unit: entry.unit.unit_ref(dwarf),
-            budget,
+            scratch,
         })
     }
 
@@ -134,13 +197,13 @@ impl<'a, 'u> Names<'a, 'u> {
                     return Some((*self, local));
                 }
                 let (_, &index) = self.directory.by_offset.range(..=offset.0).next_back()?;
-                let names = Names::new(self.dwarf, self.directory, index, self.budget)?;
+                let names = Names::new(self.dwarf, self.directory, index, self.scratch)?;
                 let local = offset.to_unit_offset(&names.unit.header)?;
                 Some((names, local))
             }
             AttributeValue::DebugTypesRef(signature) => {
                 let &index = self.directory.by_signature.get(&signature.0)?;
-                let names = Names::new(self.dwarf, self.directory, index, self.budget)?;
+                let names = Names::new(self.dwarf, self.directory, index, self.scratch)?;
                 let type_offset = names.entry.type_offset?;
                 Some((names, type_offset))
             }
@@ -236,7 +299,11 @@ impl<'a, 'u> Names<'a, 'u> {
 
     /// `DW_AT_name` alone, without the enclosing scopes.
     fn raw_name(&self, entry: &Entry<'_, '_, 'a>) -> Option<String> {
-        let value = entry.attr_value(constants::DW_AT_name).ok()??;
+        self.attr_text(entry.attr_value(constants::DW_AT_name).ok()??)
+    }
+
+    /// The string a string attribute's value holds (inline or in a string section).
+    fn attr_text(&self, value: AttributeValue<Reader<'a>>) -> Option<String> {
         Some(
             self.unit
                 .attr_string(value)
@@ -257,7 +324,7 @@ impl<'a, 'u> Names<'a, 'u> {
 
     /// The type of a variable, which a definition may leave to its declaration.
     pub fn variable_type_name(&self, offset: UnitOffset) -> Option<String> {
-        self.budget.set(TYPE_BUDGET);
+        self.scratch.budget.set(TYPE_BUDGET);
         let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
             let entry = names.unit.entry(offset).ok()?;
@@ -273,7 +340,7 @@ impl<'a, 'u> Names<'a, 'u> {
     /// from the declaration or abstract instance it completes (out-of-line instances of inlined
     /// functions carry no types of their own).
     pub fn subprogram_signature(&self, offset: UnitOffset) -> Option<String> {
-        self.budget.set(TYPE_BUDGET);
+        self.scratch.budget.set(TYPE_BUDGET);
         let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
             let entry = names.unit.entry(offset).ok()?;
@@ -336,10 +403,10 @@ impl<'a, 'u> Names<'a, 'u> {
         if depth >= MAX_DEPTH {
             return "<type nested too deep>".to_owned();
         }
-        let Some(budget) = self.budget.get().checked_sub(1) else {
+        let Some(budget) = self.scratch.budget.get().checked_sub(1) else {
             return "<type too complex>".to_owned();
         };
-        self.budget.set(budget);
+        self.scratch.budget.set(budget);
         let Ok(entry) = self.unit.entry(offset) else {
             return "<unreadable type>".to_owned();
         };
@@ -525,7 +592,7 @@ impl<'a, 'u> Names<'a, 'u> {
         offset: UnitOffset,
         cache: &mut HashMap<UnitOffset, Option<String>>,
     ) -> Option<String> {
-        self.budget.set(TYPE_BUDGET);
+        self.scratch.budget.set(TYPE_BUDGET);
         let (mut names, mut offset) = (*self, offset);
         let mut typed = None;
         for _ in 0..MAX_DEPTH {
@@ -552,8 +619,8 @@ impl<'a, 'u> Names<'a, 'u> {
     fn aggregate_behind(&self, offset: UnitOffset) -> Option<String> {
         let (mut names, mut offset) = (*self, offset);
         for _ in 0..MAX_DEPTH {
-            let budget = names.budget.get().checked_sub(1)?;
-            names.budget.set(budget);
+            let budget = names.scratch.budget.get().checked_sub(1)?;
+            names.scratch.budget.set(budget);
             let entry = names.unit.entry(offset).ok()?;
             // A declaration that stands for a type defined in a type unit.
             if let Some(next) = names.resolve_attr(&entry, constants::DW_AT_signature) {
@@ -614,7 +681,7 @@ impl<'a, 'u> Names<'a, 'u> {
         &self,
         offset: UnitOffset,
     ) -> gimli::Result<Option<(TypeLayout, Vec<Option<String>>)>> {
-        self.budget.set(TYPE_BUDGET);
+        self.scratch.budget.set(TYPE_BUDGET);
         let entry = self.unit.entry(offset)?;
         let kind = match entry.tag() {
             constants::DW_TAG_structure_type => TypeKind::Struct,
@@ -627,26 +694,49 @@ impl<'a, 'u> Names<'a, 'u> {
         };
         let name = self.layout_name(&entry);
         let mut fields = Vec::new();
-        self.for_each_child(offset, |child| {
-            if let Some(field) = self.field(child) {
-                let reaches = self
-                    .resolve_attr(child, constants::DW_AT_type)
-                    .and_then(|(names, type_offset)| names.aggregate_behind(type_offset));
-                fields.push((field, reaches));
-            }
-        });
+        self.for_each_child(offset, |child| fields.extend(self.field(child)));
         // The same stable order `TypeLayout::new` gives, so the names stay beside their fields.
         fields.sort_by(|(a, _), (b, _)| a.layout_order(b));
         let (fields, reaches) = fields.into_iter().unzip();
         Ok(Some((TypeLayout::new(name, kind, size, fields), reaches)))
     }
 
-    /// The byte size of the type a member (or any entry with `DW_AT_type`) has: its
-    /// `DW_AT_byte_size` through typedefs and qualifiers; an array's is its element's times
-    /// the product of its dimensions (GCC gives arrays no size of their own). `None` for a
-    /// flexible array member and for what the debug information does not size.
-    fn member_size(&self, entry: &Entry<'_, '_, 'a>) -> Option<u64> {
-        let (mut names, mut offset) = self.resolve_attr(entry, constants::DW_AT_type)?;
+    /// What a field whose `DW_AT_type` is `value` gets from its type: the type's name, size
+    /// and the aggregate it reaches, worked out once per type of a unit. `None` without a type.
+    fn field_type(&self, value: Option<AttributeValue<Reader<'a>>>) -> Option<Rc<FieldType>> {
+        let Some((names, offset)) = self.resolve(value?) else {
+            return Some(Rc::new(FieldType {
+                name: "<unresolved type>".to_owned(),
+                size: None,
+                reaches: None,
+            }));
+        };
+        let key = (std::ptr::from_ref(names.entry) as usize, offset);
+        if let Some(known) = self.scratch.field_types.borrow().get(&key) {
+            return Some(Rc::clone(known));
+        }
+        let found = Rc::new(FieldType {
+            name: names.type_name(offset, 1),
+            size: names.type_chain_size(offset),
+            reaches: names.aggregate_behind(offset),
+        });
+        // A type named or followed while the budget ran out may have come out short; the next
+        // field of that type, with a fresh budget, works it out again.
+        if self.scratch.budget.get() > 0 {
+            self.scratch
+                .field_types
+                .borrow_mut()
+                .insert(key, Rc::clone(&found));
+        }
+        Some(found)
+    }
+
+    /// The byte size of a value of the type at `offset`: its `DW_AT_byte_size` through
+    /// typedefs and qualifiers; an array's is its element's times the product of its
+    /// dimensions (GCC gives arrays no size of their own). `None` for a flexible array member
+    /// and for what the debug information does not size.
+    fn type_chain_size(&self, offset: UnitOffset) -> Option<u64> {
+        let (mut names, mut offset) = (*self, offset);
         let mut count: u64 = 1;
         for _ in 0..MAX_DEPTH {
             let entry = names.unit.entry(offset).ok()?;
@@ -679,56 +769,60 @@ impl<'a, 'u> Names<'a, 'u> {
         None
     }
 
-    /// A data member or base class of an aggregate; static members (declarations) are not part
-    /// of the layout.
-    fn field(&self, child: &Entry<'_, '_, 'a>) -> Option<Field> {
+    /// A data member or base class of an aggregate, with the name of the aggregate its type
+    /// reaches; static members (declarations) are not part of the layout.
+    fn field(&self, child: &Entry<'_, '_, 'a>) -> Option<(Field, Option<String>)> {
         let is_base = match child.tag() {
             constants::DW_TAG_member => false,
             constants::DW_TAG_inheritance => true,
             _ => return None,
         };
-        let is_declaration = matches!(
-            child
-                .attr_value(constants::DW_AT_declaration)
-                .ok()
-                .flatten(),
-            Some(AttributeValue::Flag(true))
-        );
-        if is_declaration {
+        let attrs = MemberAttrs::read(child);
+        if matches!(attrs.declaration, Some(AttributeValue::Flag(true))) {
             return None;
         }
-        let type_name = self.referenced_type_name(child, 0);
+        let field_type = self.field_type(attrs.type_);
+        let type_name = field_type
+            .as_ref()
+            .map_or_else(|| "void".to_owned(), |known| known.name.clone());
+        let reaches = field_type.as_ref().and_then(|known| known.reaches.clone());
         let name = if is_base {
             format!("<base {type_name}>")
         } else {
-            self.raw_name(child)
+            attrs
+                .name
+                .and_then(|value| self.attr_text(value))
                 .unwrap_or_else(|| "<anonymous>".to_owned())
         };
-        let byte_offset = member_location(child).unwrap_or(0);
-        let Some(bit_size) = udata(child, constants::DW_AT_bit_size) else {
-            return Some(Field {
+        let byte_offset = attrs.location.and_then(location_value).unwrap_or(0);
+        let udata = |value: Option<AttributeValue<Reader<'a>>>| value?.udata_value();
+        let Some(bit_size) = udata(attrs.bit_size) else {
+            let field = Field {
                 name,
                 offset: byte_offset,
                 type_name,
                 bits: None,
-                size: self.member_size(child),
+                size: field_type.and_then(|known| known.size),
                 reaches: None,
-            });
+            };
+            return Some((field, reaches));
         };
         // Bit fields: find the bit offset from the start of the aggregate (DWARF 4+ gives it
         // directly; DWARF 2/3 count from the most significant bit of the storage unit), then
         // express it as a storage unit of the declared type plus a bit offset inside it, the
         // same form a PDB gives.
-        let storage = udata(child, constants::DW_AT_byte_size)
+        let storage = udata(attrs.byte_size)
             .or_else(|| {
-                self.resolve_attr(child, constants::DW_AT_type)
+                attrs
+                    .type_
+                    .and_then(|value| self.resolve(value))
                     .and_then(|(names, type_offset)| names.type_size(type_offset))
             })
             .filter(|&size| size > 0 && size <= 64)
             .unwrap_or(1);
-        let absolute_bit = match udata(child, constants::DW_AT_data_bit_offset) {
+        let absolute_bit = match udata(attrs.data_bit_offset) {
             Some(bit) => byte_offset.checked_mul(8).and_then(|b| b.checked_add(bit)),
-            None => match udata(child, constants::DW_AT_bit_offset) {
+            None => match udata(attrs.bit_offset) {
                 Some(msb_offset) => byte_offset
                     .checked_mul(8)
                     .and_then(|b| b.checked_add(storage * 8))
@@ -745,7 +839,7 @@ impl<'a, 'u> Names<'a, 'u> {
                 (u32::try_from(in_unit).ok()?, u32::try_from(bit_size).ok()?),
             ))
         });
-        Some(match bits {
+        let field = match bits {
             Some((unit_offset, bits)) => Field {
                 name,
                 offset: unit_offset,
@@ -762,7 +856,8 @@ impl<'a, 'u> Names<'a, 'u> {
                 size: Some(storage),
                 reaches: None,
             },
-        })
+        };
+        Some((field, reaches))
     }
 }
 
@@ -785,11 +880,8 @@ fn udata(entry: &Entry<'_, '_, '_>, attr: constants::DwAt) -> Option<u64> {
 
 /// `DW_AT_data_member_location` as a constant, or as the `DW_OP_plus_uconst N` expression older
 /// DWARF uses.
-fn member_location(entry: &Entry<'_, '_, '_>) -> Option<u64> {
-    match entry
-        .attr_value(constants::DW_AT_data_member_location)
-        .ok()??
-    {
+fn location_value(value: AttributeValue<Reader<'_>>) -> Option<u64> {
+    match value {
         AttributeValue::Exprloc(expression) => {
             let mut operations = expression.operations(gimli::Encoding {
                 format: gimli::Format::Dwarf32,
