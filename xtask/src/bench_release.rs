@@ -1,13 +1,17 @@
 //! The release half of `cargo xtask bench` (issue 11): `hotpatch build` of a generated release
 //! of many binaries (total and per binary, 1 against 2 threads), package payload against the
 //! fixed binary and against generic binary deltas of the stripped pair (single-function fixes
-//! and the whole release, and the check that a pair without a code change carries no payload),
-//! and the applier's stop window for 1, 100 and 1,000 replaced functions in a process with 16
-//! and 64 busy threads, measured by the real `hotpatch-apply` on a running process.
+//! per size class and the whole release, and the check that a pair without a code change
+//! carries no payload), and the applier's stop window for 1, 100 and 1,000 replaced functions
+//! in a process with 16 and 64 busy threads, measured by the real `hotpatch-apply` on a running
+//! process.
 //!
-//! The generated C is built once with gcc (at `nice -n 19`, two compiles at a time) and cached
-//! under `<data_dir>/release-<n>` and `<data_dir>/stop-window`, stamped with
-//! [`RELEASE_VERSION`] and [`STOP_WINDOW_VERSION`].
+//! The release has a size mix ([`Mix`]): mostly small one-file programs, and one binary in a
+//! hundred a large program of the generated pair's kind (`bench_pair::generate`), each with a
+//! one-function fix early in the file. The generated C is built once with gcc (at
+//! `nice -n 19`, two compiles at a time) and cached under `<data_dir>/release-<n>-v<version>`
+//! and `<data_dir>/stop-window`, stamped with [`RELEASE_VERSION`] and the mix, and with
+//! [`STOP_WINDOW_VERSION`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
