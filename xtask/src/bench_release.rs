@@ -1,13 +1,17 @@
 //! The release half of `cargo xtask bench` (issue 11): `hotpatch build` of a generated release
 //! of many binaries (total and per binary, 1 against 2 threads), package payload against the
 //! fixed binary and against generic binary deltas of the stripped pair (single-function fixes
-//! and the whole release, and the check that a pair without a code change carries no payload),
-//! and the applier's stop window for 1, 100 and 1,000 replaced functions in a process with 16
-//! and 64 busy threads, measured by the real `hotpatch-apply` on a running process.
+//! per size class and the whole release, and the check that a pair without a code change
+//! carries no payload), and the applier's stop window for 1, 100 and 1,000 replaced functions
+//! in a process with 16 and 64 busy threads, measured by the real `hotpatch-apply` on a running
+//! process.
 //!
-//! The generated C is built once with gcc (at `nice -n 19`, two compiles at a time) and cached
-//! under `<data_dir>/release-<n>` and `<data_dir>/stop-window`, stamped with
-//! [`GENERATOR_VERSION`].
+//! The release has a size mix ([`Mix`]): mostly small one-file programs, and one binary in a
+//! hundred a large program of the generated pair's kind (`bench_pair::generate`), each with a
+//! one-function fix early in the file. The generated C is built once with gcc (at
+//! `nice -n 19`, two compiles at a time) and cached under `<data_dir>/release-<n>-v<version>`
+//! and `<data_dir>/stop-window`, stamped with [`RELEASE_VERSION`] and the mix, and with
+//! [`STOP_WINDOW_VERSION`].
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -19,17 +23,114 @@ use std::time::{Duration, Instant, SystemTime};
 use anyhow::{Context as _, Result, bail};
 
 use crate::bench::{Context, Row, Unit};
-use crate::shell;
+use crate::{bench_pair, shell};
 
-/// Bump when the generated C or its build changes, so cached builds are rebuilt.
-const GENERATOR_VERSION: &str = "bench-release v1";
-/// Binaries in the generated release (one in ten gets a one-function fix);
-/// `HOTPATCH_BENCH_RELEASE_BINARIES` sets another number.
-const N_BINARIES: usize = 1000;
-const SMOKE_BINARIES: usize = 12;
-const SMOKE_FIXED: usize = 3;
-/// Functions in each generated program of the release.
+/// Bump when the generated release's C or its build changes: its builds live in
+/// `release-<n>-v<version>`, so a new version is built beside the old one (which another
+/// checkout may still use) instead of over it.
+const RELEASE_VERSION: u32 = 2;
+/// The stop-window program's stamp, apart from the release's so that a change to the release
+/// does not rebuild it.
+const STOP_WINDOW_VERSION: &str = "bench-release v1";
+/// Functions in each small program of the release.
 const FUNCTIONS_PER_BINARY: usize = 40;
+
+/// The shape of the generated release: how many binaries, which get a one-function fix, and
+/// which of those are large programs. Most binaries of a real release are small and a few are
+/// large; the single-function payload is judged in both classes, because a generic delta
+/// grows with the code a fix moves and the payload does not.
+#[derive(Clone, Copy, Debug)]
+struct Mix {
+    n_binaries: usize,
+    /// Binaries with a fix: one in every `n_binaries / n_fixed`, from the first.
+    n_fixed: usize,
+    /// One fixed binary in `large_every` (the middle one of each run) is a large program.
+    large_every: usize,
+    /// The large programs' function counts, in turn (about 276 bytes of code each).
+    large_functions: &'static [usize],
+    /// Functions per translation unit of a large program; its fix is the last function of the
+    /// first unit, so the code of every later unit moves.
+    large_per_unit: usize,
+}
+
+/// The default release: 1,000 binaries, 100 with a fix, 10 of those large (one binary in a
+/// hundred) with 0.28 to 1.4 MB of code. A first build is about 800 s of compiling on one core.
+const FULL_MIX: Mix = Mix {
+    n_binaries: 1000,
+    n_fixed: 100,
+    large_every: 10,
+    large_functions: &[1000, 1250, 1500, 1750, 2000, 2500, 3000, 3500, 4000, 5000],
+    large_per_unit: 250,
+};
+
+/// The smoke's release: every code path, one very small "large" program.
+const SMOKE_MIX: Mix = Mix {
+    n_binaries: 12,
+    n_fixed: 3,
+    large_every: 3,
+    large_functions: &[150],
+    large_per_unit: 50,
+};
+
+/// The size class of a binary of the release.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+enum Class {
+    /// [`FUNCTIONS_PER_BINARY`] functions in one file ([`release_program`]).
+    Small,
+    /// The generated pair's kind of program ([`bench_pair::generate`]), in units.
+    Large { functions: usize },
+}
+
+impl Class {
+    fn name(self) -> &'static str {
+        match self {
+            Class::Small => "small",
+            Class::Large { .. } => "large",
+        }
+    }
+
+    fn functions(self) -> usize {
+        match self {
+            Class::Small => FUNCTIONS_PER_BINARY,
+            Class::Large { functions } => functions,
+        }
+    }
+}
+
+impl Mix {
+    fn fix_stride(&self) -> usize {
+        (self.n_binaries / self.n_fixed.max(1)).max(1)
+    }
+
+    /// Binary `idx` gets the fix when it is one of every `n_binaries / n_fixed`.
+    fn has_fix(&self, idx: usize) -> bool {
+        idx.is_multiple_of(self.fix_stride()) && idx / self.fix_stride() < self.n_fixed
+    }
+
+    fn class(&self, idx: usize) -> Class {
+        if !self.has_fix(idx) || self.large_functions.is_empty() {
+            return Class::Small;
+        }
+        let fixed_ordinal = idx / self.fix_stride();
+        if fixed_ordinal % self.large_every != self.large_every / 2 {
+            return Class::Small;
+        }
+        let large_ordinal = fixed_ordinal / self.large_every;
+        Class::Large {
+            functions: self.large_functions[large_ordinal % self.large_functions.len()],
+        }
+    }
+
+    /// The function the fix changes: `f1` of a small program, the last of the first unit of a
+    /// large one (never inlined: its callers are all in later units).
+    fn fixed_function(&self, class: Class) -> String {
+        match class {
+            Class::Small => "f1".to_owned(),
+            Class::Large { .. } => format!("f{}", self.large_per_unit - 1),
+        }
+    }
+}
+
 /// Functions in the stop-window program; its fixed variants change the first 1, 100 or 1,000.
 const STOP_WINDOW_FUNCTIONS: usize = 1000;
 const REPLACED: [usize; 3] = [1, 100, 1000];
@@ -43,22 +144,28 @@ pub fn rows(context: &Context) -> Result<Vec<Row>> {
             bail!("{tool} is missing (hint: ci/install-packages)");
         }
     }
-    let (n_binaries, n_fixed) = if context.smoke {
-        (SMOKE_BINARIES, SMOKE_FIXED)
+    let mix = if context.smoke {
+        SMOKE_MIX
     } else {
-        let n_binaries = match std::env::var("HOTPATCH_BENCH_RELEASE_BINARIES") {
-            Ok(text) => text
-                .parse::<usize>()
-                .ok()
-                .filter(|n| *n >= 10)
-                .with_context(|| {
-                    format!(
-                        "HOTPATCH_BENCH_RELEASE_BINARIES={text:?} is not a number of at least 10"
-                    )
-                })?,
-            Err(_) => N_BINARIES,
-        };
-        (n_binaries, n_binaries / 10)
+        match std::env::var("HOTPATCH_BENCH_RELEASE_BINARIES") {
+            Ok(text) => {
+                let n_binaries = text
+                    .parse::<usize>()
+                    .ok()
+                    .filter(|n| *n >= 10)
+                    .with_context(|| {
+                        format!(
+                            "HOTPATCH_BENCH_RELEASE_BINARIES={text:?} is not a number of at least 10"
+                        )
+                    })?;
+                Mix {
+                    n_binaries,
+                    n_fixed: n_binaries / 10,
+                    ..FULL_MIX
+                }
+            }
+            Err(_) => FULL_MIX,
+        }
     };
     let work = context.data_dir.join("release-work");
     let _ = std::fs::remove_dir_all(&work);
@@ -70,7 +177,7 @@ pub fn rows(context: &Context) -> Result<Vec<Row>> {
             .arg(&key_dir),
     )?;
 
-    let release = ensure_release(&context.data_dir, n_binaries, n_fixed)?;
+    let release = ensure_release(&context.data_dir, &mix)?;
     let mut rows = build_rows(context, &release, &key_dir, &work)?;
     rows.extend(size_rows(&release, &work)?);
     rows.extend(stop_window_rows(context, &key_dir, &work)?);
@@ -86,70 +193,180 @@ struct Release {
     n_binaries: usize,
     baseline: PathBuf,
     fixed: PathBuf,
-    /// Relative paths of the binaries with a one-function fix.
-    fixed_names: Vec<String>,
+    /// The binaries with a one-function fix, in release order.
+    fixed_binaries: Vec<FixedBinary>,
+}
+
+/// A binary of the release with a one-function fix.
+#[derive(Clone, Debug, PartialEq, Eq)]
+struct FixedBinary {
+    /// Relative path in both trees.
+    name: String,
+    class: Class,
+    /// The one function the fix changes.
+    function: String,
 }
 
 fn binary_name(idx: usize) -> String {
     format!("bin{:02}/tool-{idx:04}", idx / 100)
 }
 
-/// Binary `idx` gets the fix when it is one of every `n_binaries / n_fixed`.
-fn has_fix(idx: usize, n_binaries: usize, n_fixed: usize) -> bool {
-    idx.is_multiple_of((n_binaries / n_fixed).max(1))
-        && idx / (n_binaries / n_fixed).max(1) < n_fixed
+fn fixed_binaries(mix: &Mix) -> Vec<FixedBinary> {
+    (0..mix.n_binaries)
+        .filter(|idx| mix.has_fix(*idx))
+        .map(|idx| FixedBinary {
+            name: binary_name(idx),
+            class: mix.class(idx),
+            function: mix.fixed_function(mix.class(idx)),
+        })
+        .collect()
 }
 
-fn ensure_release(data_dir: &Path, n_binaries: usize, n_fixed: usize) -> Result<Release> {
+fn ensure_release(data_dir: &Path, mix: &Mix) -> Result<Release> {
+    let n_binaries = mix.n_binaries;
     let group = format!("release-{n_binaries}");
-    let dir = data_dir.join(&group);
-    let fixed_names: Vec<String> = (0..n_binaries)
-        .filter(|idx| has_fix(*idx, n_binaries, n_fixed))
-        .map(binary_name)
-        .collect();
+    let dir = data_dir.join(format!("{group}-v{RELEASE_VERSION}"));
     let release = Release {
         group,
         n_binaries,
         baseline: dir.join("baseline"),
         fixed: dir.join("fixed"),
-        fixed_names,
+        fixed_binaries: fixed_binaries(mix),
     };
-    if is_current(&dir) {
+    let stamp = release_stamp(mix);
+    if std::fs::read_to_string(dir.join("STAMP")).is_ok_and(|text| text == stamp) {
         return Ok(release);
     }
+    let n_large = release
+        .fixed_binaries
+        .iter()
+        .filter(|binary| binary.class != Class::Small)
+        .count();
     eprintln!(
-        "building the generated release ({n_binaries} binaries, {n_fixed} with a fix) in {}",
+        "building the generated release ({n_binaries} binaries, {} with a fix, {n_large} of them large) in {}",
+        release.fixed_binaries.len(),
         dir.display()
     );
-    // Outputs of an interrupted build of this generator version are kept (each is renamed into
-    // place only when its compile succeeded); a STAMP of another version rebuilds everything.
+    // Outputs of an interrupted build of this mix are kept (each is renamed into place only
+    // when its compile succeeded); a STAMP of another mix rebuilds everything.
     if dir.join("STAMP").exists() {
         let _ = std::fs::remove_dir_all(&dir);
     }
     let src = dir.join("src");
-    let mut jobs = Vec::new();
+    let mut compiles = Vec::new();
+    let mut links = Vec::new();
     for idx in 0..n_binaries {
         let name = binary_name(idx);
-        let baseline_c = src.join(format!("{idx:04}-baseline.c"));
-        write_file(&baseline_c, &release_program(idx, false))?;
-        jobs.push(compile(&baseline_c, &release.baseline.join(&name), &[]));
-        if has_fix(idx, n_binaries, n_fixed) {
-            let fixed_c = src.join(format!("{idx:04}-fixed.c"));
-            write_file(&fixed_c, &release_program(idx, true))?;
-            jobs.push(compile(&fixed_c, &release.fixed.join(&name), &[]));
+        match mix.class(idx) {
+            Class::Small => {
+                let baseline_c = src.join(format!("{idx:04}-baseline.c"));
+                write_file(&baseline_c, &release_program(idx, false))?;
+                compiles.push(compile(&baseline_c, &release.baseline.join(&name), &[]));
+                if mix.has_fix(idx) {
+                    let fixed_c = src.join(format!("{idx:04}-fixed.c"));
+                    write_file(&fixed_c, &release_program(idx, true))?;
+                    compiles.push(compile(&fixed_c, &release.fixed.join(&name), &[]));
+                }
+            }
+            Class::Large { functions } => {
+                let (unit_compiles, variant_links) = large_program_jobs(
+                    large_program(mix, idx, functions),
+                    idx,
+                    &src,
+                    [&release.baseline.join(&name), &release.fixed.join(&name)],
+                )?;
+                compiles.extend(unit_compiles);
+                links.extend(variant_links);
+            }
         }
     }
-    run_parallel(jobs)?;
+    // The large programs' units first: they are the longest compiles.
+    compiles.sort_by_key(|job| job.out.extension().is_none_or(|ext| ext != "o"));
+    run_parallel(compiles)?;
+    run_parallel(links)?;
     // A binary without a fix is the same build in both trees, as an unchanged package of a
     // monthly release is (gcc output is deterministic for the same source and flags).
-    for idx in (0..n_binaries).filter(|idx| !has_fix(*idx, n_binaries, n_fixed)) {
+    for idx in (0..n_binaries).filter(|idx| !mix.has_fix(*idx)) {
         let name = binary_name(idx);
         let to = release.fixed.join(&name);
         fs_err::create_dir_all(to.parent().context("a binary has a directory")?)?;
         fs_err::copy(release.baseline.join(&name), to)?;
     }
-    fs_err::write(dir.join("STAMP"), GENERATOR_VERSION)?;
+    fs_err::write(dir.join("STAMP"), stamp)?;
     Ok(release)
+}
+
+/// What a release build is stamped with: the version and the mix, so a cache of another mix
+/// (another `HOTPATCH_BENCH_RELEASE_BINARIES`) is not taken for this one.
+fn release_stamp(mix: &Mix) -> String {
+    format!("bench-release v{RELEASE_VERSION} {mix:?}")
+}
+
+/// The seed of large program `idx`: each large program draws different code (never zero, as
+/// xorshift needs).
+fn large_seed(idx: usize) -> u64 {
+    0x2545_f491_4f6c_dd1d ^ ((idx as u64 + 1) << 20)
+}
+
+/// Large program `idx` of `functions` functions as C units, both variants: the fixed one
+/// changes only [`Mix::fixed_function`].
+fn large_program(mix: &Mix, idx: usize, functions: usize) -> [bench_pair::Program; 2] {
+    let fixed_idx = mix.large_per_unit - 1;
+    [false, true].map(|fixed| {
+        bench_pair::generate(
+            large_seed(idx),
+            functions,
+            mix.large_per_unit,
+            |func_idx| func_idx == fixed_idx,
+            Some(bench_pair::FixStyle::Reported).filter(|_| fixed),
+        )
+    })
+}
+
+/// The compiles of large program `idx`'s units (each variant's own directory, compiled with
+/// the directory mapped to `.`, so a unit with the same text makes the same object) and the
+/// link of each variant to `outs`. The fixed variant compiles only the units whose text
+/// differs and links the baseline's objects for the others, as an incremental build does.
+fn large_program_jobs(
+    programs: [bench_pair::Program; 2],
+    idx: usize,
+    src: &Path,
+    outs: [&Path; 2],
+) -> Result<(Vec<Job>, Vec<Job>)> {
+    // Absolute: gcc runs in the unit's directory.
+    fs_err::create_dir_all(src)?;
+    let src = fs_err::canonicalize(src)?;
+    let dirs = ["baseline", "fixed"].map(|variant| src.join(format!("{idx:04}-{variant}")));
+    let mut compiles = Vec::new();
+    let mut links = Vec::new();
+    for (variant, program) in programs.iter().enumerate() {
+        let dir = &dirs[variant];
+        write_file(&dir.join("bench.h"), &program.header)?;
+        let mut objects = Vec::new();
+        for (unit_idx, unit) in program.units.iter().enumerate() {
+            let unit_name = bench_pair::unit_name(unit_idx);
+            let object = Path::new(&unit_name).with_extension("o");
+            if variant == 1 && programs[0].units.get(unit_idx) == Some(unit) {
+                objects.push(dirs[0].join(object));
+                continue;
+            }
+            write_file(&dir.join(&unit_name), unit)?;
+            let mut command = Command::new("nice");
+            command
+                .current_dir(dir)
+                .args(["-n", "19", "gcc", "-O2", "-g", "-c"])
+                .arg(format!("-ffile-prefix-map={}=.", dir.display()))
+                .arg(&unit_name);
+            compiles.push(Job::new(command, &dir.join(&object)));
+            objects.push(dir.join(object));
+        }
+        let mut command = Command::new("nice");
+        command
+            .args(["-n", "19", "gcc", "-O2", "-g"])
+            .args(&objects);
+        links.push(Job::new(command, outs[variant]));
+    }
+    Ok((compiles, links))
 }
 
 /// A small C program: `FUNCTIONS_PER_BINARY` functions of loops and arithmetic over an array,
@@ -341,6 +558,104 @@ fn generic_delta(baseline: &Path, fixed: &Path, scratch: &Path) -> Result<(u64, 
     )
 }
 
+/// Whether `packaged` is `function` alone, with or without the `.cold` parts gcc split from it
+/// (`f.cold`, `f.cold.1`): one source function.
+fn is_one_function(packaged: &[&str], function: &str) -> bool {
+    packaged.contains(&function)
+        && packaged.iter().all(|name| {
+            *name == function
+                || name
+                    .strip_prefix(function)
+                    .and_then(|rest| rest.strip_prefix(".cold"))
+                    .is_some_and(|rest| rest.is_empty() || rest.starts_with('.'))
+        })
+}
+
+/// The payload of one single-function fix and what it is measured against.
+struct FixSize<'a> {
+    binary: &'a FixedBinary,
+    payload: u64,
+    fixed_size: u64,
+    /// The smallest generic delta of the stripped pair, and the tool that made it.
+    delta: u64,
+    tool: &'static str,
+}
+
+/// The representative of a size class: the program of median size (function count, as the
+/// generator defines it; ties by name), so that neither the smallest nor the largest program
+/// stands for the class.
+fn representative<T>(members: &[T], binary: impl Fn(&T) -> &FixedBinary) -> Option<&T> {
+    let mut sorted: Vec<&T> = members.iter().collect();
+    sorted.sort_by(|a, b| {
+        let (a, b) = (binary(a), binary(b));
+        (a.class.functions(), &a.name).cmp(&(b.class.functions(), &b.name))
+    });
+    sorted.get(sorted.len() / 2).copied()
+}
+
+/// The single-function rows of one size class: its representative against the fixed binary
+/// and against the generic delta, and the worst ratio of the class against the generic delta.
+fn class_rows(group: &str, class: &str, members: &[&FixSize]) -> Vec<Row> {
+    let Some(typical) = representative(members, |m| m.binary) else {
+        return Vec::new();
+    };
+    let ratio = |m: &FixSize| m.payload as f64 / m.delta as f64;
+    let worst = members
+        .iter()
+        .max_by(|a, b| ratio(a).total_cmp(&ratio(b)))
+        .unwrap_or(typical);
+    let what = |m: &FixSize| {
+        format!(
+            "{}, {} functions",
+            m.binary.name,
+            m.binary.class.functions()
+        )
+    };
+    vec![
+        Row::new(
+            group,
+            &format!(
+                "payload, single-function fix, {class} program ({})",
+                what(typical)
+            ),
+            typical.payload as f64,
+            Unit::Bytes,
+        )
+        .against("fixed binary", typical.fixed_size as f64, Unit::Bytes),
+        Row::new(
+            group,
+            &format!(
+                "payload, single-function fix, {class} program ({})",
+                what(typical)
+            ),
+            typical.payload as f64,
+            Unit::Bytes,
+        )
+        .against(
+            &format!("generic delta ({})", typical.tool),
+            typical.delta as f64,
+            Unit::Bytes,
+        )
+        .at_most(0.1, "<= 0.1x the generic delta"),
+        Row::new(
+            group,
+            &format!(
+                "payload, worst of {} single-function fixes in {class} programs ({})",
+                members.len(),
+                what(worst)
+            ),
+            worst.payload as f64,
+            Unit::Bytes,
+        )
+        .against(
+            &format!("generic delta ({})", worst.tool),
+            worst.delta as f64,
+            Unit::Bytes,
+        )
+        .at_most(0.1, "<= 0.1x the generic delta"),
+    ]
+}
+
 fn size_rows(release: &Release, work: &Path) -> Result<Vec<Row>> {
     let report_path = work.join("release-2.release.json");
     let report: serde_json::Value = serde_json::from_slice(&fs_err::read(&report_path)?)
@@ -360,10 +675,14 @@ fn size_rows(release: &Release, work: &Path) -> Result<Vec<Row>> {
         .iter()
         .filter(|b| {
             let name = b["name"].as_str().unwrap_or("");
-            !release.fixed_names.iter().any(|fixed| fixed == name) && !b["payload"].is_null()
+            !release
+                .fixed_binaries
+                .iter()
+                .any(|fixed| fixed.name == name)
+                && !b["payload"].is_null()
         })
         .count();
-    let unchanged = release.n_binaries - release.fixed_names.len();
+    let unchanged = release.n_binaries - release.fixed_binaries.len();
     let mut row = Row::new(
         group,
         &format!("payloads among the {unchanged} pairs without a code change"),
@@ -377,15 +696,30 @@ fn size_rows(release: &Release, work: &Path) -> Result<Vec<Row>> {
     let mut total_payload = 0_u64;
     let mut total_delta = 0_u64;
     let mut total_fixed = 0_u64;
-    let mut worst: Option<(f64, String, u64, u64, &'static str)> = None;
-    let mut first: Option<(String, u64, u64, u64, &'static str)> = None;
-    for name in &release.fixed_names {
+    let mut measured = Vec::new();
+    for fixed in &release.fixed_binaries {
+        let name = &fixed.name;
         let binary = by_name
             .get(name.as_str())
             .with_context(|| format!("{name} is not in the release report"))?;
         let payload = binary["payload"]["len"]
             .as_u64()
             .with_context(|| format!("{name} has no payload: status {}", binary["status"]))?;
+        // A single-function fix must package that one function and nothing else (its gcc
+        // `.cold` part travels with it), or its rows would measure something else.
+        let packaged: Vec<&str> = binary["functions"]
+            .as_array()
+            .context("functions")?
+            .iter()
+            .filter(|f| f["change"] == "replaced" || f["change"] == "added")
+            .filter_map(|f| f["function"].as_str())
+            .collect();
+        if !is_one_function(&packaged, &fixed.function) {
+            bail!(
+                "{name}: the fix changes only {}, but the package holds {packaged:?}",
+                fixed.function
+            );
+        }
         let fixed_size = binary["fixed_size"].as_u64().context("fixed_size")?;
         let (delta, tool) = generic_delta(
             &release.baseline.join(name),
@@ -395,57 +729,20 @@ fn size_rows(release: &Release, work: &Path) -> Result<Vec<Row>> {
         total_payload += payload;
         total_delta += delta;
         total_fixed += fixed_size;
-        let ratio = payload as f64 / delta as f64;
-        if worst.as_ref().is_none_or(|(w, ..)| ratio > *w) {
-            worst = Some((ratio, name.clone(), payload, delta, tool));
-        }
-        if first.is_none() {
-            first = Some((name.clone(), payload, fixed_size, delta, tool));
-        }
+        measured.push(FixSize {
+            binary: fixed,
+            payload,
+            fixed_size,
+            delta,
+            tool,
+        });
     }
-    let (name, payload, fixed_size, delta, tool) =
-        first.context("the release has no binary with a fix")?;
-    rows.push(
-        Row::new(
-            group,
-            &format!("payload, single-function fix ({name})"),
-            payload as f64,
-            Unit::Bytes,
-        )
-        .against("fixed binary", fixed_size as f64, Unit::Bytes),
-    );
-    rows.push(
-        Row::new(
-            group,
-            &format!("payload, single-function fix ({name})"),
-            payload as f64,
-            Unit::Bytes,
-        )
-        .against(
-            &format!("generic delta ({tool})"),
-            delta as f64,
-            Unit::Bytes,
-        )
-        .at_most(0.1, "<= 0.1x the generic delta"),
-    );
-    if let Some((_, name, payload, delta, tool)) = worst {
-        rows.push(
-            Row::new(
-                group,
-                &format!(
-                    "payload, worst of {} single-function fixes ({name})",
-                    release.fixed_names.len()
-                ),
-                payload as f64,
-                Unit::Bytes,
-            )
-            .against(
-                &format!("generic delta ({tool})"),
-                delta as f64,
-                Unit::Bytes,
-            )
-            .at_most(0.1, "<= 0.1x the generic delta"),
-        );
+    for class in ["small", "large"] {
+        let members: Vec<&FixSize> = measured
+            .iter()
+            .filter(|m| m.binary.class.name() == class)
+            .collect();
+        rows.extend(class_rows(group, class, &members));
     }
     let payload_bytes = report["payload_bytes"].as_u64().context("payload_bytes")?;
     if payload_bytes != total_payload {
@@ -551,7 +848,7 @@ fn ensure_stop_window(data_dir: &Path, replaced: &[usize]) -> Result<StopWindowD
         jobs.push(compile(&source, out, &["-pthread"]));
     }
     run_parallel(jobs)?;
-    fs_err::write(dir.join("STAMP"), GENERATOR_VERSION)?;
+    fs_err::write(dir.join("STAMP"), STOP_WINDOW_VERSION)?;
     Ok(data)
 }
 
@@ -754,20 +1051,26 @@ struct Job {
     out: PathBuf,
 }
 
+impl Job {
+    /// `command` with `-o <partial>` appended: it writes `out` through a partial file.
+    fn new(mut command: Command, out: &Path) -> Job {
+        let partial = out.with_extension("partial");
+        command.arg("-o").arg(&partial);
+        Job {
+            command,
+            partial,
+            out: out.to_path_buf(),
+        }
+    }
+}
+
 fn compile(source: &Path, out: &Path, extra: &[&str]) -> Job {
-    let partial = out.with_extension("partial");
     let mut command = Command::new("nice");
     command
         .args(["-n", "19", "gcc", "-O2", "-g"])
         .args(extra)
-        .arg("-o")
-        .arg(&partial)
         .arg(source);
-    Job {
-        command,
-        partial,
-        out: out.to_path_buf(),
-    }
+    Job::new(command, out)
 }
 
 /// Waits for a compile and renames its output into place.
@@ -837,7 +1140,7 @@ fn write_file(path: &Path, text: &str) -> Result<()> {
 }
 
 fn is_current(dir: &Path) -> bool {
-    std::fs::read_to_string(dir.join("STAMP")).is_ok_and(|stamp| stamp == GENERATOR_VERSION)
+    std::fs::read_to_string(dir.join("STAMP")).is_ok_and(|stamp| stamp == STOP_WINDOW_VERSION)
 }
 
 fn tool_exists(tool: &str) -> bool {
@@ -855,5 +1158,166 @@ impl Rng {
         z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
         (z ^ (z >> 31)) % bound.max(1)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn large(mix: &Mix) -> Vec<(usize, usize)> {
+        (0..mix.n_binaries)
+            .filter_map(|idx| match mix.class(idx) {
+                Class::Large { functions } => Some((idx, functions)),
+                Class::Small => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_full_release_is_mostly_small_with_one_large_program_in_a_hundred() {
+        let mix = FULL_MIX;
+        let fixed = fixed_binaries(&mix);
+        assert_eq!(fixed.len(), 100);
+        // One binary in a hundred is large, each one a fixed binary in the middle of its run
+        // of ten, with every size of the list once.
+        let large = large(&mix);
+        let idxs: Vec<usize> = large.iter().map(|(idx, _)| *idx).collect();
+        assert_eq!(idxs, (0..10).map(|k| 100 * k + 50).collect::<Vec<_>>());
+        assert!(idxs.iter().all(|idx| mix.has_fix(*idx)));
+        let functions: Vec<usize> = large.iter().map(|(_, functions)| *functions).collect();
+        assert_eq!(functions, mix.large_functions);
+        let small_fixed = fixed.iter().filter(|b| b.class == Class::Small).count();
+        assert_eq!(small_fixed, 90);
+        // The large programs span a few hundred kB to over a MB of code (about 276 bytes per
+        // generated function with gcc -O2, measured on the generated pair).
+        assert!(functions.iter().min() >= Some(&1000));
+        assert!(functions.iter().max() >= Some(&4000));
+    }
+
+    #[test]
+    fn the_smoke_release_has_one_large_program_and_it_is_small() {
+        let large = large(&SMOKE_MIX);
+        assert_eq!(large.len(), 1);
+        assert!(large[0].1 <= 200, "{large:?}");
+        assert!(
+            large[0].1 > SMOKE_MIX.large_per_unit,
+            "code follows the fix"
+        );
+    }
+
+    /// The functions of one generated unit, by name, as text.
+    fn functions_of(unit: &str) -> BTreeMap<String, String> {
+        let mut functions = BTreeMap::new();
+        for part in unit.split("\nint f").skip(1) {
+            // Declarations end in `);`, definitions open a body.
+            let Some((head, _)) = part.split_once('(') else {
+                continue;
+            };
+            if part.lines().next().is_some_and(|line| line.ends_with('{')) {
+                functions.insert(format!("f{head}"), part.to_owned());
+            }
+        }
+        functions
+    }
+
+    #[test]
+    fn a_large_fix_changes_one_function_early_and_code_follows_it() {
+        let mix = FULL_MIX;
+        for (idx, functions) in large(&mix).into_iter().take(2) {
+            let class = mix.class(idx);
+            let fixed_function = mix.fixed_function(class);
+            let [baseline, fixed] = large_program(&mix, idx, functions);
+            assert_eq!(baseline.header, fixed.header);
+            assert_eq!(baseline.units.len(), functions.div_ceil(mix.large_per_unit));
+            assert!(
+                baseline.units.len() >= 4,
+                "most of the code follows the fix"
+            );
+            // Only the first unit differs, and in it only the fixed function.
+            assert_eq!(baseline.units[1..], fixed.units[1..]);
+            let (before, after) = (
+                functions_of(&baseline.units[0]),
+                functions_of(&fixed.units[0]),
+            );
+            assert_eq!(before.len(), mix.large_per_unit);
+            let changed: Vec<&String> = before
+                .keys()
+                .filter(|name| before.get(*name) != after.get(*name))
+                .collect();
+            assert_eq!(changed, [&fixed_function]);
+            // A reported bounds check: more code than the padding after a function can absorb.
+            assert!(after[&fixed_function].contains("length out of range"));
+            // It is the last function of the unit: no caller in its unit could inline it.
+            let definition = format!("int {fixed_function}(const int *values, int n) {{");
+            let at = fixed.units[0].find(&definition).expect("defined");
+            assert!(!fixed.units[0][at + definition.len()..].contains("\nint f"));
+            assert_eq!(
+                fixed.units[0]
+                    .matches(&format!("{fixed_function}("))
+                    .count(),
+                1
+            );
+        }
+        // Two large programs draw different code.
+        let [first, _] = large_program(&mix, 50, 1000);
+        let [second, _] = large_program(&mix, 150, 1000);
+        assert_ne!(first.units[1], second.units[1]);
+    }
+
+    #[test]
+    fn a_small_fix_changes_f1() {
+        let (baseline, fixed) = (release_program(10, false), release_program(10, true));
+        let changed: Vec<&str> = baseline
+            .split("\n\n")
+            .zip(fixed.split("\n\n"))
+            .filter(|(before, after)| before != after)
+            .map(|(before, _)| before)
+            .collect();
+        assert_eq!(changed.len(), 1);
+        let fixed_function = FULL_MIX.fixed_function(Class::Small);
+        assert!(
+            changed[0].contains(&format!(" {fixed_function}(")),
+            "{changed:?}"
+        );
+    }
+
+    #[test]
+    fn the_representative_is_the_program_of_median_size() {
+        let fixed = fixed_binaries(&FULL_MIX);
+        let mut sizes = FULL_MIX.large_functions.to_vec();
+        sizes.sort_unstable();
+        let median = sizes[sizes.len() / 2];
+        let large: Vec<&FixedBinary> = fixed.iter().filter(|b| b.class != Class::Small).collect();
+        let typical = representative(&large, |b| *b).expect("large programs");
+        assert_eq!(typical.class, Class::Large { functions: median });
+        // Small programs are all the same size: the middle one by name.
+        let small: Vec<&FixedBinary> = fixed.iter().filter(|b| b.class == Class::Small).collect();
+        let typical = representative(&small, |b| *b).expect("small programs");
+        assert_eq!(typical.name, small[small.len() / 2].name);
+        assert!(representative::<&FixedBinary>(&[], |b| *b).is_none());
+    }
+
+    #[test]
+    fn a_fix_with_its_cold_part_is_one_function() {
+        assert!(is_one_function(&["f249"], "f249"));
+        assert!(is_one_function(&["f249", "f249.cold"], "f249"));
+        assert!(is_one_function(&["f249.cold.1", "f249"], "f249"));
+        assert!(!is_one_function(&["f249.cold"], "f249"));
+        assert!(!is_one_function(&["f249", "f2490"], "f249"));
+        assert!(!is_one_function(&["f249", "f249.constprop.0"], "f249"));
+        assert!(!is_one_function(&["f249", "f12"], "f249"));
+        assert!(!is_one_function(&[], "f249"));
+    }
+
+    #[test]
+    fn a_cache_of_another_mix_is_not_taken() {
+        let other = Mix {
+            n_binaries: 100,
+            n_fixed: 10,
+            ..FULL_MIX
+        };
+        assert_ne!(release_stamp(&FULL_MIX), release_stamp(&other));
+        assert_eq!(release_stamp(&FULL_MIX), release_stamp(&FULL_MIX));
     }
 }
