@@ -48,8 +48,10 @@ const FIXED: Release = Release {
     ],
 };
 
-/// Bump when the build recipe changes, so stale builds are redone.
-const RECIPE_VERSION: &str = "bench-real v1";
+/// Bump when a format's build recipe changes, so its stale builds are redone (the other
+/// format's builds stay current).
+const ELF_RECIPE_VERSION: &str = "bench-real v1";
+const PE_RECIPE_VERSION: &str = "bench-real pe v2";
 
 /// The benchmark groups are `postgres-elf` and `postgres-pe`; `--pair postgres` selects both.
 pub const FAMILY: &str = "postgres";
@@ -76,6 +78,13 @@ impl Format {
         match self {
             Format::Elf => "elf",
             Format::Pe => "pe",
+        }
+    }
+
+    fn recipe_version(self) -> &'static str {
+        match self {
+            Format::Elf => ELF_RECIPE_VERSION,
+            Format::Pe => PE_RECIPE_VERSION,
         }
     }
 
@@ -112,7 +121,7 @@ pub fn ensure_pairs(
         let variants = [("baseline", &BASELINE), ("fixed", &FIXED)];
         if variants
             .iter()
-            .any(|(variant, release)| !is_current(&out_dir, variant, release))
+            .any(|(variant, release)| !is_current(format, &out_dir, variant, release))
         {
             let missing = missing_tools(format);
             if !missing.is_empty() {
@@ -132,7 +141,7 @@ pub fn ensure_pairs(
             // tells them apart, through one compiler cache (see `build`).
             let work_dir = dir.join("work").join(format.name());
             for (variant, release) in variants {
-                if is_current(&out_dir, variant, release) {
+                if is_current(format, &out_dir, variant, release) {
                     continue;
                 }
                 let tarball = fetch(&dir.join("download"), release)?;
@@ -143,7 +152,7 @@ pub fn ensure_pairs(
                     work_dir.display()
                 );
                 build(format, &tarball, &work_dir, &out_dir, variant, release)?;
-                fs_err::write(stamp_path(&out_dir, variant), stamp(release))?;
+                fs_err::write(stamp_path(&out_dir, variant), stamp(format, release))?;
             }
             // The build tree and the cache (objects with debug info) are several hundred MB.
             fs_err::remove_dir_all(&work_dir)?;
@@ -161,16 +170,21 @@ pub fn ensure_pairs(
     Ok(pairs)
 }
 
-fn stamp(release: &Release) -> String {
-    format!("{RECIPE_VERSION} {} {}\n", release.version, release.sha256)
+fn stamp(format: Format, release: &Release) -> String {
+    format!(
+        "{} {} {}\n",
+        format.recipe_version(),
+        release.version,
+        release.sha256
+    )
 }
 
 fn stamp_path(out_dir: &Path, variant: &str) -> PathBuf {
     out_dir.join(format!("{variant}.STAMP"))
 }
 
-fn is_current(out_dir: &Path, variant: &str, release: &Release) -> bool {
-    std::fs::read_to_string(stamp_path(out_dir, variant)).is_ok_and(|s| s == stamp(release))
+fn is_current(format: Format, out_dir: &Path, variant: &str, release: &Release) -> bool {
+    std::fs::read_to_string(stamp_path(out_dir, variant)).is_ok_and(|s| s == stamp(format, release))
 }
 
 /// The commands a format's build runs that are not on this machine.
@@ -337,6 +351,11 @@ fn build(
                 .context("mingw-w64's libgcc is missing (hint: ci/install-packages)")?;
             configure
                 .arg("--host=x86_64-w64-mingw32")
+                // clang rejects `_Static_assert(WSA_INVALID_EVENT == NULL, "")` in latch.c
+                // (a pointer comparison is no integer constant expression; gcc folds it), so
+                // c.h takes its fallback, a bit-field whose width is the condition, which
+                // clang folds.
+                .arg("pgac_cv__static_assert=no")
                 .env("CC", "ccache clang --target=x86_64-w64-mingw32")
                 .env(
                     "CFLAGS",
