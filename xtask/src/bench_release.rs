@@ -611,32 +611,26 @@ fn class_rows(group: &str, class: &str, members: &[&FixSize]) -> Vec<Row> {
             m.binary.class.functions()
         )
     };
+    let typical_row = || {
+        Row::new(
+            group,
+            &format!(
+                "payload, single-function fix, {class} program ({})",
+                what(typical)
+            ),
+            typical.payload as f64,
+            Unit::Bytes,
+        )
+    };
     vec![
-        Row::new(
-            group,
-            &format!(
-                "payload, single-function fix, {class} program ({})",
-                what(typical)
-            ),
-            typical.payload as f64,
-            Unit::Bytes,
-        )
-        .against("fixed binary", typical.fixed_size as f64, Unit::Bytes),
-        Row::new(
-            group,
-            &format!(
-                "payload, single-function fix, {class} program ({})",
-                what(typical)
-            ),
-            typical.payload as f64,
-            Unit::Bytes,
-        )
-        .against(
-            &format!("generic delta ({})", typical.tool),
-            typical.delta as f64,
-            Unit::Bytes,
-        )
-        .at_most(0.1, "<= 0.1x the generic delta"),
+        typical_row().against("fixed binary", typical.fixed_size as f64, Unit::Bytes),
+        typical_row()
+            .against(
+                &format!("generic delta ({})", typical.tool),
+                typical.delta as f64,
+                Unit::Bytes,
+            )
+            .at_most(0.1, "<= 0.1x the generic delta"),
         Row::new(
             group,
             &format!(
