@@ -568,10 +568,11 @@ fn walk_unit(
                 // The linkage name is the symbol name a function is known by downstream.
                 let function = (entry.tag() == constants::DW_TAG_subprogram)
                     .then(|| {
-                        die_name_attr(unit, entry, constants::DW_AT_linkage_name)
+                        die_name_slice(unit, entry, constants::DW_AT_linkage_name)
                             .ok()
                             .flatten()
-                            .or_else(|| name.map(text))
+                            .or(name)
+                            .map(text)
                     })
                     .flatten();
                 facts.report_for(
@@ -795,15 +796,6 @@ fn die_name_slice<'a>(
 /// A string of the debug information as text (invalid UTF-8 replaced).
 fn text(slice: Reader<'_>) -> String {
     slice.to_string_lossy().into_owned()
-}
-
-/// A string attribute of a DIE, as text.
-fn die_name_attr<'a>(
-    unit: UnitRef<'_, Reader<'a>>,
-    entry: &gimli::DebuggingInformationEntry<'_, '_, Reader<'a>>,
-    attr: constants::DwAt,
-) -> gimli::Result<Option<String>> {
-    Ok(die_name_slice(unit, entry, attr)?.map(text))
 }
 
 /// Records the code of a subprogram and returns its entry address: `DW_AT_low_pc`, else the

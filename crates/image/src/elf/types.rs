@@ -109,7 +109,7 @@ impl Scratch {
 /// What a field of a type gets from the type alone.
 struct FieldType {
     name: String,
-    /// See [`Names::type_chain_size`].
+    /// See [`Names::type_size`] (with the dimensions).
     size: Option<u64>,
     /// See [`Names::aggregate_behind`].
     reaches: Option<String>,
@@ -567,21 +567,6 @@ impl<'a, 'u> Names<'a, 'u> {
         format!("<anon {{{}}}>", members.join(","))
     }
 
-    /// The byte size of a type, through typedefs and qualifiers.
-    fn type_size(&self, offset: UnitOffset) -> Option<u64> {
-        let (mut names, mut offset) = (*self, offset);
-        for _ in 0..MAX_DEPTH {
-            let entry = names.unit.entry(offset).ok()?;
-            if let Some(size) = udata(&entry, constants::DW_AT_byte_size) {
-                return Some(size);
-            }
-            (names, offset) = names
-                .resolve_attr(&entry, constants::DW_AT_type)
-                .or_else(|| names.resolve_attr(&entry, constants::DW_AT_signature))?;
-        }
-        None
-    }
-
     /// The name of the aggregate a parameter or local variable at `offset` works on: its type
     /// (which a concrete instance leaves to its abstract origin) followed through pointers,
     /// references, typedefs, qualifiers and arrays. The name is the one [`Names::layout`] gives
@@ -717,7 +702,7 @@ impl<'a, 'u> Names<'a, 'u> {
         }
         let found = Rc::new(FieldType {
             name: names.type_name(offset, 1),
-            size: names.type_chain_size(offset),
+            size: names.type_size(offset, true),
             reaches: names.aggregate_behind(offset),
         });
         // A type named or followed while the budget ran out may have come out short; the next
@@ -731,11 +716,13 @@ impl<'a, 'u> Names<'a, 'u> {
         Some(found)
     }
 
-    /// The byte size of a value of the type at `offset`: its `DW_AT_byte_size` through
-    /// typedefs and qualifiers; an array's is its element's times the product of its
-    /// dimensions (GCC gives arrays no size of their own). `None` for a flexible array member
-    /// and for what the debug information does not size.
-    fn type_chain_size(&self, offset: UnitOffset) -> Option<u64> {
+    /// The byte size of the type at `offset`: its `DW_AT_byte_size` through typedefs and
+    /// qualifiers. With `times_dimensions`, an array's is its element's times the product of
+    /// its dimensions (the size of a value of it; GCC gives arrays no size of their own), and
+    /// `None` for a flexible array member; without, an array's is its element's (the storage
+    /// unit of a bit field's declared type). `None` for what the debug information does not
+    /// size.
+    fn type_size(&self, offset: UnitOffset, times_dimensions: bool) -> Option<u64> {
         let (mut names, mut offset) = (*self, offset);
         let mut count: u64 = 1;
         for _ in 0..MAX_DEPTH {
@@ -743,7 +730,7 @@ impl<'a, 'u> Names<'a, 'u> {
             if let Some(size) = udata(&entry, constants::DW_AT_byte_size) {
                 return size.checked_mul(count);
             }
-            if entry.tag() == constants::DW_TAG_array_type {
+            if times_dimensions && entry.tag() == constants::DW_TAG_array_type {
                 let mut known = true;
                 names.for_each_child(offset, |child| {
                     if child.tag() != constants::DW_TAG_subrange_type {
@@ -816,7 +803,7 @@ impl<'a, 'u> Names<'a, 'u> {
                 attrs
                     .type_
                     .and_then(|value| self.resolve(value))
-                    .and_then(|(names, type_offset)| names.type_size(type_offset))
+                    .and_then(|(names, type_offset)| names.type_size(type_offset, false))
             })
             .filter(|&size| size > 0 && size <= 64)
             .unwrap_or(1);
