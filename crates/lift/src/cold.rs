@@ -28,6 +28,19 @@ pub(crate) fn refuse_split_parts(
     let carried_baseline: BTreeSet<usize> = carried.iter().filter_map(|c| c.2).collect();
     let baseline_to_fixed: BTreeMap<usize, usize> =
         diff.matches.iter().map(|m| (m.baseline, m.fixed)).collect();
+    // The baseline's functions by name and its cold parts by parent, in index order, read
+    // once rather than once per carried function.
+    let mut by_name: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    let mut cold_parts: BTreeMap<&str, Vec<usize>> = BTreeMap::new();
+    for (index, function) in baseline.functions.iter().enumerate() {
+        by_name
+            .entry(function.name.as_str())
+            .or_default()
+            .push(index);
+        if let Some(parent) = cold_part_parent(&function.name) {
+            cold_parts.entry(parent).or_default().push(index);
+        }
+    }
     let mut problems = Vec::new();
     for &(fixed_index, _, baseline_index) in carried {
         let Some(baseline_index) = baseline_index else {
@@ -41,13 +54,11 @@ pub(crate) fn refuse_split_parts(
         };
         // A cold part replaced while its parent stays.
         if let Some(parent) = cold_part_parent(&old.name) {
-            let parent_carried = baseline
-                .functions
+            let parent_indices = by_name.get(parent).map_or(&[][..], Vec::as_slice);
+            let parent_carried = parent_indices
                 .iter()
-                .enumerate()
-                .any(|(index, f)| f.name == parent && carried_baseline.contains(&index));
-            let parent_exists = baseline.functions.iter().any(|f| f.name == parent);
-            if parent_exists && !parent_carried {
+                .any(|index| carried_baseline.contains(index));
+            if !parent_indices.is_empty() && !parent_carried {
                 problems.push(Unliftable::ColdPartAlone {
                     function: parent.to_owned(),
                     fixed_index,
@@ -58,10 +69,13 @@ pub(crate) fn refuse_split_parts(
             continue;
         }
         // A parent replaced while a cold part of it that branches back stays.
-        for (cold_index, cold) in baseline.functions.iter().enumerate() {
-            if cold_part_parent(&cold.name) != Some(old.name.as_str()) {
+        let own_cold_parts = cold_parts
+            .get(old.name.as_str())
+            .map_or(&[][..], Vec::as_slice);
+        for &cold_index in own_cold_parts {
+            let Some(cold) = baseline.functions.get(cold_index) else {
                 continue;
-            }
+            };
             let cold_carried = baseline_to_fixed
                 .get(&cold_index)
                 .is_some_and(|fixed_cold| function_offsets.contains_key(fixed_cold));
