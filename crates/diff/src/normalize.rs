@@ -1064,24 +1064,21 @@ pub(crate) fn render_bytes(
     let bytes = image.bytes_at(rva, len)?;
     let end = rva.checked_add(len)?;
     let start = namer.index.first_relocation_from(rva);
-    let slots: Vec<u64> = namer.index.relocation_slots[start..]
+    // The relocated slots inside, as offsets, in order (the index's relocation slots are
+    // sorted): one cursor walks them beside `offset` instead of searching them at every byte,
+    // which was quadratic in tables of pointers (PostgreSQL's `fmgr_builtins` has thousands).
+    let mut slots = namer.index.relocation_slots[start..]
         .iter()
         .take_while(|&&slot| slot < end)
         .map(|&slot| slot - rva)
         .filter(|offset| offset + 8 <= len)
-        .collect();
+        .peekable();
     let mut text = String::with_capacity(bytes.len() * 2);
     let mut unresolved = false;
     let mut offset = 0u64;
-    // `slots` is sorted (as the index's relocation slots are): one cursor walks it beside
-    // `offset` instead of searching it at every byte, which was quadratic in tables of
-    // pointers (PostgreSQL's `fmgr_builtins` has thousands).
-    let mut next_slot = 0;
     while offset < len {
-        while slots.get(next_slot).is_some_and(|&slot| slot < offset) {
-            next_slot += 1;
-        }
-        if slots.get(next_slot) == Some(&offset) && depth < 2 {
+        while slots.next_if(|&slot| slot < offset).is_some() {}
+        if slots.peek() == Some(&offset) && depth < 2 {
             let target = namer
                 .index
                 .pointer_target(image, rva + offset)
